@@ -1,0 +1,49 @@
+use std::{fmt, net::SocketAddr, time::Duration};
+
+#[derive(Clone, clap::Args)]
+pub struct Config {
+    /// Address to serve gRPC on.
+    #[arg(long, env = "USERSVC_LISTEN", default_value = "127.0.0.1:50052")]
+    pub listen: SocketAddr,
+
+    /// Redis to cache in, e.g. `redis://:password@127.0.0.1:6379` or `redis+unix:///path.sock`.
+    #[arg(
+        long,
+        env = "USERSVC_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    pub redis_url: String,
+
+    /// The entry store to fall back on.
+    #[arg(
+        long,
+        env = "USERSVC_STORE_ADDR",
+        default_value = "http://127.0.0.1:50053"
+    )]
+    pub store_addr: String,
+
+    /// How long a user stays cached (each key gets ±10% jitter so entries do not expire together).
+    #[arg(long, env = "USERSVC_TTL", default_value = "300s", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+
+    /// How long a "no such user" answer stays cached.
+    #[arg(long, env = "USERSVC_NEGATIVE_TTL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub negative_ttl: Duration,
+
+    /// A Redis call slower than this is abandoned and the store answers instead.
+    #[arg(long, env = "USERSVC_REDIS_TIMEOUT", default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub redis_timeout: Duration,
+}
+
+// The Redis URL may carry a password: never print it.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("store_addr", &self.store_addr)
+            .field("ttl", &self.ttl)
+            .field("negative_ttl", &self.negative_ttl)
+            .field("redis_timeout", &self.redis_timeout)
+            .finish_non_exhaustive()
+    }
+}

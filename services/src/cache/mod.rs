@@ -1,0 +1,24 @@
+//! The entry cache: `userctl.user.v1.UserStore` as a cache-aside layer over Redis in front of
+//! the store, plus `userctl.cache.v1.CacheStats`.
+//!
+//! - [`config`]: flags and env vars.
+//! - [`keys`]: key names and TTLs; change the layout here and bump the version in the prefix.
+//! - [`redis`]: the Redis client, which fails open: an error or a slow call is a miss.
+//! - [`stats`]: counters and the latency window behind `CacheStats`.
+//! - [`service`]: the read and write paths.
+//! - [`startup`]: wiring.
+//!
+//! Rules (see DESIGN.md): values are protobuf bytes under versioned keys with a jittered TTL; a
+//! not-found is cached briefly; a create deletes what it touches; concurrent misses on one key
+//! make one store call; Redis errors and calls slower than `--redis-timeout` fall through to
+//! the store and are counted.
+
+pub mod config;
+pub mod keys;
+pub mod redis;
+pub mod service;
+pub mod startup;
+pub mod stats;
+
+pub use config::Config;
+pub use startup::build;

@@ -1,0 +1,153 @@
+use std::sync::Arc;
+
+use tonic::{Code, Request, Response, Status, metadata::MetadataMap, transport::Channel};
+use userctl_proto::{
+    gateway::v1::{
+        LoginRequest, LoginResponse, Profile, RegisterRequest, WhoAmIRequest,
+        gateway_server::Gateway,
+    },
+    user::v1::{
+        CreateUserRequest, ReadUserRequest, User, read_user_request::Key,
+        user_store_client::UserStoreClient,
+    },
+};
+
+use super::{error::GatewayError, password::Passwords, token::JwtKey, validate};
+
+#[derive(Clone)]
+pub struct GatewayService {
+    /// The entry cache, which speaks the store's interface.
+    users: UserStoreClient<Channel>,
+    passwords: Passwords,
+    key: Arc<JwtKey>,
+}
+
+impl GatewayService {
+    pub fn new(users: UserStoreClient<Channel>, passwords: Passwords, key: JwtKey) -> Self {
+        Self {
+            users,
+            passwords,
+            key: Arc::new(key),
+        }
+    }
+
+    async fn register(&self, request: RegisterRequest) -> Result<Profile, GatewayError> {
+        let registration = validate::registration(request).map_err(GatewayError::Invalid)?;
+        let password_hash = self.passwords.hash(registration.password).await?;
+        let request = CreateUserRequest {
+            email: registration.email,
+            full_name: registration.full_name,
+            password_hash,
+        };
+        let user = self
+            .users
+            .clone()
+            .create_user(request)
+            .await
+            .map_err(GatewayError::upstream)?;
+        let profile = profile(user.into_inner());
+        tracing::info!(user_id = profile.id, "registered");
+        Ok(profile)
+    }
+
+    async fn login(&self, request: LoginRequest) -> Result<LoginResponse, GatewayError> {
+        let email = validate::login(&request).map_err(GatewayError::Invalid)?;
+        let found = match self.read_user(Key::Email(email)).await {
+            Ok(user) => Some(user),
+            Err(status) if status.code() == Code::NotFound => None,
+            Err(status) => return Err(GatewayError::upstream(status)),
+        };
+        // Verify even when the account is unknown, so both failures take as long.
+        let user_id = found.as_ref().map(|user| user.id);
+        let hash = found.map(|user| user.password_hash);
+        if !self.passwords.verify(request.password, hash).await? {
+            return Err(GatewayError::BadCredentials);
+        }
+        let user_id = user_id.ok_or(GatewayError::BadCredentials)?;
+        let (access_token, expires_at) = self
+            .key
+            .issue(user_id)
+            .map_err(|err| GatewayError::Internal(err.to_string()))?;
+        tracing::info!(user_id, "logged in");
+        Ok(LoginResponse {
+            access_token,
+            token_type: "Bearer".into(),
+            expires_at: i64::try_from(expires_at).unwrap_or(i64::MAX),
+        })
+    }
+
+    async fn who_am_i(&self, metadata: &MetadataMap) -> Result<Profile, GatewayError> {
+        let token = bearer_token(metadata)?;
+        let user_id = self
+            .key
+            .verify(token)
+            .map_err(|err| GatewayError::BadToken(err.to_string()))?;
+        match self.read_user(Key::Id(user_id)).await {
+            Ok(user) => Ok(profile(user)),
+            // A valid signature for an account that is gone (e.g. its data was wiped).
+            Err(status) if status.code() == Code::NotFound => Err(GatewayError::BadToken(
+                "the account no longer exists".into(),
+            )),
+            Err(status) => Err(GatewayError::upstream(status)),
+        }
+    }
+
+    async fn read_user(&self, key: Key) -> Result<User, Status> {
+        let request = ReadUserRequest { key: Some(key) };
+        Ok(self.users.clone().read_user(request).await?.into_inner())
+    }
+}
+
+/// The token from `authorization: Bearer <jwt>` (the scheme is case-insensitive, RFC 7235).
+fn bearer_token(metadata: &MetadataMap) -> Result<&str, GatewayError> {
+    let value = metadata
+        .get("authorization")
+        .ok_or(GatewayError::MissingToken)?;
+    let value = value
+        .to_str()
+        .map_err(|_| GatewayError::BadToken("non-ASCII authorization".into()))?;
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(token.trim())
+        }
+        _ => Err(GatewayError::BadToken(
+            "authorization is not `Bearer <token>`".into(),
+        )),
+    }
+}
+
+/// What a client may see of a user: everything but the password hash.
+fn profile(user: User) -> Profile {
+    Profile {
+        id: user.id,
+        email: user.email,
+        full_name: user.full_name,
+        created_at: user.created_at,
+    }
+}
+
+#[tonic::async_trait]
+impl Gateway for GatewayService {
+    #[tracing::instrument(skip_all)]
+    async fn register(
+        &self,
+        request: Request<RegisterRequest>,
+    ) -> Result<Response<Profile>, Status> {
+        Ok(Response::new(self.register(request.into_inner()).await?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn login(
+        &self,
+        request: Request<LoginRequest>,
+    ) -> Result<Response<LoginResponse>, Status> {
+        Ok(Response::new(self.login(request.into_inner()).await?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn who_am_i(&self, request: Request<WhoAmIRequest>) -> Result<Response<Profile>, Status> {
+        Ok(Response::new(self.who_am_i(request.metadata()).await?))
+    }
+}

@@ -1,0 +1,27 @@
+//! The three services of userctl, one library and one binary (`usersvc`).
+//!
+//! Layout, following the request path from the edge inwards:
+//!
+//! - [`gateway`]: the front controller and only public API (`userctl.gateway.v1.Gateway`):
+//!   validates input, hashes and verifies passwords, mints and checks JWTs.
+//! - [`cache`]: the entry cache (`userctl.user.v1.UserStore` + `userctl.cache.v1.CacheStats`):
+//!   cache-aside over Redis in front of the store, with the same interface as the store.
+//! - [`store`]: the entry store (`userctl.user.v1.UserStore`) over Postgres or SQLite.
+//!
+//! What they share: [`server`] (health, reflection, limits, graceful shutdown), [`client`]
+//! (outbound channels with deadlines), [`health`] (the `usersvc health` probe), [`telemetry`]
+//! and [`shutdown`].
+//!
+//! Every service is built the same way: `startup::build(config)` binds its listener (port 0
+//! works, which is how the tests run many stacks side by side) and returns a [`server::Server`]
+//! whose `run_until_stopped(token)` serves until the token is cancelled, then drains.
+
+pub mod cache;
+pub mod client;
+pub mod email;
+pub mod gateway;
+pub mod health;
+pub mod server;
+pub mod shutdown;
+pub mod store;
+pub mod telemetry;

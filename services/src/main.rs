@@ -1,0 +1,96 @@
+//! `usersvc store|cache|gateway|health`: parses flags, wires a service, runs it until SIGTERM.
+
+use std::{process::ExitCode, time::Duration};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use usersvc::{cache, gateway, health, shutdown, store, telemetry};
+
+#[derive(Parser)]
+#[command(
+    name = "usersvc",
+    version,
+    about = "The services of userctl: store, cache and gateway"
+)]
+struct Cli {
+    /// Log as one JSON object per line instead of text.
+    #[arg(long, global = true, env = "USERSVC_LOG_JSON")]
+    log_json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The entry store: users in Postgres or SQLite.
+    Store(store::Config),
+    /// The entry cache: cache-aside over Redis in front of the store.
+    Cache(cache::Config),
+    /// The gateway: register, login and whoami, the only public API.
+    Gateway(gateway::Config),
+    /// Exit 0 when the service at ADDR reports SERVING (a container health check).
+    Health {
+        #[arg(long, env = "USERSVC_HEALTH_ADDR")]
+        addr: String,
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Health { addr, timeout } = &cli.command {
+        return match health::probe(addr, *timeout).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("unhealthy: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    telemetry::init(cli.log_json);
+    match run(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    let shutdown = shutdown::on_signal();
+    match command {
+        Command::Store(config) => {
+            tracing::info!(?config, "starting store");
+            let (server, db) = store::build(&config)
+                .await
+                .context("cannot start the store")?;
+            tracing::info!(addr = %server.local_addr()?, "store serving");
+            server.run_until_stopped(shutdown).await?;
+            db.close().await;
+        }
+        Command::Cache(config) => {
+            tracing::info!(?config, "starting cache");
+            let (server, probe) = cache::build(&config, shutdown.clone())
+                .await
+                .context("cannot start the cache")?;
+            tracing::info!(addr = %server.local_addr()?, "cache serving");
+            server.run_until_stopped(shutdown).await?;
+            probe.await?;
+        }
+        Command::Gateway(config) => {
+            tracing::info!(?config, "starting gateway");
+            let server = gateway::build(&config)
+                .await
+                .context("cannot start the gateway")?;
+            tracing::info!(addr = %server.local_addr()?, "gateway serving");
+            server.run_until_stopped(shutdown).await?;
+        }
+        Command::Health { .. } => unreachable!("handled before logging starts"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

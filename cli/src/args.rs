@@ -1,0 +1,179 @@
+//! The command line, as DESIGN.md's `userctl` contract fixes it.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "userctl", version, about = "Run a local user/auth stack and use it", propagate_version = true)]
+pub struct Cli {
+    /// Gateway to talk to [default: the address the last `up` recorded, else http://127.0.0.1:50051]
+    #[arg(long, global = true, env = "USERCTL_GATEWAY")]
+    pub gateway: Option<String>,
+
+    /// Namespaces every Docker object and all local state, so stacks can live side by side.
+    #[arg(long, global = true, env = "USERCTL_PROJECT", default_value = "userctl", value_parser = parse_project)]
+    pub project: String,
+
+    /// More log output on stderr (-v, -vv).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Bring the stack up, idempotently, and wait until every service is healthy.
+    Up(UpArgs),
+    /// Stop and remove what `up` made; data is kept unless --volumes.
+    Down(DownArgs),
+    /// Each service's state, health and address.
+    Status(OutputArgs),
+    /// Service logs.
+    Logs(LogsArgs),
+    /// Create an account.
+    Register(RegisterArgs),
+    /// Log in and save the token.
+    Login(LoginArgs),
+    /// Show the profile of the saved token.
+    Whoami(OutputArgs),
+    /// Forget the saved token.
+    Logout,
+    /// Live view of cache hit rates and service health.
+    Dashboard(DashboardArgs),
+    /// Internal: the local runtime's supervisor process.
+    #[command(hide = true)]
+    Supervise,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeChoice {
+    /// Docker when an engine answers, else local.
+    Auto,
+    Docker,
+    Local,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    Postgres,
+    Sqlite,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[arg(long, value_enum, env = "USERCTL_RUNTIME", default_value_t = RuntimeChoice::Auto)]
+    pub runtime: RuntimeChoice,
+
+    /// Database behind the store [default: postgres on docker, sqlite on local]
+    #[arg(long, value_enum, env = "USERCTL_STORE")]
+    pub store: Option<StoreKind>,
+
+    /// How long to wait for every service to become healthy.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub wait_timeout: Duration,
+
+    /// Published gateway port on 127.0.0.1 (0: any free port).
+    #[arg(long, env = "USERCTL_GATEWAY_PORT", default_value_t = 50051)]
+    pub gateway_port: u16,
+
+    /// Published cache port on 127.0.0.1 (0: any free port).
+    #[arg(long, env = "USERCTL_CACHE_PORT", default_value_t = 50052)]
+    pub cache_port: u16,
+
+    /// Published store port on 127.0.0.1 (0: any free port).
+    #[arg(long, env = "USERCTL_STORE_PORT", default_value_t = 50053)]
+    pub store_port: u16,
+
+    /// The usersvc binary [default: beside this executable, else on PATH]
+    #[arg(long, env = "USERCTL_USERSVC")]
+    pub usersvc: Option<PathBuf>,
+
+    /// Redis image for the docker runtime.
+    #[arg(long, env = "USERCTL_REDIS_IMAGE", default_value = crate::runtime::DEFAULT_REDIS_IMAGE)]
+    pub redis_image: String,
+
+    /// Postgres image for the docker runtime.
+    #[arg(long, env = "USERCTL_POSTGRES_IMAGE", default_value = crate::runtime::DEFAULT_POSTGRES_IMAGE)]
+    pub postgres_image: String,
+
+    /// Redis for the local runtime [default: start redis-server from PATH on a free port]
+    #[arg(long, env = "USERCTL_REDIS_URL")]
+    pub redis_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// Also delete the data (Postgres and Redis volumes, the SQLite file).
+    #[arg(long)]
+    pub volumes: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum OutputFormat {
+    #[default]
+    Table,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// gateway, cache, store, redis or postgres [default: all]
+    pub service: Option<String>,
+    /// Keep printing new lines.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Only the last N lines of each service.
+    #[arg(long)]
+    pub tail: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct RegisterArgs {
+    #[arg(long)]
+    pub email: String,
+    /// Full name.
+    #[arg(long)]
+    pub name: String,
+    /// Read the password from the first line of stdin instead of prompting.
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    #[arg(long)]
+    pub email: String,
+    /// Read the password from the first line of stdin instead of prompting.
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DashboardArgs {
+    /// How often to refresh.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub refresh: Duration,
+}
+
+/// Project names become Docker object names and directory names.
+fn parse_project(name: &str) -> Result<String, String> {
+    let valid = !name.is_empty()
+        && name.len() <= 40
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if valid {
+        Ok(name.to_owned())
+    } else {
+        Err("use 1-40 lower-case letters, digits, '-' or '_', starting with a letter or digit".into())
+    }
+}

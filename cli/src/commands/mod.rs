@@ -1,0 +1,5 @@
+//! One module per group of commands. These are the only functions that print.
+
+pub mod account;
+pub mod dashboard;
+pub mod stack;

@@ -1,0 +1,247 @@
+//! Where `userctl` keeps its state: `USERCTL_HOME` (default: the platform data dir, e.g.
+//! `~/.local/share/userctl`), one directory per project. Secrets (the saved token, the JWT key,
+//! generated database passwords) are written atomically with mode 0600.
+//!
+//! ```text
+//! $USERCTL_HOME/<project>/
+//!   token          the access token of the last login
+//!   jwt.key        the gateway's HS256 key, generated on first `up`
+//!   secrets.json   generated Redis and Postgres passwords
+//!   stack.json     which runtime `up` used and the addresses it chose
+//!   local/         the local runtime: supervisor state, logs, SQLite file
+//! ```
+
+use std::{
+    fs, io,
+    io::Write as _,
+    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
+    path::{Path, PathBuf},
+};
+
+use rand::{Rng as _, distr::Alphanumeric};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    args::StoreKind,
+    error::{CliError, Result},
+};
+
+#[derive(Debug, Clone)]
+pub struct ProjectHome {
+    pub name: String,
+    pub dir: PathBuf,
+}
+
+/// What `up` recorded, so that other commands know where the stack is.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StackRecord {
+    pub runtime: RuntimeKind,
+    pub store: StoreKind,
+    pub gateway: String,
+    pub cache: String,
+    pub store_addr: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    Docker,
+    Local,
+}
+
+impl RuntimeKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Docker => "docker",
+            Self::Local => "local",
+        }
+    }
+}
+
+/// Passwords generated for the stack's Redis and Postgres, kept so data volumes stay usable.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Secrets {
+    pub redis_password: String,
+    pub postgres_password: String,
+}
+
+impl ProjectHome {
+    pub fn resolve(project: &str) -> Result<Self> {
+        let root = match std::env::var_os("USERCTL_HOME") {
+            Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+            _ => directories::ProjectDirs::from("", "", "userctl")
+                .map(|dirs| dirs.data_dir().to_path_buf())
+                .ok_or_else(|| {
+                    CliError::failed("cannot find a home directory").with_hint("set USERCTL_HOME to a writable directory")
+                })?,
+        };
+        Ok(Self { name: project.to_owned(), dir: root.join(project) })
+    }
+
+    pub fn token_path(&self) -> PathBuf {
+        self.dir.join("token")
+    }
+
+    pub fn jwt_key_path(&self) -> PathBuf {
+        self.dir.join("jwt.key")
+    }
+
+    pub fn local_dir(&self) -> PathBuf {
+        self.dir.join("local")
+    }
+
+    fn stack_path(&self) -> PathBuf {
+        self.dir.join("stack.json")
+    }
+
+    fn secrets_path(&self) -> PathBuf {
+        self.dir.join("secrets.json")
+    }
+
+    pub fn token(&self) -> Result<Option<String>> {
+        read_optional(&self.token_path()).map(|token| token.map(|t| t.trim().to_owned()))
+    }
+
+    pub fn save_token(&self, token: &str) -> Result<()> {
+        write_private(&self.token_path(), token.as_bytes())
+    }
+
+    /// Whether a token was there to forget.
+    pub fn forget_token(&self) -> Result<bool> {
+        remove_optional(&self.token_path())
+    }
+
+    pub fn stack(&self) -> Result<Option<StackRecord>> {
+        match read_optional(&self.stack_path())? {
+            None => Ok(None),
+            Some(text) => serde_json::from_str(&text).map(Some).map_err(|err| {
+                CliError::failed(format!("{} is corrupt: {err}", self.stack_path().display()))
+                    .with_hint("run `userctl down` and `userctl up` again")
+            }),
+        }
+    }
+
+    pub fn save_stack(&self, record: &StackRecord) -> Result<()> {
+        let json = serde_json::to_vec_pretty(record).map_err(|err| CliError::failed(err.to_string()))?;
+        write_private(&self.stack_path(), &json)
+    }
+
+    pub fn forget_stack(&self) -> Result<bool> {
+        remove_optional(&self.stack_path())
+    }
+
+    /// The JWT key, generated (64 random bytes, hex) the first time.
+    pub fn ensure_jwt_key(&self) -> Result<PathBuf> {
+        let path = self.jwt_key_path();
+        if read_optional(&path)?.is_none() {
+            let mut key = [0u8; 64];
+            rand::rng().fill(&mut key);
+            write_private(&path, hex::encode(key).as_bytes())?;
+        }
+        Ok(path)
+    }
+
+    /// The stack's generated passwords, created the first time.
+    pub fn ensure_secrets(&self) -> Result<Secrets> {
+        if let Some(text) = read_optional(&self.secrets_path())?
+            && let Ok(secrets) = serde_json::from_str(&text)
+        {
+            return Ok(secrets);
+        }
+        let secrets = Secrets { redis_password: random_password(), postgres_password: random_password() };
+        let json = serde_json::to_vec_pretty(&secrets).map_err(|err| CliError::failed(err.to_string()))?;
+        write_private(&self.secrets_path(), &json)?;
+        Ok(secrets)
+    }
+
+    /// Forgets generated passwords, once the data they protected is gone.
+    pub fn forget_secrets(&self) -> Result<bool> {
+        remove_optional(&self.secrets_path())
+    }
+
+    pub fn ensure_dir(&self, dir: &Path) -> Result<()> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|err| io_error("create", dir, &err))
+    }
+}
+
+/// 32 alphanumeric characters: ~190 bits, and safe inside a URL.
+pub fn random_password() -> String {
+    rand::rng().sample_iter(Alphanumeric).take(32).map(char::from).collect()
+}
+
+/// Writes `bytes` to `path` with mode 0600, atomically: a reader sees the old file or the new
+/// one, never half of one.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|err| io_error("create", parent, &err))?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let write = || -> io::Result<()> {
+        let mut file = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)
+    };
+    write().map_err(|err| {
+        let _ = fs::remove_file(&tmp);
+        io_error("write", path, &err)
+    })
+}
+
+fn read_optional(path: &Path) -> Result<Option<String>> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(io_error("read", path, &err)),
+    }
+}
+
+fn remove_optional(path: &Path) -> Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(err) => Err(io_error("remove", path, &err)),
+    }
+}
+
+pub fn io_error(action: &str, path: &Path, err: &io::Error) -> CliError {
+    CliError::failed(format!("cannot {action} {}: {err}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[test]
+    fn secrets_are_written_with_mode_0600() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = ProjectHome { name: "t".into(), dir: dir.path().join("t") };
+        home.save_token("abc").expect("save");
+        let key = home.ensure_jwt_key().expect("key");
+        for path in [home.token_path(), key] {
+            let mode = fs::metadata(&path).expect("metadata").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", path.display());
+        }
+        assert_eq!(home.token().expect("read").as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn the_jwt_key_is_generated_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = ProjectHome { name: "t".into(), dir: dir.path().to_path_buf() };
+        let first = fs::read(home.ensure_jwt_key().expect("key")).expect("read");
+        let second = fs::read(home.ensure_jwt_key().expect("key")).expect("read");
+        assert_eq!(first, second);
+        assert_eq!(first.len(), 128);
+    }
+}

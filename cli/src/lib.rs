@@ -1,0 +1,40 @@
+//! `userctl`: runs the stack (`up`, `down`, `status`, `logs`) and uses it (`register`, `login`,
+//! `whoami`, `logout`, `dashboard`).
+//!
+//! - [`args`]: the command line (DESIGN.md's contract).
+//! - [`commands`]: one function per command; they print, everything else returns values.
+//! - [`runtime`]: where the stack runs — Docker containers or local processes.
+//! - [`client`]: the gateway client and what its statuses mean to a user.
+//! - [`home`]: state under `USERCTL_HOME`: token, JWT key, generated passwords, addresses.
+//! - [`error`]: one error type carrying the exit code.
+
+pub mod args;
+pub mod client;
+pub mod commands;
+pub mod error;
+pub mod home;
+pub mod output;
+pub mod runtime;
+pub mod telemetry;
+
+use args::{Cli, Command};
+use error::Result;
+use home::ProjectHome;
+
+/// Runs one command to completion.
+pub async fn run(cli: Cli) -> Result<()> {
+    let home = ProjectHome::resolve(&cli.project)?;
+    let gateway = cli.gateway;
+    match cli.command {
+        Command::Up(args) => commands::stack::up(&home, args).await,
+        Command::Down(args) => commands::stack::down(&home, args).await,
+        Command::Status(args) => commands::stack::status(&home, args).await,
+        Command::Logs(args) => commands::stack::logs(&home, args).await,
+        Command::Register(args) => commands::account::register(&home, gateway, args).await,
+        Command::Login(args) => commands::account::login(&home, gateway, args).await,
+        Command::Whoami(args) => commands::account::whoami(&home, gateway, args).await,
+        Command::Logout => commands::account::logout(&home),
+        Command::Dashboard(args) => commands::dashboard::run(&home, gateway, args).await,
+        Command::Supervise => runtime::local::supervise(&home).await,
+    }
+}

@@ -1,0 +1,145 @@
+//! The files the local runtime shares between `up` and its supervisor.
+
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::runtime::{Endpoints, RuntimeError, Service, StackSpec};
+
+/// What `up` asked the supervisor to run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    /// Of everything that, when it changes, requires a restart (see [`fingerprint`]).
+    pub fingerprint: String,
+    pub usersvc: PathBuf,
+    pub redis: RedisPlan,
+    pub store_port: u16,
+    pub cache_port: u16,
+    pub gateway_port: u16,
+    pub database_url: String,
+    pub jwt_key: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum RedisPlan {
+    /// A Redis the user runs (`--redis-url`).
+    External { url: String },
+    /// A `redis-server` the supervisor starts on 127.0.0.1 with a generated password.
+    Spawn { port: u16, password: String },
+}
+
+/// What the supervisor reports about itself and its processes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SupervisorState {
+    pub pid: u32,
+    pub services: Vec<ProcessState>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProcessState {
+    pub service: Service,
+    pub pid: Option<u32>,
+    /// running, restarting or stopped.
+    pub state: String,
+    pub restarts: u64,
+    /// Seconds since the epoch when the current process started.
+    pub started_at: u64,
+}
+
+impl Plan {
+    pub fn endpoints(&self) -> Endpoints {
+        Endpoints {
+            gateway: url(self.gateway_port),
+            cache: url(self.cache_port),
+            store: url(self.store_port),
+        }
+    }
+
+    /// The gRPC address of a `usersvc` service.
+    pub fn published(&self, service: Service) -> Option<String> {
+        match service {
+            Service::Store => Some(url(self.store_port)),
+            Service::Cache => Some(url(self.cache_port)),
+            Service::Gateway => Some(url(self.gateway_port)),
+            Service::Redis | Service::Postgres => None,
+        }
+    }
+
+    pub fn redis_url(&self) -> String {
+        match &self.redis {
+            RedisPlan::External { url } => url.clone(),
+            RedisPlan::Spawn { port, password } => format!("redis://:{password}@127.0.0.1:{port}"),
+        }
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<(), RuntimeError> {
+        save_json(&dir.join("plan.json"), self)
+    }
+
+    pub fn load(dir: &Path) -> Result<Option<Self>, RuntimeError> {
+        load_json(&dir.join("plan.json"))
+    }
+}
+
+impl SupervisorState {
+    pub fn process(&self, service: Service) -> Option<&ProcessState> {
+        self.services.iter().find(|process| process.service == service)
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<(), RuntimeError> {
+        save_json(&state_path(dir), self)
+    }
+
+    pub fn load(dir: &Path) -> Result<Option<Self>, RuntimeError> {
+        load_json(&state_path(dir))
+    }
+}
+
+/// Identifies a configuration: the usersvc binary (size and mtime), the Redis choice and the
+/// requested ports. Equal fingerprints mean `up` has nothing to change.
+pub fn fingerprint(spec: &StackSpec) -> Result<String, RuntimeError> {
+    let meta = fs::metadata(&spec.usersvc)
+        .map_err(|err| RuntimeError::other(format!("reading {}", spec.usersvc.display()), err))?;
+    let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).unwrap_or_default();
+    let mut hash = Sha256::new();
+    hash.update(spec.usersvc.to_string_lossy().as_bytes());
+    hash.update(meta.len().to_le_bytes());
+    hash.update(mtime.as_nanos().to_le_bytes());
+    hash.update(spec.redis_url.as_deref().unwrap_or("").as_bytes());
+    for port in [spec.ports.gateway, spec.ports.cache, spec.ports.store] {
+        hash.update(port.to_le_bytes());
+    }
+    Ok(hex::encode(&hash.finalize()[..16]))
+}
+
+pub fn state_path(dir: &Path) -> PathBuf {
+    dir.join("state.json")
+}
+
+pub fn log_path(dir: &Path, service: Service) -> PathBuf {
+    dir.join("logs").join(format!("{}.log", service.name()))
+}
+
+fn url(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
+}
+
+fn save_json<T: Serialize>(path: &Path, value: &T) -> Result<(), RuntimeError> {
+    let json = serde_json::to_vec_pretty(value).map_err(|err| RuntimeError::other("encoding local state", err))?;
+    crate::home::write_private(path, &json).map_err(|err| RuntimeError::other("saving local state", err))
+}
+
+fn load_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, RuntimeError> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|err| RuntimeError::other(format!("reading {}", path.display()), err)),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(RuntimeError::other(format!("reading {}", path.display()), err)),
+    }
+}

@@ -5,7 +5,12 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "userctl", version, about = "Run a local user/auth stack and use it", propagate_version = true)]
+#[command(
+    name = "userctl",
+    version,
+    about = "Run a local user/auth stack and use it",
+    propagate_version = true
+)]
 pub struct Cli {
     /// Gateway to talk to [default: the address the last `up` recorded, else http://127.0.0.1:50051]
     #[arg(long, global = true, env = "USERCTL_GATEWAY")]
@@ -170,10 +175,15 @@ fn parse_project(name: &str) -> Result<String, String> {
     let valid = !name.is_empty()
         && name.len() <= 40
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
     if valid {
         Ok(name.to_owned())
     } else {
-        Err("use 1-40 lower-case letters, digits, '-' or '_', starting with a letter or digit".into())
+        Err(
+            "use 1-40 lower-case letters, digits, '-' or '_', starting with a letter or digit"
+                .into(),
+        )
     }
 }

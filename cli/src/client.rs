@@ -8,7 +8,9 @@ use tonic::{
     metadata::MetadataValue,
     transport::{Channel, Endpoint},
 };
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 use userctl_proto::gateway::v1::gateway_client::GatewayClient;
 
 use crate::{
@@ -26,17 +28,24 @@ pub fn gateway_addr(home: &ProjectHome, flag: Option<String>) -> Result<String> 
     if let Some(addr) = flag {
         return Ok(addr);
     }
-    Ok(home.stack()?.map_or_else(|| DEFAULT_GATEWAY.to_owned(), |stack| stack.gateway))
+    Ok(home
+        .stack()?
+        .map_or_else(|| DEFAULT_GATEWAY.to_owned(), |stack| stack.gateway))
 }
 
 /// A connected channel, or exit 4 with a hint to start the stack.
 pub async fn connect(addr: &str) -> Result<Channel> {
     let endpoint = Endpoint::from_shared(addr.to_owned())
-        .map_err(|_| CliError::usage(format!("invalid gateway address {addr:?}; expected a URL such as {DEFAULT_GATEWAY}")))?
+        .map_err(|_| {
+            CliError::usage(format!(
+                "invalid gateway address {addr:?}; expected a URL such as {DEFAULT_GATEWAY}"
+            ))
+        })?
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(CALL_TIMEOUT);
     endpoint.connect().await.map_err(|_| {
-        CliError::unreachable(format!("cannot reach the gateway at {addr}")).with_hint("is the stack up? run `userctl up`")
+        CliError::unreachable(format!("cannot reach the gateway at {addr}"))
+            .with_hint("is the stack up? run `userctl up`")
     })
 }
 
@@ -47,8 +56,9 @@ pub async fn gateway(addr: &str) -> Result<GatewayClient<Channel>> {
 /// A request carrying `authorization: Bearer <token>`.
 pub fn authorized<T>(message: T, token: &str) -> Result<Request<T>> {
     let mut request = Request::new(message);
-    let value = MetadataValue::try_from(format!("Bearer {token}"))
-        .map_err(|_| CliError::auth("the saved token is corrupt").with_hint("run `userctl login` again"))?;
+    let value = MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| {
+        CliError::auth("the saved token is corrupt").with_hint("run `userctl login` again")
+    })?;
     request.metadata_mut().insert("authorization", value);
     Ok(request)
 }
@@ -58,12 +68,17 @@ pub fn status_error(status: &Status) -> CliError {
     let message = status.message().to_owned();
     match status.code() {
         Code::InvalidArgument => CliError::new(Exit::Usage, message),
-        Code::AlreadyExists => CliError::failed(message).with_hint("log in with `userctl login`, or use another email"),
+        Code::AlreadyExists => {
+            CliError::failed(message).with_hint("log in with `userctl login`, or use another email")
+        }
         Code::Unauthenticated => CliError::auth(message),
-        Code::ResourceExhausted => CliError::failed(message).with_hint("wait a little and try again"),
+        Code::ResourceExhausted => {
+            CliError::failed(message).with_hint("wait a little and try again")
+        }
         Code::Unavailable => CliError::unreachable(format!("the stack is unavailable: {message}"))
             .with_hint("check `userctl status`"),
-        Code::DeadlineExceeded => CliError::unreachable("the gateway did not answer in time").with_hint("check `userctl status`"),
+        Code::DeadlineExceeded => CliError::unreachable("the gateway did not answer in time")
+            .with_hint("check `userctl status`"),
         _ => CliError::failed(format!("the gateway failed: {message}")),
     }
 }
@@ -76,10 +91,16 @@ pub async fn is_serving(addr: &str, timeout: Duration) -> bool {
     let check = async {
         let channel = endpoint.connect_timeout(timeout).connect().await.ok()?;
         let response = HealthClient::new(channel)
-            .check(HealthCheckRequest { service: String::new() })
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
             .await
             .ok()?;
         Some(response.into_inner().status() == ServingStatus::Serving)
     };
-    tokio::time::timeout(timeout, check).await.ok().flatten().unwrap_or(false)
+    tokio::time::timeout(timeout, check)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
 }

@@ -27,7 +27,11 @@ pub type Result<T, E = CliError> = std::result::Result<T, E>;
 
 impl CliError {
     pub fn new(exit: Exit, message: impl Into<String>) -> Self {
-        Self { exit, message: message.into(), hint: None }
+        Self {
+            exit,
+            message: message.into(),
+            hint: None,
+        }
     }
 
     pub fn failed(message: impl Into<String>) -> Self {

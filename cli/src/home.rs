@@ -72,10 +72,14 @@ impl ProjectHome {
             _ => directories::ProjectDirs::from("", "", "userctl")
                 .map(|dirs| dirs.data_dir().to_path_buf())
                 .ok_or_else(|| {
-                    CliError::failed("cannot find a home directory").with_hint("set USERCTL_HOME to a writable directory")
+                    CliError::failed("cannot find a home directory")
+                        .with_hint("set USERCTL_HOME to a writable directory")
                 })?,
         };
-        Ok(Self { name: project.to_owned(), dir: root.join(project) })
+        Ok(Self {
+            name: project.to_owned(),
+            dir: root.join(project),
+        })
     }
 
     pub fn token_path(&self) -> PathBuf {
@@ -122,7 +126,8 @@ impl ProjectHome {
     }
 
     pub fn save_stack(&self, record: &StackRecord) -> Result<()> {
-        let json = serde_json::to_vec_pretty(record).map_err(|err| CliError::failed(err.to_string()))?;
+        let json =
+            serde_json::to_vec_pretty(record).map_err(|err| CliError::failed(err.to_string()))?;
         write_private(&self.stack_path(), &json)
     }
 
@@ -148,8 +153,12 @@ impl ProjectHome {
         {
             return Ok(secrets);
         }
-        let secrets = Secrets { redis_password: random_password(), postgres_password: random_password() };
-        let json = serde_json::to_vec_pretty(&secrets).map_err(|err| CliError::failed(err.to_string()))?;
+        let secrets = Secrets {
+            redis_password: random_password(),
+            postgres_password: random_password(),
+        };
+        let json =
+            serde_json::to_vec_pretty(&secrets).map_err(|err| CliError::failed(err.to_string()))?;
         write_private(&self.secrets_path(), &json)?;
         Ok(secrets)
     }
@@ -170,7 +179,11 @@ impl ProjectHome {
 
 /// 32 alphanumeric characters: ~190 bits, and safe inside a URL.
 pub fn random_password() -> String {
-    rand::rng().sample_iter(Alphanumeric).take(32).map(char::from).collect()
+    rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect()
 }
 
 /// Writes `bytes` to `path` with mode 0600, atomically: a reader sees the old file or the new
@@ -185,7 +198,12 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     }
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let write = || -> io::Result<()> {
-        let mut file = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&tmp, path)
@@ -225,7 +243,10 @@ mod tests {
     #[test]
     fn secrets_are_written_with_mode_0600() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let home = ProjectHome { name: "t".into(), dir: dir.path().join("t") };
+        let home = ProjectHome {
+            name: "t".into(),
+            dir: dir.path().join("t"),
+        };
         home.save_token("abc").expect("save");
         let key = home.ensure_jwt_key().expect("key");
         for path in [home.token_path(), key] {
@@ -238,7 +259,10 @@ mod tests {
     #[test]
     fn the_jwt_key_is_generated_once() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let home = ProjectHome { name: "t".into(), dir: dir.path().to_path_buf() };
+        let home = ProjectHome {
+            name: "t".into(),
+            dir: dir.path().to_path_buf(),
+        };
         let first = fs::read(home.ensure_jwt_key().expect("key")).expect("read");
         let second = fs::read(home.ensure_jwt_key().expect("key")).expect("read");
         assert_eq!(first, second);

@@ -9,7 +9,11 @@ fn main() -> ExitCode {
     userctl::telemetry::init(cli.verbose);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
-        Err(err) => return userctl::error::report(&userctl::error::CliError::failed(format!("cannot start: {err}"))),
+        Err(err) => {
+            return userctl::error::report(&userctl::error::CliError::failed(format!(
+                "cannot start: {err}"
+            )));
+        }
     };
     match runtime.block_on(userctl::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -16,7 +16,12 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
         let line: Vec<String> = row
             .iter()
             .zip(&widths)
-            .map(|(cell, width)| format!("{cell}{}", " ".repeat(width.saturating_sub(visible_len(cell)))))
+            .map(|(cell, width)| {
+                format!(
+                    "{cell}{}",
+                    " ".repeat(width.saturating_sub(visible_len(cell)))
+                )
+            })
             .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
@@ -33,7 +38,9 @@ pub enum Color {
 
 /// `text` in `color` when stdout is a terminal and `NO_COLOR` is unset.
 pub fn paint(text: &str, color: Color) -> String {
-    if std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) || !std::io::stdout().is_terminal() {
+    if std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+        || !std::io::stdout().is_terminal()
+    {
         return text.to_owned();
     }
     let code = match color {
@@ -61,7 +68,8 @@ fn visible_len(text: &str) -> usize {
 
 /// Seconds since the epoch as RFC 3339 (UTC).
 pub fn timestamp(secs: i64) -> String {
-    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0));
+    let time =
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0));
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
@@ -71,8 +79,14 @@ mod tests {
 
     #[test]
     fn table_aligns_columns() {
-        let rows = vec![vec!["gateway".into(), "running".into()], vec!["redis".into(), "\x1b[31mexited\x1b[0m".into()]];
+        let rows = vec![
+            vec!["gateway".into(), "running".into()],
+            vec!["redis".into(), "\x1b[31mexited\x1b[0m".into()],
+        ];
         let text = table(&["service", "state"], &rows);
-        assert_eq!(text, "SERVICE  STATE\ngateway  running\nredis    \x1b[31mexited\x1b[0m\n");
+        assert_eq!(
+            text,
+            "SERVICE  STATE\ngateway  running\nredis    \x1b[31mexited\x1b[0m\n"
+        );
     }
 }

@@ -13,10 +13,18 @@ use crate::{
     output,
 };
 
-pub async fn register(home: &ProjectHome, gateway: Option<String>, args: RegisterArgs) -> Result<()> {
+pub async fn register(
+    home: &ProjectHome,
+    gateway: Option<String>,
+    args: RegisterArgs,
+) -> Result<()> {
     let password = read_password(args.password_stdin, true)?;
     let addr = client::gateway_addr(home, gateway)?;
-    let request = RegisterRequest { email: args.email, full_name: args.name, password };
+    let request = RegisterRequest {
+        email: args.email,
+        full_name: args.name,
+        password,
+    };
     let profile = client::gateway(&addr)
         .await?
         .register(request)
@@ -30,7 +38,10 @@ pub async fn register(home: &ProjectHome, gateway: Option<String>, args: Registe
 pub async fn login(home: &ProjectHome, gateway: Option<String>, args: LoginArgs) -> Result<()> {
     let password = read_password(args.password_stdin, false)?;
     let addr = client::gateway_addr(home, gateway)?;
-    let request = LoginRequest { email: args.email.clone(), password };
+    let request = LoginRequest {
+        email: args.email.clone(),
+        password,
+    };
     let response = client::gateway(&addr)
         .await?
         .login(request)
@@ -56,9 +67,9 @@ struct ProfileJson<'a> {
 }
 
 pub async fn whoami(home: &ProjectHome, gateway: Option<String>, args: OutputArgs) -> Result<()> {
-    let token = home
-        .token()?
-        .ok_or_else(|| CliError::auth("not logged in").with_hint("run `userctl login --email YOU@EXAMPLE.COM`"))?;
+    let token = home.token()?.ok_or_else(|| {
+        CliError::auth("not logged in").with_hint("run `userctl login --email YOU@EXAMPLE.COM`")
+    })?;
     let addr = client::gateway_addr(home, gateway)?;
     let profile: Profile = client::gateway(&addr)
         .await?
@@ -81,7 +92,11 @@ pub async fn whoami(home: &ProjectHome, gateway: Option<String>, args: OutputArg
                 full_name: &profile.full_name,
                 created_at: output::timestamp(profile.created_at),
             };
-            println!("{}", serde_json::to_string_pretty(&json).map_err(|err| CliError::failed(err.to_string()))?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json)
+                    .map_err(|err| CliError::failed(err.to_string()))?
+            );
         }
         OutputFormat::Table => {
             let rows = vec![
@@ -113,7 +128,9 @@ fn read_password(from_stdin: bool, confirm: bool) -> Result<String> {
         std::io::stdin()
             .lock()
             .read_line(&mut line)
-            .map_err(|err| CliError::failed(format!("cannot read the password from stdin: {err}")))?;
+            .map_err(|err| {
+                CliError::failed(format!("cannot read the password from stdin: {err}"))
+            })?;
         let password = line.trim_end_matches(['\n', '\r']).to_owned();
         if password.is_empty() {
             return Err(CliError::usage("no password on stdin").with_hint("pipe it in, e.g. `printf '%s\\n' \"$PW\" | userctl login --email E --password-stdin`"));
@@ -121,10 +138,12 @@ fn read_password(from_stdin: bool, confirm: bool) -> Result<String> {
         return Ok(password);
     }
     if !std::io::stdin().is_terminal() {
-        return Err(CliError::usage("no terminal to prompt for the password").with_hint("pass --password-stdin and pipe the password in"));
+        return Err(CliError::usage("no terminal to prompt for the password")
+            .with_hint("pass --password-stdin and pipe the password in"));
     }
     let prompt = |text: &str| {
-        rpassword::prompt_password(text).map_err(|err| CliError::failed(format!("cannot read the password: {err}")))
+        rpassword::prompt_password(text)
+            .map_err(|err| CliError::failed(format!("cannot read the password: {err}")))
     };
     let password = prompt("Password: ")?;
     if confirm && prompt("Repeat password: ")? != password {

@@ -6,6 +6,10 @@ use crate::{
     home::ProjectHome,
 };
 
-pub async fn run(_home: &ProjectHome, _gateway: Option<String>, _args: DashboardArgs) -> Result<()> {
+pub async fn run(
+    _home: &ProjectHome,
+    _gateway: Option<String>,
+    _args: DashboardArgs,
+) -> Result<()> {
     Err(CliError::failed("the dashboard is not available yet"))
 }

@@ -8,8 +8,8 @@ use crate::{
     home::{ProjectHome, RuntimeKind, StackRecord},
     output::{self, Color},
     runtime::{
-        Ports, Runtime, RuntimeError, Service, ServiceStatus, StackSpec, docker::DockerRuntime, local::LocalRuntime,
-        progress::Progress,
+        Ports, Runtime, RuntimeError, Service, ServiceStatus, StackSpec, docker::DockerRuntime,
+        local::LocalRuntime, progress::Progress,
     },
 };
 
@@ -33,7 +33,11 @@ pub async fn up(home: &ProjectHome, args: UpArgs) -> Result<()> {
     let spec = StackSpec {
         home: home.clone(),
         store,
-        ports: Ports { gateway: args.gateway_port, cache: args.cache_port, store: args.store_port },
+        ports: Ports {
+            gateway: args.gateway_port,
+            cache: args.cache_port,
+            store: args.store_port,
+        },
         wait_timeout: args.wait_timeout,
         usersvc: locate_usersvc(args.usersvc)?,
         redis_image: args.redis_image,
@@ -50,7 +54,11 @@ pub async fn up(home: &ProjectHome, args: UpArgs) -> Result<()> {
         cache: endpoints.cache.clone(),
         store_addr: endpoints.store.clone(),
     })?;
-    println!("stack {} is up on the {} runtime", home.name, runtime.kind().name());
+    println!(
+        "stack {} is up on the {} runtime",
+        home.name,
+        runtime.kind().name()
+    );
     println!("gateway  {}", endpoints.gateway);
     Ok(())
 }
@@ -64,7 +72,10 @@ pub async fn down(home: &ProjectHome, args: DownArgs) -> Result<()> {
         home.forget_secrets()?;
         println!("stack {} is down; its data was deleted", home.name);
     } else {
-        println!("stack {} is down; its data is kept (`down --volumes` deletes it)", home.name);
+        println!(
+            "stack {} is down; its data is kept (`down --volumes` deletes it)",
+            home.name
+        );
     }
     Ok(())
 }
@@ -74,7 +85,8 @@ pub async fn status(home: &ProjectHome, args: OutputArgs) -> Result<()> {
     let statuses = runtime.status().await.map_err(runtime_error)?;
     match args.output {
         OutputFormat::Json => {
-            let json = serde_json::to_string_pretty(&statuses).map_err(|err| CliError::failed(err.to_string()))?;
+            let json = serde_json::to_string_pretty(&statuses)
+                .map_err(|err| CliError::failed(err.to_string()))?;
             println!("{json}");
         }
         OutputFormat::Table => print!("{}", status_table(&statuses)),
@@ -86,18 +98,26 @@ pub async fn logs(home: &ProjectHome, args: LogsArgs) -> Result<()> {
     let service = match args.service.as_deref() {
         None => None,
         Some(name) => Some(Service::parse(name).ok_or_else(|| {
-            CliError::usage(format!("unknown service {name:?}")).with_hint("use gateway, cache, store, redis or postgres")
+            CliError::usage(format!("unknown service {name:?}"))
+                .with_hint("use gateway, cache, store, redis or postgres")
         })?),
     };
     let runtime = existing_runtime(home).await?;
-    runtime.logs(service, args.follow, args.tail).await.map_err(runtime_error)
+    runtime
+        .logs(service, args.follow, args.tail)
+        .await
+        .map_err(runtime_error)
 }
 
 fn status_table(statuses: &[ServiceStatus]) -> String {
     let rows: Vec<Vec<String>> = statuses
         .iter()
         .map(|status| {
-            let state_color = if status.state == "running" { Color::Green } else { Color::Red };
+            let state_color = if status.state == "running" {
+                Color::Green
+            } else {
+                Color::Red
+            };
             let health_color = match status.health.as_str() {
                 "healthy" => Color::Green,
                 "starting" | "none" => Color::Yellow,
@@ -115,14 +135,24 @@ fn status_table(statuses: &[ServiceStatus]) -> String {
 }
 
 /// The runtime `up` chose, or for auto: Docker when an engine answers, else local.
-async fn choose_runtime(home: &ProjectHome, choice: RuntimeChoice, recorded: Option<&StackRecord>) -> Result<Runtime> {
+async fn choose_runtime(
+    home: &ProjectHome,
+    choice: RuntimeChoice,
+    recorded: Option<&StackRecord>,
+) -> Result<Runtime> {
     match choice {
-        RuntimeChoice::Docker => Ok(Runtime::Docker(DockerRuntime::connect(&home.name).await.map_err(runtime_error)?)),
+        RuntimeChoice::Docker => Ok(Runtime::Docker(
+            DockerRuntime::connect(&home.name)
+                .await
+                .map_err(runtime_error)?,
+        )),
         RuntimeChoice::Local => Ok(Runtime::Local(LocalRuntime::new(home.clone()))),
         RuntimeChoice::Auto => match recorded.map(|stack| stack.runtime) {
-            Some(RuntimeKind::Docker) => {
-                Ok(Runtime::Docker(DockerRuntime::connect(&home.name).await.map_err(runtime_error)?))
-            }
+            Some(RuntimeKind::Docker) => Ok(Runtime::Docker(
+                DockerRuntime::connect(&home.name)
+                    .await
+                    .map_err(runtime_error)?,
+            )),
             Some(RuntimeKind::Local) => Ok(Runtime::Local(LocalRuntime::new(home.clone()))),
             None => match DockerRuntime::connect(&home.name).await {
                 Ok(docker) => {
@@ -147,9 +177,11 @@ async fn existing_runtime(home: &ProjectHome) -> Result<Runtime> {
 
 async fn choose_runtime_quietly(home: &ProjectHome, kind: Option<RuntimeKind>) -> Result<Runtime> {
     match kind {
-        Some(RuntimeKind::Docker) => {
-            Ok(Runtime::Docker(DockerRuntime::connect(&home.name).await.map_err(runtime_error)?))
-        }
+        Some(RuntimeKind::Docker) => Ok(Runtime::Docker(
+            DockerRuntime::connect(&home.name)
+                .await
+                .map_err(runtime_error)?,
+        )),
         Some(RuntimeKind::Local) => Ok(Runtime::Local(LocalRuntime::new(home.clone()))),
         None => match DockerRuntime::connect(&home.name).await {
             Ok(docker) => Ok(Runtime::Docker(docker)),
@@ -166,10 +198,15 @@ fn locate_usersvc(flag: Option<PathBuf>) -> Result<PathBuf> {
         return if path.is_file() {
             Ok(path)
         } else {
-            Err(CliError::usage(format!("--usersvc {} is not a file", path.display())).with_hint(hint))
+            Err(
+                CliError::usage(format!("--usersvc {} is not a file", path.display()))
+                    .with_hint(hint),
+            )
         };
     }
-    let beside = std::env::current_exe().ok().and_then(|exe| exe.parent().map(|dir| dir.join("usersvc")));
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("usersvc")));
     let on_path = std::env::var_os("PATH")
         .into_iter()
         .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())

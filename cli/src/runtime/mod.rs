@@ -31,7 +31,13 @@ pub enum Service {
 }
 
 impl Service {
-    pub const ALL: [Service; 5] = [Self::Postgres, Self::Redis, Self::Store, Self::Cache, Self::Gateway];
+    pub const ALL: [Service; 5] = [
+        Self::Postgres,
+        Self::Redis,
+        Self::Store,
+        Self::Cache,
+        Self::Gateway,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -109,16 +115,26 @@ pub enum RuntimeError {
     #[error("port {port} for {service} is already in use on 127.0.0.1")]
     PortTaken { service: &'static str, port: u16 },
     #[error("{service} did not become healthy within {timeout:?}{}", last_logs(.logs))]
-    Unhealthy { service: &'static str, timeout: Duration, logs: Vec<String> },
+    Unhealthy {
+        service: &'static str,
+        timeout: Duration,
+        logs: Vec<String>,
+    },
     #[error("{service} exited during start-up{}", last_logs(.logs))]
-    Exited { service: &'static str, logs: Vec<String> },
+    Exited {
+        service: &'static str,
+        logs: Vec<String>,
+    },
     #[error("{context}: {message}")]
     Other { context: String, message: String },
 }
 
 impl RuntimeError {
     pub fn other(context: impl Into<String>, err: impl std::fmt::Display) -> Self {
-        Self::Other { context: context.into(), message: err.to_string() }
+        Self::Other {
+            context: context.into(),
+            message: err.to_string(),
+        }
     }
 }
 
@@ -144,7 +160,11 @@ impl Runtime {
         }
     }
 
-    pub async fn up(&self, spec: &StackSpec, progress: &progress::Progress) -> Result<Endpoints, RuntimeError> {
+    pub async fn up(
+        &self,
+        spec: &StackSpec,
+        progress: &progress::Progress,
+    ) -> Result<Endpoints, RuntimeError> {
         match self {
             Self::Docker(docker) => docker.up(spec, progress).await,
             Self::Local(local) => local.up(spec, progress).await,
@@ -165,7 +185,12 @@ impl Runtime {
         }
     }
 
-    pub async fn logs(&self, service: Option<Service>, follow: bool, tail: Option<usize>) -> Result<(), RuntimeError> {
+    pub async fn logs(
+        &self,
+        service: Option<Service>,
+        follow: bool,
+        tail: Option<usize>,
+    ) -> Result<(), RuntimeError> {
         match self {
             Self::Docker(docker) => docker.logs(service, follow, tail).await,
             Self::Local(local) => local.logs(service, follow, tail).await,

@@ -14,7 +14,8 @@ pub struct Progress {
 impl Progress {
     pub fn new() -> Self {
         let interactive = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
-        let bars = interactive.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        let bars =
+            interactive.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
         Self { bars }
     }
 

@@ -43,7 +43,11 @@ impl LocalRuntime {
         self.home.local_dir()
     }
 
-    pub async fn up(&self, spec: &StackSpec, progress: &Progress) -> Result<Endpoints, RuntimeError> {
+    pub async fn up(
+        &self,
+        spec: &StackSpec,
+        progress: &Progress,
+    ) -> Result<Endpoints, RuntimeError> {
         if spec.store != StoreKind::Sqlite {
             return Err(RuntimeError::other(
                 "the local runtime",
@@ -51,15 +55,24 @@ impl LocalRuntime {
             ));
         }
         let dir = self.dir();
-        self.home.ensure_dir(&dir).map_err(|err| RuntimeError::other("preparing the local runtime", err))?;
-        let jwt_key = self.home.ensure_jwt_key().map_err(|err| RuntimeError::other("preparing the JWT key", err))?;
+        self.home
+            .ensure_dir(&dir)
+            .map_err(|err| RuntimeError::other("preparing the local runtime", err))?;
+        let jwt_key = self
+            .home
+            .ensure_jwt_key()
+            .map_err(|err| RuntimeError::other("preparing the JWT key", err))?;
 
         let running = self.running_plan();
         let wanted_fingerprint = plan::fingerprint(spec)?;
         if let Some(plan) = &running {
             if plan.fingerprint == wanted_fingerprint {
                 let endpoints = plan.endpoints();
-                if self.wait_healthy(plan, spec.wait_timeout, progress, true).await.is_ok() {
+                if self
+                    .wait_healthy(plan, spec.wait_timeout, progress, true)
+                    .await
+                    .is_ok()
+                {
                     return Ok(endpoints);
                 }
             }
@@ -85,7 +98,8 @@ impl LocalRuntime {
         };
         plan.save(&dir)?;
         self.spawn_supervisor()?;
-        self.wait_healthy(&plan, spec.wait_timeout, progress, false).await?;
+        self.wait_healthy(&plan, spec.wait_timeout, progress, false)
+            .await?;
         Ok(plan.endpoints())
     }
 
@@ -93,7 +107,13 @@ impl LocalRuntime {
         self.stop().await?;
         if volumes {
             let dir = self.dir();
-            for name in ["userctl.db", "userctl.db-wal", "userctl.db-shm", "redis.conf", "plan.json"] {
+            for name in [
+                "userctl.db",
+                "userctl.db-wal",
+                "userctl.db-shm",
+                "redis.conf",
+                "plan.json",
+            ] {
                 remove_if_present(&dir.join(name))?;
             }
         }
@@ -108,16 +128,28 @@ impl LocalRuntime {
         let mut statuses = Vec::new();
         for service in Service::ALL {
             let process = state.as_ref().and_then(|state| state.process(service));
-            let address = plan.as_ref().and_then(|plan| plan.published(service)).filter(|_| process.is_some());
+            let address = plan
+                .as_ref()
+                .and_then(|plan| plan.published(service))
+                .filter(|_| process.is_some());
             let (state_name, health) = match (service, &plan, process) {
                 (Service::Postgres, _, _) => ("unused".to_owned(), "none".to_owned()),
-                (Service::Redis, Some(Plan { redis: RedisPlan::External { .. }, .. }), _) => {
-                    ("external".to_owned(), "none".to_owned())
-                }
+                (
+                    Service::Redis,
+                    Some(Plan {
+                        redis: RedisPlan::External { .. },
+                        ..
+                    }),
+                    _,
+                ) => ("external".to_owned(), "none".to_owned()),
                 (_, _, None) => ("absent".to_owned(), "none".to_owned()),
                 (_, _, Some(process)) => {
                     let health = match (&address, process.state.as_str()) {
-                        (Some(addr), "running") if client::is_serving(addr, Duration::from_secs(1)).await => "healthy",
+                        (Some(addr), "running")
+                            if client::is_serving(addr, Duration::from_secs(1)).await =>
+                        {
+                            "healthy"
+                        }
                         (Some(_), "running") => "unhealthy",
                         (None, _) => "none",
                         _ => "unhealthy",
@@ -127,7 +159,9 @@ impl LocalRuntime {
             };
             statuses.push(ServiceStatus {
                 service,
-                uptime_secs: process.filter(|p| p.state == "running").map(|p| now.saturating_sub(p.started_at)),
+                uptime_secs: process
+                    .filter(|p| p.state == "running")
+                    .map(|p| now.saturating_sub(p.started_at)),
                 restarts: process.map(|p| p.restarts),
                 state: state_name,
                 health,
@@ -137,11 +171,19 @@ impl LocalRuntime {
         Ok(statuses)
     }
 
-    pub async fn logs(&self, service: Option<Service>, follow: bool, tail: Option<usize>) -> Result<(), RuntimeError> {
+    pub async fn logs(
+        &self,
+        service: Option<Service>,
+        follow: bool,
+        tail: Option<usize>,
+    ) -> Result<(), RuntimeError> {
         let dir = self.dir();
         let services: Vec<Service> = match service {
             Some(service) => vec![service],
-            None => Service::ALL.into_iter().filter(|s| *s != Service::Postgres).collect(),
+            None => Service::ALL
+                .into_iter()
+                .filter(|s| *s != Service::Postgres)
+                .collect(),
         };
         let prefix = services.len() > 1;
         let mut offsets = Vec::new();
@@ -192,18 +234,24 @@ impl LocalRuntime {
     }
 
     fn spawn_supervisor(&self) -> Result<(), RuntimeError> {
-        let exe = std::env::current_exe().map_err(|err| RuntimeError::other("finding userctl's own path", err))?;
+        let exe = std::env::current_exe()
+            .map_err(|err| RuntimeError::other("finding userctl's own path", err))?;
         let dir = self.dir();
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.join("supervisor.log"))
             .map_err(|err| RuntimeError::other("opening the supervisor log", err))?;
-        let log2 = log.try_clone().map_err(|err| RuntimeError::other("opening the supervisor log", err))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|err| RuntimeError::other("opening the supervisor log", err))?;
         // A process group of its own: ctrl-c in this terminal must not stop the stack.
         std::process::Command::new(exe)
             .args(["--project", &self.home.name, "supervise"])
-            .env("USERCTL_HOME", self.home.dir.parent().unwrap_or(Path::new(".")))
+            .env(
+                "USERCTL_HOME",
+                self.home.dir.parent().unwrap_or(Path::new(".")),
+            )
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
@@ -224,7 +272,12 @@ impl LocalRuntime {
     ) -> Result<(), RuntimeError> {
         let dir = self.dir();
         let deadline = tokio::time::Instant::now() + timeout;
-        for service in [Service::Redis, Service::Store, Service::Cache, Service::Gateway] {
+        for service in [
+            Service::Redis,
+            Service::Store,
+            Service::Cache,
+            Service::Gateway,
+        ] {
             let line = progress.service(service);
             let Some(addr) = plan.published(service) else {
                 line.done(match plan.redis {
@@ -233,17 +286,29 @@ impl LocalRuntime {
                 });
                 continue;
             };
-            line.phase(if already_running { "checking health" } else { "waiting for health" });
+            line.phase(if already_running {
+                "checking health"
+            } else {
+                "waiting for health"
+            });
             loop {
                 if client::is_serving(&addr, Duration::from_secs(1)).await {
-                    line.done(if already_running { "unchanged" } else { "healthy" });
+                    line.done(if already_running {
+                        "unchanged"
+                    } else {
+                        "healthy"
+                    });
                     break;
                 }
-                if let Some(process) = SupervisorState::load(&dir)?.and_then(|state| state.process(service).cloned())
+                if let Some(process) =
+                    SupervisorState::load(&dir)?.and_then(|state| state.process(service).cloned())
                     && process.restarts > 0
                 {
                     line.fail("exited");
-                    return Err(RuntimeError::Exited { service: service.name(), logs: last_lines(&dir, service, 10) });
+                    return Err(RuntimeError::Exited {
+                        service: service.name(),
+                        logs: last_lines(&dir, service, 10),
+                    });
                 }
                 if tokio::time::Instant::now() >= deadline {
                     line.fail("not healthy");
@@ -270,19 +335,37 @@ impl LocalRuntime {
         if pid_alive(state.pid) {
             let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
             let gone = || async {
-                if pid_alive(state.pid) { Err(()) } else { Ok(()) }
+                if pid_alive(state.pid) {
+                    Err(())
+                } else {
+                    Ok(())
+                }
             };
             let attempts = (STOP_TIMEOUT.as_millis() / POLL.as_millis()) as usize;
-            if gone.retry(ConstantBuilder::default().with_delay(POLL).with_max_times(attempts)).await.is_err() {
+            if gone
+                .retry(
+                    ConstantBuilder::default()
+                        .with_delay(POLL)
+                        .with_max_times(attempts),
+                )
+                .await
+                .is_err()
+            {
                 return Err(RuntimeError::other(
                     "stopping the local stack",
-                    format!("the supervisor (pid {}) did not exit within {STOP_TIMEOUT:?}", state.pid),
+                    format!(
+                        "the supervisor (pid {}) did not exit within {STOP_TIMEOUT:?}",
+                        state.pid
+                    ),
                 ));
             }
         } else {
             for process in &state.services {
                 if let Some(child) = process.pid.filter(|pid| pid_alive(*pid)) {
-                    let _ = nix::sys::signal::kill(Pid::from_raw(i32::try_from(child).unwrap_or(i32::MAX)), Signal::SIGTERM);
+                    let _ = nix::sys::signal::kill(
+                        Pid::from_raw(i32::try_from(child).unwrap_or(i32::MAX)),
+                        Signal::SIGTERM,
+                    );
                 }
             }
         }
@@ -292,8 +375,13 @@ impl LocalRuntime {
 
 /// `requested`, checked free; or with 0, a free port chosen now.
 fn free_port(service: Service, requested: u16) -> Result<u16, RuntimeError> {
-    let listener = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, requested))
-        .map_err(|_| RuntimeError::PortTaken { service: service.name(), port: requested })?;
+    let listener =
+        TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, requested)).map_err(|_| {
+            RuntimeError::PortTaken {
+                service: service.name(),
+                port: requested,
+            }
+        })?;
     listener
         .local_addr()
         .map(|addr| addr.port())
@@ -301,7 +389,9 @@ fn free_port(service: Service, requested: u16) -> Result<u16, RuntimeError> {
 }
 
 fn pid_alive(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else { return false };
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
     // Signal 0 checks existence; a zombie child of ours would still count, but the
     // supervisor is never our child for long (it is re-parented once we exit).
     nix::sys::signal::kill(Pid::from_raw(pid), None).is_ok()
@@ -325,10 +415,15 @@ fn remove_if_present(path: &Path) -> Result<(), RuntimeError> {
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(err) => Err(RuntimeError::other(format!("removing {}", path.display()), err)),
+        Err(err) => Err(RuntimeError::other(
+            format!("removing {}", path.display()),
+            err,
+        )),
     }
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

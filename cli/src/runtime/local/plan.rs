@@ -88,7 +88,9 @@ impl Plan {
 
 impl SupervisorState {
     pub fn process(&self, service: Service) -> Option<&ProcessState> {
-        self.services.iter().find(|process| process.service == service)
+        self.services
+            .iter()
+            .find(|process| process.service == service)
     }
 
     pub fn save(&self, dir: &Path) -> Result<(), RuntimeError> {
@@ -105,7 +107,11 @@ impl SupervisorState {
 pub fn fingerprint(spec: &StackSpec) -> Result<String, RuntimeError> {
     let meta = fs::metadata(&spec.usersvc)
         .map_err(|err| RuntimeError::other(format!("reading {}", spec.usersvc.display()), err))?;
-    let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).unwrap_or_default();
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .unwrap_or_default();
     let mut hash = Sha256::new();
     hash.update(spec.usersvc.to_string_lossy().as_bytes());
     hash.update(meta.len().to_le_bytes());
@@ -130,8 +136,10 @@ fn url(port: u16) -> String {
 }
 
 fn save_json<T: Serialize>(path: &Path, value: &T) -> Result<(), RuntimeError> {
-    let json = serde_json::to_vec_pretty(value).map_err(|err| RuntimeError::other("encoding local state", err))?;
-    crate::home::write_private(path, &json).map_err(|err| RuntimeError::other("saving local state", err))
+    let json = serde_json::to_vec_pretty(value)
+        .map_err(|err| RuntimeError::other("encoding local state", err))?;
+    crate::home::write_private(path, &json)
+        .map_err(|err| RuntimeError::other("saving local state", err))
 }
 
 fn load_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, RuntimeError> {
@@ -140,6 +148,9 @@ fn load_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, Run
             .map(Some)
             .map_err(|err| RuntimeError::other(format!("reading {}", path.display()), err)),
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(err) => Err(RuntimeError::other(format!("reading {}", path.display()), err)),
+        Err(err) => Err(RuntimeError::other(
+            format!("reading {}", path.display()),
+            err,
+        )),
     }
 }

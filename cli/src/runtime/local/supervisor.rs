@@ -44,10 +44,17 @@ pub async fn supervise(home: &ProjectHome) -> Result<()> {
     let dir = home.local_dir();
     let plan = Plan::load(&dir)
         .map_err(|err| CliError::failed(err.to_string()))?
-        .ok_or_else(|| CliError::usage("nothing to supervise").with_hint("`userctl up --runtime local` starts this"))?;
-    fs::create_dir_all(dir.join("logs")).map_err(|err| crate::home::io_error("create", &dir.join("logs"), &err))?;
+        .ok_or_else(|| {
+            CliError::usage("nothing to supervise")
+                .with_hint("`userctl up --runtime local` starts this")
+        })?;
+    fs::create_dir_all(dir.join("logs"))
+        .map_err(|err| crate::home::io_error("create", &dir.join("logs"), &err))?;
 
-    let state: SharedState = Arc::new(Mutex::new(SupervisorState { pid: std::process::id(), services: Vec::new() }));
+    let state: SharedState = Arc::new(Mutex::new(SupervisorState {
+        pid: std::process::id(),
+        services: Vec::new(),
+    }));
     save(&state, &dir);
     let shutdown = on_signal()?;
 
@@ -94,29 +101,46 @@ fn processes(plan: &Plan, dir: &Path) -> Result<Vec<ProcessSpec>> {
     let listen = |port: u16| format!("127.0.0.1:{port}");
     specs.push(usersvc(
         Service::Store,
-        vec![("USERSVC_LISTEN", listen(plan.store_port)), ("USERSVC_DATABASE_URL", plan.database_url.clone())],
+        vec![
+            ("USERSVC_LISTEN", listen(plan.store_port)),
+            ("USERSVC_DATABASE_URL", plan.database_url.clone()),
+        ],
     ));
     specs.push(usersvc(
         Service::Cache,
         vec![
             ("USERSVC_LISTEN", listen(plan.cache_port)),
             ("USERSVC_REDIS_URL", plan.redis_url()),
-            ("USERSVC_STORE_ADDR", format!("http://127.0.0.1:{}", plan.store_port)),
+            (
+                "USERSVC_STORE_ADDR",
+                format!("http://127.0.0.1:{}", plan.store_port),
+            ),
         ],
     ));
     specs.push(usersvc(
         Service::Gateway,
         vec![
             ("USERSVC_LISTEN", listen(plan.gateway_port)),
-            ("USERSVC_CACHE_ADDR", format!("http://127.0.0.1:{}", plan.cache_port)),
-            ("USERSVC_JWT_SECRET_FILE", plan.jwt_key.display().to_string()),
+            (
+                "USERSVC_CACHE_ADDR",
+                format!("http://127.0.0.1:{}", plan.cache_port),
+            ),
+            (
+                "USERSVC_JWT_SECRET_FILE",
+                plan.jwt_key.display().to_string(),
+            ),
         ],
     ));
     Ok(specs)
 }
 
 /// Runs `spec` until `stop`, restarting it with exponential backoff whenever it exits.
-async fn keep_running(spec: ProcessSpec, stop: CancellationToken, state: SharedState, dir: PathBuf) {
+async fn keep_running(
+    spec: ProcessSpec,
+    stop: CancellationToken,
+    state: SharedState,
+    dir: PathBuf,
+) {
     let new_backoff = || {
         ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(500))
@@ -141,7 +165,11 @@ async fn keep_running(spec: ProcessSpec, stop: CancellationToken, state: SharedS
                     }
                 }
             }
-            Err(err) => append_log(&dir, spec.service, &format!("userctl: cannot start {}: {err}", spec.program.display())),
+            Err(err) => append_log(
+                &dir,
+                spec.service,
+                &format!("userctl: cannot start {}: {err}", spec.program.display()),
+            ),
         }
         if started.elapsed() > STABLE_AFTER {
             backoff = new_backoff();
@@ -159,7 +187,10 @@ async fn keep_running(spec: ProcessSpec, stop: CancellationToken, state: SharedS
 
 fn spawn(spec: &ProcessSpec, dir: &Path) -> std::io::Result<Child> {
     let log_path = plan::log_path(dir, spec.service);
-    let log = fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)?;
     let log2 = log.try_clone()?;
     Command::new(&spec.program)
         .args(&spec.args)
@@ -176,16 +207,38 @@ async fn terminate(child: &mut Child) {
     if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
         let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGTERM);
     }
-    if tokio::time::timeout(DRAIN_TIMEOUT, child.wait()).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, child.wait())
+        .await
+        .is_err()
+    {
         let _ = child.kill().await;
     }
 }
 
-fn update(state: &SharedState, dir: &Path, service: Service, pid: Option<u32>, status: &str, restarts: u64) {
+fn update(
+    state: &SharedState,
+    dir: &Path,
+    service: Service,
+    pid: Option<u32>,
+    status: &str,
+    restarts: u64,
+) {
     {
-        let mut state = state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let entry = ProcessState { service, pid, state: status.to_owned(), restarts, started_at: now_secs() };
-        match state.services.iter_mut().find(|process| process.service == service) {
+        let mut state = state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entry = ProcessState {
+            service,
+            pid,
+            state: status.to_owned(),
+            restarts,
+            started_at: now_secs(),
+        };
+        match state
+            .services
+            .iter_mut()
+            .find(|process| process.service == service)
+        {
             Some(existing) => {
                 if status != "running" {
                     // Keep when the last process started, for uptime.
@@ -203,7 +256,10 @@ fn update(state: &SharedState, dir: &Path, service: Service, pid: Option<u32>, s
 }
 
 fn save(state: &SharedState, dir: &Path) {
-    let snapshot = state.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+    let snapshot = state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone();
     if let Err(err) = snapshot.save(dir) {
         eprintln!("userctl supervise: {err}");
     }
@@ -211,15 +267,21 @@ fn save(state: &SharedState, dir: &Path) {
 
 fn append_log(dir: &Path, service: Service, line: &str) {
     use std::io::Write as _;
-    if let Ok(mut file) = fs::OpenOptions::new().create(true).append(true).open(plan::log_path(dir, service)) {
+    if let Ok(mut file) = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(plan::log_path(dir, service))
+    {
         let _ = writeln!(file, "{line}");
     }
 }
 
 fn on_signal() -> Result<CancellationToken> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).map_err(|err| CliError::failed(format!("cannot handle SIGTERM: {err}")))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|err| CliError::failed(format!("cannot handle SIGINT: {err}")))?;
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|err| CliError::failed(format!("cannot handle SIGTERM: {err}")))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|err| CliError::failed(format!("cannot handle SIGINT: {err}")))?;
     let token = CancellationToken::new();
     let cancel = token.clone();
     tokio::spawn(async move {

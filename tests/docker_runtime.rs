@@ -1,0 +1,1 @@
+//! `userctl up --runtime docker`: five containers on the real Docker engine.

@@ -1,0 +1,35 @@
+//! Test helpers: every test gets its own Redis, its own database and its own stack on port 0,
+//! so tests run side by side and share nothing. Readiness always comes from a health check or
+//! a PING, never from a delay.
+//!
+//! - [`redis`]: a private `redis-server` on a Unix socket, which tests can stop and restart.
+//! - [`database`]: a fresh SQLite file or a fresh Postgres database.
+//! - [`stack`]: store, cache and gateway in this process, wired as in production.
+//! - [`cli`]: the real `userctl` binary, run as a user would.
+
+pub mod cli;
+pub mod database;
+pub mod e2e;
+pub mod redis;
+pub mod stack;
+
+use std::time::Duration;
+
+use backon::{ConstantBuilder, Retryable as _};
+
+/// Retries `check` every 50 ms until it returns `Ok`, for at most `within`.
+pub async fn eventually<T, E, F, Fut>(within: Duration, check: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let poll = Duration::from_millis(50);
+    let times = (within.as_millis() / poll.as_millis()).max(1) as usize;
+    check
+        .retry(
+            ConstantBuilder::default()
+                .with_delay(poll)
+                .with_max_times(times),
+        )
+        .await
+}

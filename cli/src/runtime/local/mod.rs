@@ -223,6 +223,10 @@ impl LocalRuntime {
         }
     }
 
+    pub fn recent_logs(&self, service: Service, tail: usize) -> Vec<String> {
+        last_lines(&self.dir(), service, tail)
+    }
+
     /// The plan of a supervisor that is still alive.
     fn running_plan(&self) -> Option<Plan> {
         let dir = self.dir();

@@ -1,7 +1,7 @@
 //! The whole stack in this process: store, cache and gateway on 127.0.0.1:0, wired exactly as
 //! `usersvc` wires them, each stopped (and drained) when the test ends.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, num::NonZeroU32, time::Duration};
 
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
@@ -24,6 +24,8 @@ pub struct StackOptions {
     pub token_ttl: Duration,
     pub cache_ttl: Duration,
     pub negative_ttl: Duration,
+    pub failed_logins_per_account: NonZeroU32,
+    pub failed_logins_per_peer: NonZeroU32,
 }
 
 impl Default for StackOptions {
@@ -32,6 +34,8 @@ impl Default for StackOptions {
             token_ttl: Duration::from_secs(900),
             cache_ttl: Duration::from_secs(300),
             negative_ttl: Duration::from_secs(5),
+            failed_logins_per_account: NonZeroU32::new(5).expect("non-zero"),
+            failed_logins_per_peer: NonZeroU32::new(30).expect("non-zero"),
         }
     }
 }
@@ -108,6 +112,8 @@ impl TestStack {
             jwt_secret_file: key_file,
             token_ttl: options.token_ttl,
             hash_concurrency: None,
+            failed_logins_per_account: options.failed_logins_per_account,
+            failed_logins_per_peer: options.failed_logins_per_peer,
         })
         .await
         .expect("gateway starts");

@@ -1,4 +1,4 @@
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, num::NonZeroU32, path::PathBuf, time::Duration};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
@@ -25,4 +25,12 @@ pub struct Config {
     /// Password hashes computed at once (each holds 19 MiB); default: one per core.
     #[arg(long, env = "USERSVC_HASH_CONCURRENCY")]
     pub hash_concurrency: Option<usize>,
+
+    /// Failed logins per minute for one account before it is throttled.
+    #[arg(long, env = "USERSVC_FAILED_LOGINS_PER_ACCOUNT", default_value = "5")]
+    pub failed_logins_per_account: NonZeroU32,
+
+    /// Failed logins per minute from one peer address before it is throttled.
+    #[arg(long, env = "USERSVC_FAILED_LOGINS_PER_PEER", default_value = "30")]
+    pub failed_logins_per_peer: NonZeroU32,
 }

@@ -17,6 +17,8 @@ pub enum GatewayError {
     MissingToken,
     #[error("token refused: {0}")]
     BadToken(String),
+    #[error("too many failed logins")]
+    Throttled(std::time::Duration),
     #[error("a dependency is unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -59,6 +61,17 @@ impl From<GatewayError> for Status {
             GatewayError::BadToken(reason) => {
                 tracing::debug!(reason, "token refused");
                 Status::unauthenticated("invalid or expired token; log in again")
+            }
+            GatewayError::Throttled(retry_after) => {
+                use tonic_types::{ErrorDetails, StatusExt as _};
+                let secs = retry_after.as_secs().max(1);
+                let details =
+                    ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(secs)));
+                Status::with_error_details(
+                    Code::ResourceExhausted,
+                    format!("too many failed logins; retry in {secs} s"),
+                    details,
+                )
             }
             GatewayError::Unavailable(detail) => {
                 tracing::warn!(detail, "dependency unavailable");

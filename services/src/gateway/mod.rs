@@ -4,6 +4,7 @@
 //! - [`validate`]: what a well-formed registration or login looks like.
 //! - [`password`]: argon2id hashing off the async runtime, with bounded concurrency.
 //! - [`token`]: HS256 JWTs, strictly validated.
+//! - [`throttle`]: failed-login budgets per account and per peer.
 //! - [`service`]: Register, Login, WhoAmI.
 //! - [`error`]: every failure, mapped to a gRPC status in one place.
 //! - [`startup`]: wiring.
@@ -13,6 +14,7 @@ pub mod error;
 pub mod password;
 pub mod service;
 pub mod startup;
+pub mod throttle;
 pub mod token;
 pub mod validate;
 

@@ -1,4 +1,4 @@
-use std::sync::Arc;
+use std::{net::IpAddr, sync::Arc};
 
 use tonic::{Code, Request, Response, Status, metadata::MetadataMap, transport::Channel};
 use userctl_proto::{
@@ -12,7 +12,9 @@ use userctl_proto::{
     },
 };
 
-use super::{error::GatewayError, password::Passwords, token::JwtKey, validate};
+use super::{
+    error::GatewayError, password::Passwords, throttle::LoginThrottle, token::JwtKey, validate,
+};
 
 #[derive(Clone)]
 pub struct GatewayService {
@@ -20,14 +22,21 @@ pub struct GatewayService {
     users: UserStoreClient<Channel>,
     passwords: Passwords,
     key: Arc<JwtKey>,
+    throttle: Arc<LoginThrottle>,
 }
 
 impl GatewayService {
-    pub fn new(users: UserStoreClient<Channel>, passwords: Passwords, key: JwtKey) -> Self {
+    pub fn new(
+        users: UserStoreClient<Channel>,
+        passwords: Passwords,
+        key: JwtKey,
+        throttle: LoginThrottle,
+    ) -> Self {
         Self {
             users,
             passwords,
             key: Arc::new(key),
+            throttle: Arc::new(throttle),
         }
     }
 
@@ -50,9 +59,16 @@ impl GatewayService {
         Ok(profile)
     }
 
-    async fn login(&self, request: LoginRequest) -> Result<LoginResponse, GatewayError> {
+    async fn login(
+        &self,
+        request: LoginRequest,
+        peer: Option<IpAddr>,
+    ) -> Result<LoginResponse, GatewayError> {
         let email = validate::login(&request).map_err(GatewayError::Invalid)?;
-        let found = match self.read_user(Key::Email(email)).await {
+        self.throttle
+            .check(&email, peer)
+            .map_err(GatewayError::Throttled)?;
+        let found = match self.read_user(Key::Email(email.clone())).await {
             Ok(user) => Some(user),
             Err(status) if status.code() == Code::NotFound => None,
             Err(status) => return Err(GatewayError::upstream(status)),
@@ -61,6 +77,7 @@ impl GatewayService {
         let user_id = found.as_ref().map(|user| user.id);
         let hash = found.map(|user| user.password_hash);
         if !self.passwords.verify(request.password, hash).await? {
+            self.throttle.failed(&email, peer);
             return Err(GatewayError::BadCredentials);
         }
         let user_id = user_id.ok_or(GatewayError::BadCredentials)?;
@@ -143,7 +160,8 @@ impl Gateway for GatewayService {
         &self,
         request: Request<LoginRequest>,
     ) -> Result<Response<LoginResponse>, Status> {
-        Ok(Response::new(self.login(request.into_inner()).await?))
+        let peer = request.remote_addr().map(|addr| addr.ip());
+        Ok(Response::new(self.login(request.into_inner(), peer).await?))
     }
 
     #[tracing::instrument(skip_all)]

@@ -6,6 +6,7 @@ use super::{
     Config,
     password::{PasswordError, Passwords},
     service::GatewayService,
+    throttle::LoginThrottle,
     token::{JwtKey, KeyError},
 };
 use crate::{
@@ -32,7 +33,11 @@ pub async fn build(config: &Config) -> Result<Server, StartupError> {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let passwords = Passwords::new(config.hash_concurrency.unwrap_or(cores))?;
     let users = UserStoreClient::new(client::channel(&config.cache_addr)?);
-    let gateway = GatewayService::new(users, passwords, key);
+    let throttle = LoginThrottle::new(
+        config.failed_logins_per_account,
+        config.failed_logins_per_peer,
+    );
+    let gateway = GatewayService::new(users, passwords, key, throttle);
     let server = Server::bind(config.listen)
         .await?
         .add_service(GatewayServer::new(gateway).max_decoding_message_size(MAX_REQUEST_BYTES));

@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "userctl/user/v1/user.proto",
     "userctl/gateway/v1/gateway.proto",
     "userctl/cache/v1/cache.proto",
+    "userctl/bench/v1/echo.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

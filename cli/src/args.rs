@@ -48,6 +48,8 @@ pub enum Command {
     Logout,
     /// Live view of cache hit rates and service health.
     Dashboard(DashboardArgs),
+    /// Load the running stack and compare it with same-run baselines.
+    Bench(BenchArgs),
     /// Internal: the local runtime's supervisor process.
     #[command(hide = true)]
     Supervise,
@@ -168,6 +170,53 @@ pub struct DashboardArgs {
     /// How often to refresh.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub refresh: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    /// WhoAmI with Zipf-distributed users: the cache-hit path.
+    Whoami,
+    /// Login: bounded by argon2id.
+    Login,
+    /// Register fresh accounts.
+    Register,
+    /// 90% whoami, 8% login, 2% register.
+    Mixed,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Workloads to run, in order [default: whoami, login, register, mixed]
+    #[arg(long = "workload", value_enum)]
+    pub workloads: Vec<Workload>,
+
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+
+    /// How long each workload is measured (after the warm-up).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+
+    /// Stop each workload after this many measured requests instead.
+    #[arg(long)]
+    pub requests: Option<u64>,
+
+    /// Excluded from the figures: connections, caches and the allocator settle.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+
+    /// Accounts the bench creates and spreads whoami and login over.
+    #[arg(long, default_value_t = 200)]
+    pub users: usize,
+
+    /// Zipf exponent of the user popularity.
+    #[arg(long, default_value_t = 1.1)]
+    pub zipf: f64,
+
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
 }
 
 /// Project names become Docker object names and directory names.

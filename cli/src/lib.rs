@@ -4,11 +4,13 @@
 //! - [`args`]: the command line (DESIGN.md's contract).
 //! - [`commands`]: one function per command; they print, everything else returns values.
 //! - [`runtime`]: where the stack runs — Docker containers or local processes.
+//! - [`bench`]: the load generator behind `userctl bench`, with same-run baselines.
 //! - [`client`]: the gateway client and what its statuses mean to a user.
 //! - [`home`]: state under `USERCTL_HOME`: token, JWT key, generated passwords, addresses.
 //! - [`error`]: one error type carrying the exit code.
 
 pub mod args;
+pub mod bench;
 pub mod client;
 pub mod commands;
 pub mod error;
@@ -35,6 +37,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Whoami(args) => commands::account::whoami(&home, gateway, args).await,
         Command::Logout => commands::account::logout(&home),
         Command::Dashboard(args) => commands::dashboard::run(&home, gateway, args).await,
+        Command::Bench(args) => commands::bench::run(&home, gateway, args).await,
         Command::Supervise => runtime::local::supervise(&home).await,
     }
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::cli::{Run, Userctl};
 
-const PASSWORD: &str = "correct horse battery staple\n";
+pub const PASSWORD: &str = "correct horse battery staple\n";
 
 /// Runs `userctl down --volumes` when dropped, so a failing test leaves nothing behind.
 pub struct Teardown(pub Userctl);

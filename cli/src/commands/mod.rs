@@ -1,5 +1,6 @@
 //! One module per group of commands. These are the only functions that print.
 
 pub mod account;
+pub mod bench;
 pub mod dashboard;
 pub mod stack;

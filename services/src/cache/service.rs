@@ -128,6 +128,16 @@ impl Inner {
             .flights
             .work(&key, async {
                 led = true;
+                // A read that missed just before the previous flight for this key wrote back
+                // would otherwise start a second store call; look once more first.
+                if write_back
+                    && let Key::Id(_) = lookup
+                    && let Ok(Some(bytes)) = self.redis.get(&key).await
+                    && let Ok(user) = User::decode(bytes.as_slice())
+                    && !bytes.is_empty()
+                {
+                    return Ok(Some(user));
+                }
                 CacheStats::count(&self.stats.store_calls);
                 let request = ReadUserRequest { key: Some(lookup) };
                 let loaded = match self.store.clone().read_user(request).await {

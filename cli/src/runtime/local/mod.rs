@@ -223,6 +223,31 @@ impl LocalRuntime {
         }
     }
 
+    /// The local Redis, for the bench's baseline.
+    pub fn redis_url(&self) -> Option<String> {
+        Plan::load(&self.dir())
+            .ok()
+            .flatten()
+            .map(|plan| plan.redis_url())
+    }
+
+    /// The running service processes.
+    pub fn pids(&self) -> Vec<(Service, u32)> {
+        let state = SupervisorState::load(&self.dir())
+            .ok()
+            .flatten()
+            .filter(|state| pid_alive(state.pid));
+        state
+            .map(|state| {
+                state
+                    .services
+                    .iter()
+                    .filter_map(|p| Some((p.service, p.pid?)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub fn recent_logs(&self, service: Service, tail: usize) -> Vec<String> {
         last_lines(&self.dir(), service, tail)
     }

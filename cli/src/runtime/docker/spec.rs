@@ -1,0 +1,673 @@
+//! What each container should be, as plain data. One [`ContainerSpec`] per service is built
+//! from the stack spec and the resolved images; its [`hash`](ContainerSpec::hash) becomes the
+//! `io.userctl.config-hash` label, which is how `up` tells a container it may leave alone from
+//! one it must recreate; and it turns into the Engine API's create body. No I/O lives here, so
+//! all of it is unit-tested.
+
+use std::collections::HashMap;
+
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, HostConfigLogConfig, Mount,
+    MountType, NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+};
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::{
+    args::StoreKind,
+    home::Secrets,
+    runtime::{Ports, Service},
+};
+
+/// On every object `up` makes; `down` and `status` find the project's objects by it alone.
+pub const PROJECT_LABEL: &str = "io.userctl.project";
+/// On containers: which service this is.
+pub const SERVICE_LABEL: &str = "io.userctl.service";
+/// On containers: the [`ContainerSpec::hash`] the container was created from.
+pub const HASH_LABEL: &str = "io.userctl.config-hash";
+
+/// The unprivileged user the services image runs as (distroless's "nonroot").
+pub const SERVICE_UID: u64 = 65532;
+/// Where the gateway reads its signing key: a file uploaded before the container starts, so
+/// the key is neither in the environment nor on a bind mount.
+pub const SECRETS_DIR: &str = "/run/secrets";
+pub const JWT_KEY_FILE: &str = "jwt.key";
+
+const NANOS_PER_MS: i64 = 1_000_000;
+
+/// The Docker names of one project's objects.
+#[derive(Debug, Clone)]
+pub struct Names {
+    project: String,
+}
+
+impl Names {
+    pub fn new(project: &str) -> Self {
+        Self {
+            project: project.to_owned(),
+        }
+    }
+
+    pub fn project(&self) -> &str {
+        &self.project
+    }
+
+    pub fn container(&self, service: Service) -> String {
+        format!("{}-{}", self.project, service.name())
+    }
+
+    pub fn network(&self) -> String {
+        format!("{}-net", self.project)
+    }
+
+    pub fn volume(&self, volume: DataVolume) -> String {
+        format!("{}-{}", self.project, volume.suffix())
+    }
+
+    /// `label=io.userctl.project=<project>`, the filter that finds what this project owns.
+    pub fn label_filter(&self) -> HashMap<&'static str, Vec<String>> {
+        HashMap::from([("label", vec![format!("{PROJECT_LABEL}={}", self.project)])])
+    }
+
+    /// The labels of networks and volumes; containers add theirs to these.
+    pub fn labels(&self) -> HashMap<String, String> {
+        HashMap::from([(PROJECT_LABEL.to_owned(), self.project.clone())])
+    }
+
+    /// Whether an object with these labels belongs to this project.
+    pub fn owns(&self, labels: Option<&HashMap<String, String>>) -> bool {
+        labels
+            .and_then(|labels| labels.get(PROJECT_LABEL))
+            .is_some_and(|owner| *owner == self.project)
+    }
+}
+
+/// The named volumes that outlive `down` (unless `--volumes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum DataVolume {
+    Postgres,
+    Redis,
+    /// The SQLite file, when the store runs on SQLite.
+    Store,
+}
+
+impl DataVolume {
+    fn suffix(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgres-data",
+            Self::Redis => "redis-data",
+            Self::Store => "store-data",
+        }
+    }
+
+    /// The volumes a stack on `store` uses.
+    pub fn used_with(store: StoreKind) -> &'static [DataVolume] {
+        match store {
+            StoreKind::Postgres => &[Self::Postgres, Self::Redis],
+            StoreKind::Sqlite => &[Self::Redis, Self::Store],
+        }
+    }
+}
+
+/// The services a stack on `store` runs, in start order: Postgres only backs a Postgres store.
+pub fn services_with(store: StoreKind) -> Vec<Service> {
+    Service::ALL
+        .into_iter()
+        .filter(|service| *service != Service::Postgres || store == StoreKind::Postgres)
+        .collect()
+}
+
+/// An image as `up` found or built it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedImage {
+    /// What containers are created from, e.g. `userctl-local/redis:7`.
+    pub reference: String,
+    /// The image ID: part of the config hash, so a rebuilt or re-pulled image recreates.
+    pub id: String,
+}
+
+/// The images of one stack.
+#[derive(Debug, Clone)]
+pub struct Images {
+    pub usersvc: ResolvedImage,
+    pub redis: ResolvedImage,
+    /// None when the store runs on SQLite.
+    pub postgres: Option<ResolvedImage>,
+}
+
+/// Everything specs are built from, resolved by `up` beforehand.
+pub struct StackInputs<'a> {
+    pub names: &'a Names,
+    pub store: StoreKind,
+    pub ports: Ports,
+    pub secrets: &'a Secrets,
+    pub images: &'a Images,
+    /// The gateway's HS256 key, uploaded into its container.
+    pub jwt_key: &'a [u8],
+}
+
+/// One container as it should be. Field order is hash order: everything that, when changed,
+/// must recreate the container belongs here.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerSpec {
+    pub service: Service,
+    pub name: String,
+    pub image: String,
+    pub image_id: String,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub mounts: Vec<VolumeMount>,
+    pub published: Option<Published>,
+    pub health: Vec<String>,
+    /// Postgres treats SIGTERM as "wait for every client to leave"; SIGINT is its fast shutdown.
+    pub stop_signal: Option<&'static str>,
+    /// The usersvc containers need no capabilities and never gain privileges; the database
+    /// images' entrypoints need theirs to drop to their own users.
+    pub hardened: bool,
+    pub secret: Option<SecretFile>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VolumeMount {
+    pub volume: String,
+    pub target: &'static str,
+}
+
+/// A container port published on 127.0.0.1.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Published {
+    pub container_port: u16,
+    /// 0: Docker picks a free port, read back after start.
+    pub host_port: u16,
+}
+
+impl Published {
+    /// The key Docker uses for this port in port maps.
+    pub fn key(self) -> String {
+        format!("{}/tcp", self.container_port)
+    }
+}
+
+/// A file placed in the container between create and start.
+#[derive(Clone, Serialize)]
+pub struct SecretFile {
+    pub dir: &'static str,
+    pub name: &'static str,
+    /// Only the digest is hashed (a new key recreates the gateway); the bytes are never printed.
+    pub digest: String,
+    #[serde(skip)]
+    pub content: Vec<u8>,
+}
+
+impl std::fmt::Debug for SecretFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretFile")
+            .field("dir", &self.dir)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The specs of a stack, in start order.
+pub fn stack(inputs: &StackInputs<'_>) -> Vec<ContainerSpec> {
+    services_with(inputs.store)
+        .into_iter()
+        .filter_map(|service| container(inputs, service))
+        .collect()
+}
+
+/// The spec of one service; None for Postgres behind a SQLite store.
+pub fn container(inputs: &StackInputs<'_>, service: Service) -> Option<ContainerSpec> {
+    let names = inputs.names;
+    let redis_password = &inputs.secrets.redis_password;
+    let postgres_password = &inputs.secrets.postgres_password;
+    let usersvc = |command: &str, port: u16, host_port: u16, env: Vec<String>| ContainerSpec {
+        service,
+        name: names.container(service),
+        image: inputs.images.usersvc.reference.clone(),
+        image_id: inputs.images.usersvc.id.clone(),
+        cmd: vec![command.to_owned()],
+        env: [vec![format!("USERSVC_LISTEN=0.0.0.0:{port}")], env].concat(),
+        mounts: Vec::new(),
+        published: Some(Published {
+            container_port: port,
+            host_port,
+        }),
+        health: strings(&[
+            "CMD",
+            "/usersvc",
+            "health",
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+        ]),
+        stop_signal: None,
+        hardened: true,
+        secret: None,
+    };
+    let spec = match service {
+        Service::Postgres => {
+            let image = inputs.images.postgres.as_ref()?;
+            ContainerSpec {
+                service,
+                name: names.container(service),
+                image: image.reference.clone(),
+                image_id: image.id.clone(),
+                cmd: Vec::new(),
+                env: vec![
+                    format!("POSTGRES_PASSWORD={postgres_password}"),
+                    "POSTGRES_USER=userctl".to_owned(),
+                    "POSTGRES_DB=userctl".to_owned(),
+                ],
+                mounts: vec![VolumeMount {
+                    volume: names.volume(DataVolume::Postgres),
+                    target: "/var/lib/postgresql/data",
+                }],
+                published: None,
+                // Over TCP: during first-start initialisation the image runs a temporary
+                // server on the Unix socket only, which must not count as ready.
+                health: strings(&[
+                    "CMD",
+                    "pg_isready",
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "userctl",
+                    "-d",
+                    "userctl",
+                ]),
+                stop_signal: Some("SIGINT"),
+                hardened: false,
+                secret: None,
+            }
+        }
+        Service::Redis => ContainerSpec {
+            service,
+            name: names.container(service),
+            image: inputs.images.redis.reference.clone(),
+            image_id: inputs.images.redis.id.clone(),
+            cmd: strings(&[
+                "redis-server",
+                "--requirepass",
+                redis_password,
+                "--appendonly",
+                "yes",
+            ]),
+            // redis-cli reads the password from here, so the health check carries no secret.
+            env: vec![format!("REDISCLI_AUTH={redis_password}")],
+            mounts: vec![VolumeMount {
+                volume: names.volume(DataVolume::Redis),
+                target: "/data",
+            }],
+            published: None,
+            health: strings(&["CMD", "redis-cli", "ping"]),
+            stop_signal: None,
+            hardened: false,
+            secret: None,
+        },
+        Service::Store => {
+            let (database_url, mounts) = match inputs.store {
+                StoreKind::Postgres => (
+                    format!("postgres://userctl:{postgres_password}@postgres:5432/userctl"),
+                    Vec::new(),
+                ),
+                StoreKind::Sqlite => (
+                    "sqlite:///data/userctl.db".to_owned(),
+                    vec![VolumeMount {
+                        volume: names.volume(DataVolume::Store),
+                        target: "/data",
+                    }],
+                ),
+            };
+            ContainerSpec {
+                mounts,
+                ..usersvc(
+                    "store",
+                    50053,
+                    inputs.ports.store,
+                    vec![format!("USERSVC_DATABASE_URL={database_url}")],
+                )
+            }
+        }
+        Service::Cache => usersvc(
+            "cache",
+            50052,
+            inputs.ports.cache,
+            vec![
+                format!("USERSVC_REDIS_URL=redis://:{redis_password}@redis:6379"),
+                "USERSVC_STORE_ADDR=http://store:50053".to_owned(),
+            ],
+        ),
+        Service::Gateway => ContainerSpec {
+            secret: Some(SecretFile {
+                dir: SECRETS_DIR,
+                name: JWT_KEY_FILE,
+                digest: hex::encode(Sha256::digest(inputs.jwt_key)),
+                content: inputs.jwt_key.to_vec(),
+            }),
+            ..usersvc(
+                "gateway",
+                50051,
+                inputs.ports.gateway,
+                vec![
+                    "USERSVC_CACHE_ADDR=http://cache:50052".to_owned(),
+                    format!("USERSVC_JWT_SECRET_FILE={SECRETS_DIR}/{JWT_KEY_FILE}"),
+                ],
+            )
+        },
+    };
+    Some(spec)
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|item| (*item).to_owned()).collect()
+}
+
+impl ContainerSpec {
+    /// A digest of everything that defines the container. Serialising plain structs and vectors
+    /// (no hash maps) keeps it stable from one run to the next.
+    pub fn hash(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        hex::encode(Sha256::digest(json))
+    }
+
+    /// The Engine API's create body, labelled with the project, the service and the hash.
+    pub fn create_body(&self, names: &Names) -> ContainerCreateBody {
+        let mut labels = names.labels();
+        labels.insert(SERVICE_LABEL.to_owned(), self.service.name().to_owned());
+        labels.insert(HASH_LABEL.to_owned(), self.hash());
+
+        let endpoint = EndpointSettings {
+            aliases: Some(vec![self.service.name().to_owned()]),
+            ..Default::default()
+        };
+        ContainerCreateBody {
+            image: Some(self.image.clone()),
+            hostname: Some(self.service.name().to_owned()),
+            cmd: (!self.cmd.is_empty()).then(|| self.cmd.clone()),
+            env: Some(self.env.clone()),
+            labels: Some(labels),
+            healthcheck: Some(self.health_config()),
+            stop_signal: self.stop_signal.map(str::to_owned),
+            exposed_ports: self.published.map(|published| vec![published.key()]),
+            host_config: Some(self.host_config(names)),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(names.network(), endpoint)])),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Checked every second so `up` learns of readiness quickly. The start period covers the
+    /// store's 30 s of retrying its database: failures in it read as "starting", not
+    /// "unhealthy", and the first success ends it at once.
+    fn health_config(&self) -> HealthConfig {
+        HealthConfig {
+            test: Some(self.health.clone()),
+            interval: Some(1_000 * NANOS_PER_MS),
+            // Generous: a debug build on a busy laptop can take a while to answer.
+            timeout: Some(5_000 * NANOS_PER_MS),
+            retries: Some(3),
+            start_period: Some(30_000 * NANOS_PER_MS),
+            ..Default::default()
+        }
+    }
+
+    fn host_config(&self, names: &Names) -> HostConfig {
+        let port_bindings = self.published.map(|published| {
+            let host_port = match published.host_port {
+                0 => String::new(),
+                port => port.to_string(),
+            };
+            let binding = PortBinding {
+                host_ip: Some("127.0.0.1".to_owned()),
+                host_port: Some(host_port),
+            };
+            HashMap::from([(published.key(), Some(vec![binding]))])
+        });
+        let mounts = self
+            .mounts
+            .iter()
+            .map(|mount| Mount {
+                typ: Some(MountType::VOLUME),
+                source: Some(mount.volume.clone()),
+                target: Some(mount.target.to_owned()),
+                ..Default::default()
+            })
+            .collect();
+        HostConfig {
+            network_mode: Some(names.network()),
+            port_bindings,
+            mounts: Some(mounts),
+            // `up` is what repairs a dead service, so what runs is always what `up` left.
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::NO),
+                maximum_retry_count: None,
+            }),
+            // Explicit, so `logs` works whatever the engine's default driver, and bounded.
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".to_owned()),
+                config: Some(HashMap::from([
+                    ("max-size".to_owned(), "10m".to_owned()),
+                    ("max-file".to_owned(), "3".to_owned()),
+                ])),
+            }),
+            privileged: Some(false),
+            cap_drop: self.hardened.then(|| vec!["ALL".to_owned()]),
+            security_opt: self.hardened.then(|| vec!["no-new-privileges".to_owned()]),
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(name: &str) -> ResolvedImage {
+        ResolvedImage {
+            reference: name.to_owned(),
+            id: format!("sha256:{name}"),
+        }
+    }
+
+    fn images() -> Images {
+        Images {
+            usersvc: image("userctl-usersvc:0123456789abcdef"),
+            redis: image("redis:7"),
+            postgres: Some(image("postgres:15")),
+        }
+    }
+
+    fn secrets() -> Secrets {
+        Secrets {
+            redis_password: "redispw".into(),
+            postgres_password: "pgpw".into(),
+        }
+    }
+
+    fn specs(store: StoreKind, ports: Ports, jwt_key: &[u8]) -> Vec<ContainerSpec> {
+        let names = Names::new("t");
+        let (secrets, images) = (secrets(), images());
+        stack(&StackInputs {
+            names: &names,
+            store,
+            ports,
+            secrets: &secrets,
+            images: &images,
+            jwt_key,
+        })
+    }
+
+    fn default_ports() -> Ports {
+        Ports {
+            gateway: 50051,
+            cache: 50052,
+            store: 50053,
+        }
+    }
+
+    fn find(specs: &[ContainerSpec], service: Service) -> &ContainerSpec {
+        specs
+            .iter()
+            .find(|spec| spec.service == service)
+            .expect("service in stack")
+    }
+
+    #[test]
+    fn the_same_inputs_give_the_same_hashes() {
+        let first: Vec<String> = specs(StoreKind::Postgres, default_ports(), b"key")
+            .iter()
+            .map(|s| s.hash())
+            .collect();
+        let second: Vec<String> = specs(StoreKind::Postgres, default_ports(), b"key")
+            .iter()
+            .map(|s| s.hash())
+            .collect();
+        assert_eq!(first, second);
+    }
+
+    #[test]
+    fn a_new_jwt_key_recreates_only_the_gateway() {
+        let before = specs(StoreKind::Postgres, default_ports(), b"old key");
+        let after = specs(StoreKind::Postgres, default_ports(), b"new key");
+        for (old, new) in before.iter().zip(&after) {
+            assert_eq!(
+                old.hash() == new.hash(),
+                old.service != Service::Gateway,
+                "{:?}",
+                old.service
+            );
+        }
+    }
+
+    #[test]
+    fn a_new_host_port_recreates_only_that_service() {
+        let before = specs(StoreKind::Postgres, default_ports(), b"key");
+        let after = specs(
+            StoreKind::Postgres,
+            Ports {
+                cache: 0,
+                ..default_ports()
+            },
+            b"key",
+        );
+        for (old, new) in before.iter().zip(&after) {
+            assert_eq!(
+                old.hash() == new.hash(),
+                old.service != Service::Cache,
+                "{:?}",
+                old.service
+            );
+        }
+    }
+
+    #[test]
+    fn a_sqlite_store_runs_no_postgres_and_keeps_its_file_in_a_volume() {
+        let specs = specs(StoreKind::Sqlite, default_ports(), b"key");
+        assert!(specs.iter().all(|spec| spec.service != Service::Postgres));
+        let store = find(&specs, Service::Store);
+        assert!(
+            store
+                .env
+                .contains(&"USERSVC_DATABASE_URL=sqlite:///data/userctl.db".to_owned())
+        );
+        assert_eq!(store.mounts[0].volume, "t-store-data");
+        assert_eq!(store.mounts[0].target, "/data");
+    }
+
+    #[test]
+    fn services_find_each_other_by_service_name() {
+        let specs = specs(StoreKind::Postgres, default_ports(), b"key");
+        let env = |service| find(&specs, service).env.join(" ");
+        assert!(env(Service::Store).contains("@postgres:5432/userctl"));
+        assert!(env(Service::Cache).contains("redis://:redispw@redis:6379"));
+        assert!(env(Service::Cache).contains("USERSVC_STORE_ADDR=http://store:50053"));
+        assert!(env(Service::Gateway).contains("USERSVC_CACHE_ADDR=http://cache:50052"));
+        let body = find(&specs, Service::Cache).create_body(&Names::new("t"));
+        let endpoints = body
+            .networking_config
+            .and_then(|n| n.endpoints_config)
+            .expect("endpoints");
+        assert_eq!(endpoints["t-net"].aliases, Some(vec!["cache".to_owned()]));
+    }
+
+    #[test]
+    fn only_usersvc_ports_are_published_and_only_on_loopback() {
+        let specs = specs(
+            StoreKind::Postgres,
+            Ports {
+                gateway: 0,
+                ..default_ports()
+            },
+            b"key",
+        );
+        for spec in &specs {
+            let bindings = spec
+                .create_body(&Names::new("t"))
+                .host_config
+                .and_then(|h| h.port_bindings);
+            match spec.service {
+                Service::Postgres | Service::Redis => assert!(bindings.is_none()),
+                _ => {
+                    let bindings = bindings.expect("published");
+                    let binding = &bindings[&spec.published.expect("port").key()]
+                        .as_ref()
+                        .expect("binding")[0];
+                    assert_eq!(binding.host_ip.as_deref(), Some("127.0.0.1"));
+                    let expected = if spec.service == Service::Gateway {
+                        ""
+                    } else {
+                        "5005"
+                    };
+                    assert!(
+                        binding
+                            .host_port
+                            .as_deref()
+                            .is_some_and(|port| port.starts_with(expected))
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_jwt_key_is_a_file_and_never_in_the_environment() {
+        let specs = specs(StoreKind::Postgres, default_ports(), b"very secret key");
+        let gateway = find(&specs, Service::Gateway);
+        assert!(
+            gateway
+                .env
+                .iter()
+                .all(|var| !var.contains("very secret key"))
+        );
+        assert!(
+            gateway
+                .env
+                .contains(&"USERSVC_JWT_SECRET_FILE=/run/secrets/jwt.key".to_owned())
+        );
+        assert!(!format!("{gateway:?}").contains("very secret key"));
+        assert_eq!(
+            gateway.secret.as_ref().map(|s| s.content.as_slice()),
+            Some(&b"very secret key"[..])
+        );
+    }
+
+    #[test]
+    fn containers_are_labelled_unprivileged_and_never_restarted_by_docker() {
+        let names = Names::new("t");
+        for spec in specs(StoreKind::Postgres, default_ports(), b"key") {
+            let body = spec.create_body(&names);
+            let labels = body.labels.expect("labels");
+            assert_eq!(labels[PROJECT_LABEL], "t");
+            assert_eq!(labels[SERVICE_LABEL], spec.service.name());
+            assert_eq!(labels[HASH_LABEL], spec.hash());
+            let host = body.host_config.expect("host config");
+            assert_eq!(host.privileged, Some(false));
+            assert_eq!(
+                host.restart_policy.and_then(|p| p.name),
+                Some(RestartPolicyNameEnum::NO)
+            );
+            assert!(names.owns(Some(&labels)));
+        }
+    }
+}

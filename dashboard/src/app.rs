@@ -1,0 +1,218 @@
+//! The dashboard's state: the live [`Model`], what the user is looking at, and what each key
+//! does. Rendering reads it (`Widget for &App`, in the `ui` module); nothing here draws or does
+//! I/O.
+
+use std::time::Duration;
+
+use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use tokio::time::Instant;
+
+use crate::{
+    model::{Model, Update},
+    source::Service,
+};
+
+/// What the event loop should do after a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Continue,
+    Quit,
+}
+
+/// Fixed facts for the header.
+#[derive(Debug, Clone)]
+pub struct Header {
+    /// What this dashboard watches, e.g. "project userctl · local runtime".
+    pub title: String,
+    /// The refresh interval, which is also one sparkline bar.
+    pub refresh: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct App {
+    pub header: Header,
+    /// Whether to use colour (`NO_COLOR` turns it off); state is always spelled out too.
+    pub color: bool,
+    live: Model,
+    /// The model as it was when the user paused; data keeps arriving into `live` meanwhile,
+    /// so resuming shows the present and no event is lost.
+    frozen: Option<Model>,
+    selected: Service,
+    logs_open: bool,
+    help_open: bool,
+}
+
+impl App {
+    pub fn new(header: Header, color: bool, started: Instant) -> Self {
+        Self {
+            header,
+            color,
+            live: Model::new(started),
+            frozen: None,
+            selected: Service::Gateway,
+            logs_open: false,
+            help_open: false,
+        }
+    }
+
+    pub fn apply(&mut self, update: Update, at: Instant) {
+        self.live.apply(update, at);
+    }
+
+    /// What the screen shows: the live model, or the frozen one while paused.
+    pub fn shown(&self) -> &Model {
+        self.frozen.as_ref().unwrap_or(&self.live)
+    }
+
+    pub fn paused(&self) -> bool {
+        self.frozen.is_some()
+    }
+
+    pub fn selected(&self) -> Service {
+        self.selected
+    }
+
+    pub fn logs_open(&self) -> bool {
+        self.logs_open
+    }
+
+    pub fn help_open(&self) -> bool {
+        self.help_open
+    }
+
+    /// The service whose logs the logs feed should fetch, if any.
+    pub fn logs_wanted(&self) -> Option<Service> {
+        self.logs_open.then_some(self.selected)
+    }
+
+    /// A terminal event; only key presses matter (resizes just redraw).
+    pub fn handle_event(&mut self, event: &Event) -> Action {
+        match event {
+            Event::Key(key) if key.kind == KeyEventKind::Press => self.handle_key(*key),
+            _ => Action::Continue,
+        }
+    }
+
+    pub fn handle_key(&mut self, key: KeyEvent) -> Action {
+        match key.code {
+            KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => Action::Quit,
+            KeyCode::Char('q') => Action::Quit,
+            // Esc closes what is open first, so it never quits by surprise.
+            KeyCode::Esc if self.help_open => {
+                self.help_open = false;
+                Action::Continue
+            }
+            KeyCode::Esc if self.logs_open => {
+                self.logs_open = false;
+                Action::Continue
+            }
+            KeyCode::Esc => Action::Quit,
+            KeyCode::Char('?') => {
+                self.help_open = !self.help_open;
+                Action::Continue
+            }
+            KeyCode::Up | KeyCode::Char('k') => {
+                self.select(-1);
+                Action::Continue
+            }
+            KeyCode::Down | KeyCode::Char('j') => {
+                self.select(1);
+                Action::Continue
+            }
+            KeyCode::Enter | KeyCode::Char('l') => {
+                self.logs_open = !self.logs_open;
+                Action::Continue
+            }
+            KeyCode::Char('p') => {
+                self.frozen = match self.frozen.take() {
+                    Some(_) => None,
+                    None => Some(self.live.clone()),
+                };
+                Action::Continue
+            }
+            _ => Action::Continue,
+        }
+    }
+
+    fn select(&mut self, step: isize) {
+        let last = Service::ALL.len() - 1;
+        let index = self.selected.index().saturating_add_signed(step).min(last);
+        self.selected = Service::ALL[index];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use userctl_proto::cache::v1::Stats;
+
+    use super::*;
+
+    fn app() -> App {
+        App::new(
+            Header {
+                title: "test".into(),
+                refresh: Duration::from_secs(1),
+            },
+            false,
+            Instant::now(),
+        )
+    }
+
+    fn press(app: &mut App, code: KeyCode) -> Action {
+        app.handle_key(KeyEvent::new(code, KeyModifiers::NONE))
+    }
+
+    #[test]
+    fn q_and_ctrl_c_quit() {
+        assert_eq!(press(&mut app(), KeyCode::Char('q')), Action::Quit);
+        let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
+        assert_eq!(app().handle_key(ctrl_c), Action::Quit);
+    }
+
+    #[test]
+    fn esc_closes_help_then_logs_then_quits() {
+        let mut app = app();
+        press(&mut app, KeyCode::Enter);
+        press(&mut app, KeyCode::Char('?'));
+        assert_eq!(press(&mut app, KeyCode::Esc), Action::Continue);
+        assert!(!app.help_open() && app.logs_open());
+        assert_eq!(press(&mut app, KeyCode::Esc), Action::Continue);
+        assert!(!app.logs_open());
+        assert_eq!(press(&mut app, KeyCode::Esc), Action::Quit);
+    }
+
+    #[test]
+    fn arrows_select_within_the_five_services_and_logs_follow_the_selection() {
+        let mut app = app();
+        press(&mut app, KeyCode::Up);
+        assert_eq!(app.selected(), Service::Gateway);
+        for _ in 0..10 {
+            press(&mut app, KeyCode::Down);
+        }
+        assert_eq!(app.selected(), Service::Postgres);
+        press(&mut app, KeyCode::Up);
+        assert_eq!(app.logs_wanted(), None);
+        press(&mut app, KeyCode::Char('l'));
+        assert_eq!(app.logs_wanted(), Some(Service::Redis));
+    }
+
+    #[test]
+    fn pause_freezes_the_screen_but_not_the_data() {
+        let mut app = app();
+        let t0 = Instant::now();
+        let stats = |hits| {
+            Update::Stats(Stats {
+                hits,
+                redis_up: true,
+                ..Stats::default()
+            })
+        };
+        app.apply(stats(1), t0);
+        press(&mut app, KeyCode::Char('p'));
+        app.apply(stats(5), t0);
+        assert!(app.paused());
+        assert_eq!(app.shown().cache.latest.as_ref().map(|s| s.hits), Some(1));
+        press(&mut app, KeyCode::Char('p'));
+        assert_eq!(app.shown().cache.latest.as_ref().map(|s| s.hits), Some(5));
+    }
+}

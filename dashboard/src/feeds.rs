@@ -1,0 +1,408 @@
+//! The live sources, one task each, pushing [`Update`]s into the app's channel:
+//!
+//! - `CacheStats/WatchStats` on the cache (the counters, every refresh interval);
+//! - `grpc.health.v1.Health/Watch` on the gateway, cache and store (pushed on change);
+//! - the runtime's status, polled every refresh interval;
+//! - the selected service's recent logs, while the logs pane is open.
+//!
+//! A source that fails reports it and tries again with exponential backoff, forever: services
+//! come and go while the dashboard watches. A service the runtime republishes elsewhere (a
+//! container restarted on a new port) is followed there, see [`Feeds::follow`]. Nothing here
+//! touches the screen.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use backon::{BackoffBuilder as _, ExponentialBackoff, ExponentialBuilder};
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinSet,
+    time::{Instant, sleep, sleep_until, timeout},
+};
+use tokio_util::sync::CancellationToken;
+use tonic::{
+    Status,
+    transport::{Channel, Endpoint},
+};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+use userctl_proto::cache::v1::{WatchStatsRequest, cache_stats_client::CacheStatsClient};
+
+use crate::{
+    Endpoints,
+    model::{GrpcHealth, Update},
+    source::{RuntimeSource, Service},
+};
+
+/// Lines of logs fetched for the logs pane; more than any terminal shows.
+pub const LOG_TAIL: usize = 200;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// HTTP/2 pings notice a peer that vanished without closing the connection (a paused
+/// container, a pulled cable) within about 10 s.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest the runtime may take to answer one status or logs request.
+const RUNTIME_TIMEOUT: Duration = Duration::from_secs(10);
+const MIN_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Logs are files or engine calls: once a second is plenty even at a faster refresh.
+const MIN_LOGS_REFRESH: Duration = Duration::from_secs(1);
+
+/// The running feeds; [`Feeds::stop`] ends them.
+pub struct Feeds {
+    cancel: CancellationToken,
+    tasks: JoinSet<()>,
+    /// Where the gateway, cache and store answer; the gRPC feeds read it at each connect.
+    addresses: Addresses,
+}
+
+struct Addresses {
+    gateway: watch::Sender<String>,
+    cache: watch::Sender<String>,
+    store: watch::Sender<String>,
+}
+
+impl Addresses {
+    fn of(&self, service: Service) -> Option<&watch::Sender<String>> {
+        match service {
+            Service::Gateway => Some(&self.gateway),
+            Service::Cache => Some(&self.cache),
+            Service::Store => Some(&self.store),
+            Service::Redis | Service::Postgres => None,
+        }
+    }
+}
+
+impl Feeds {
+    /// Starts every feed. `logs_wanted` names the service whose logs to fetch, if any.
+    pub fn start(
+        endpoints: &Endpoints,
+        refresh: Duration,
+        runtime: Arc<dyn RuntimeSource>,
+        updates: mpsc::Sender<Update>,
+        logs_wanted: watch::Receiver<Option<Service>>,
+    ) -> Self {
+        let mut feeds = Self {
+            cancel: CancellationToken::new(),
+            tasks: JoinSet::new(),
+            addresses: Addresses {
+                gateway: watch::Sender::new(endpoints.gateway.clone()),
+                cache: watch::Sender::new(endpoints.cache.clone()),
+                store: watch::Sender::new(endpoints.store.clone()),
+            },
+        };
+        let cache = feeds.addresses.cache.subscribe();
+        feeds.spawn(stats(cache, refresh, updates.clone()));
+        for service in [Service::Gateway, Service::Cache, Service::Store] {
+            if let Some(addr) = feeds.addresses.of(service).map(watch::Sender::subscribe) {
+                feeds.spawn(health(service, addr, updates.clone()));
+            }
+        }
+        feeds.spawn(runtime_status(runtime.clone(), refresh, updates.clone()));
+        feeds.spawn(logs(runtime, refresh, logs_wanted, updates));
+        feeds
+    }
+
+    fn spawn(&mut self, feed: impl Future<Output = ()> + Send + 'static) {
+        let cancel = self.cancel.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = feed => {}
+            }
+        });
+    }
+
+    /// Points `service`'s feeds at `addr` from their next connection on; a feed waiting to
+    /// retry tries at once. For the runtime's published address, which moves when a container
+    /// restarts on a port chosen by the engine.
+    pub fn follow(&self, service: Service, addr: &str) {
+        if let Some(current) = self.addresses.of(service) {
+            current.send_if_modified(|current| {
+                let moved = current != addr;
+                if moved {
+                    addr.clone_into(current);
+                }
+                moved
+            });
+        }
+    }
+
+    /// Resolves if a feed ends on its own, which only a bug (a panic) makes happen: the
+    /// dashboard would otherwise go on showing data that no longer comes.
+    pub async fn failure(&mut self) -> String {
+        match self.tasks.join_next().await {
+            Some(Err(err)) if err.is_panic() => {
+                let panic = err.into_panic();
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".to_owned());
+                format!("a data feed panicked: {message}")
+            }
+            Some(_) => "a data feed stopped".to_owned(),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Stops every feed and waits until they have.
+    pub async fn stop(mut self) {
+        self.cancel.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+async fn stats(
+    mut addr: watch::Receiver<String>,
+    refresh: Duration,
+    updates: mpsc::Sender<Update>,
+) {
+    let interval_ms = u32::try_from(refresh.as_millis()).unwrap_or(u32::MAX);
+    // A live stream sends every interval; this much silence means it is stuck.
+    let stall = refresh.saturating_mul(3) + Duration::from_secs(2);
+    let mut delays = backoff();
+    loop {
+        let current = addr.borrow_and_update().clone();
+        let (received, reason) = stream_stats(&current, interval_ms, stall, &updates).await;
+        if received {
+            delays = backoff();
+        }
+        if updates.send(Update::StatsLost(reason)).await.is_err() {
+            return;
+        }
+        retry_after(next_delay(&mut delays), &mut addr).await;
+    }
+}
+
+/// Forwards one `WatchStats` stream; returns whether it delivered anything and why it ended.
+async fn stream_stats(
+    addr: &str,
+    interval_ms: u32,
+    stall: Duration,
+    updates: &mpsc::Sender<Update>,
+) -> (bool, String) {
+    let channel = match connect(addr).await {
+        Ok(channel) => channel,
+        Err(reason) => return (false, reason),
+    };
+    let request = WatchStatsRequest { interval_ms };
+    let mut stream = match CacheStatsClient::new(channel).watch_stats(request).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => return (false, status_text(&status)),
+    };
+    let mut received = false;
+    loop {
+        match timeout(stall, stream.message()).await {
+            Ok(Ok(Some(stats))) => {
+                received = true;
+                if updates.send(Update::Stats(stats)).await.is_err() {
+                    return (received, "the dashboard is closing".into());
+                }
+            }
+            Ok(Ok(None)) => return (received, "the cache ended the stream".into()),
+            Ok(Err(status)) => return (received, status_text(&status)),
+            Err(_) => return (received, format!("no stats for {}s", stall.as_secs())),
+        }
+    }
+}
+
+async fn health(
+    service: Service,
+    mut addr: watch::Receiver<String>,
+    updates: mpsc::Sender<Update>,
+) {
+    let mut delays = backoff();
+    loop {
+        let current = addr.borrow_and_update().clone();
+        match watch_health(service, &current, &updates).await {
+            Watch::Lost { received } => {
+                if received {
+                    delays = backoff();
+                }
+                let lost = Update::Health {
+                    service,
+                    health: GrpcHealth::Unreachable,
+                };
+                if updates.send(lost).await.is_err() {
+                    return;
+                }
+            }
+            // Already reported; look again shortly.
+            Watch::NotServing => {}
+            Watch::Closing => return,
+        }
+        retry_after(next_delay(&mut delays), &mut addr).await;
+    }
+}
+
+/// How a `Health/Watch` stream ended.
+enum Watch {
+    /// No connection, or the stream broke; `received` if it had delivered anything.
+    Lost { received: bool },
+    /// The service reported NOT_SERVING and the stream was let go.
+    NotServing,
+    /// The dashboard is closing.
+    Closing,
+}
+
+/// Forwards one `Health/Watch` stream (the server's overall health).
+async fn watch_health(service: Service, addr: &str, updates: &mpsc::Sender<Update>) -> Watch {
+    let lost = Watch::Lost { received: false };
+    let Ok(channel) = connect(addr).await else {
+        return lost;
+    };
+    let request = HealthCheckRequest {
+        service: String::new(),
+    };
+    let Ok(response) = HealthClient::new(channel).watch(request).await else {
+        return lost;
+    };
+    let mut stream = response.into_inner();
+    let mut received = false;
+    while let Ok(Some(report)) = stream.message().await {
+        received = true;
+        let health = match report.status() {
+            ServingStatus::Serving => GrpcHealth::Serving,
+            ServingStatus::NotServing | ServingStatus::Unknown | ServingStatus::ServiceUnknown => {
+                GrpcHealth::NotServing
+            }
+        };
+        if updates
+            .send(Update::Health { service, health })
+            .await
+            .is_err()
+        {
+            return Watch::Closing;
+        }
+        // A server that is not serving is usually draining, and an open watch would hold
+        // its shutdown until the drain times out: let go, and look again after a backoff.
+        if health == GrpcHealth::NotServing {
+            return Watch::NotServing;
+        }
+    }
+    Watch::Lost { received }
+}
+
+async fn runtime_status(
+    runtime: Arc<dyn RuntimeSource>,
+    refresh: Duration,
+    updates: mpsc::Sender<Update>,
+) {
+    let mut delays = backoff();
+    loop {
+        let asked = Instant::now();
+        let rows = match timeout(RUNTIME_TIMEOUT, runtime.status()).await {
+            Ok(Ok(rows)) => Ok(rows),
+            Ok(Err(err)) => Err(chain(err.as_ref())),
+            Err(_) => Err(format!("no answer within {}s", RUNTIME_TIMEOUT.as_secs())),
+        };
+        let wake = if rows.is_ok() {
+            delays = backoff();
+            asked + refresh
+        } else {
+            Instant::now() + next_delay(&mut delays)
+        };
+        if updates.send(Update::Runtime(rows)).await.is_err() {
+            return;
+        }
+        sleep_until(wake).await;
+    }
+}
+
+async fn logs(
+    runtime: Arc<dyn RuntimeSource>,
+    refresh: Duration,
+    mut wanted: watch::Receiver<Option<Service>>,
+    updates: mpsc::Sender<Update>,
+) {
+    loop {
+        let service = *wanted.borrow_and_update();
+        let Some(service) = service else {
+            if wanted.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        let lines = match timeout(RUNTIME_TIMEOUT, runtime.recent_logs(service, LOG_TAIL)).await {
+            Ok(Ok(lines)) => Ok(lines),
+            Ok(Err(err)) => Err(chain(err.as_ref())),
+            Err(_) => Err(format!("no answer within {}s", RUNTIME_TIMEOUT.as_secs())),
+        };
+        if updates.send(Update::Logs { service, lines }).await.is_err() {
+            return;
+        }
+        tokio::select! {
+            changed = wanted.changed() => if changed.is_err() { return },
+            () = sleep(refresh.max(MIN_LOGS_REFRESH)) => {}
+        }
+    }
+}
+
+async fn connect(addr: &str) -> Result<Channel, String> {
+    let endpoint = Endpoint::from_shared(addr.to_owned())
+        .map_err(|err| format!("invalid address {addr}: {err}"))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true);
+    endpoint.connect().await.map_err(|err| root_cause(&err))
+}
+
+/// Waits out a backoff delay, cut short when the service moves to a new address.
+async fn retry_after(delay: Duration, addr: &mut watch::Receiver<String>) {
+    tokio::select! {
+        () = sleep(delay) => {}
+        // A closed channel disables this branch rather than ending the wait early.
+        Ok(()) = addr.changed() => {}
+    }
+}
+
+fn backoff() -> ExponentialBackoff {
+    ExponentialBuilder::default()
+        .with_min_delay(MIN_BACKOFF)
+        .with_max_delay(MAX_BACKOFF)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+fn next_delay(delays: &mut ExponentialBackoff) -> Duration {
+    delays.next().unwrap_or(MAX_BACKOFF)
+}
+
+/// tonic wraps the cause that matters ("Connection refused") in generic layers ("transport
+/// error", "tcp connect error"); the innermost one says most in a narrow pane.
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
+fn status_text(status: &Status) -> String {
+    if let Some(source) = std::error::Error::source(status) {
+        return root_cause(source);
+    }
+    if status.message().is_empty() {
+        format!("{:?}", status.code())
+    } else {
+        status.message().to_owned()
+    }
+}
+
+/// An error and its causes on one line, skipping causes its text already includes.
+fn chain(err: &(dyn std::error::Error + Send + Sync + 'static)) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line
+}

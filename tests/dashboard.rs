@@ -1,0 +1,222 @@
+//! `userctl dashboard` in a real terminal: tmux runs it in a pane of a fixed size against a
+//! local stack, the test types keys and reads the screen, as a user would. Every wait polls
+//! the screen; none is a fixed delay.
+
+use std::{process::Command, time::Duration};
+
+use userctl_tests::{
+    cli::{Userctl, binary},
+    e2e::{self, Teardown},
+    eventually,
+};
+
+const UP: &[&str] = &[
+    "up",
+    "--runtime",
+    "local",
+    "--gateway-port",
+    "0",
+    "--cache-port",
+    "0",
+    "--store-port",
+    "0",
+];
+const PASSWORD: &str = "correct horse battery staple\n";
+/// Generous: a cold debug build, and another test suite may share the two cores.
+const SCREEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A tmux server of the test's own (its own socket, so tests run side by side), with one
+/// window running a plain shell in `userctl`'s environment. Dropping it kills the server and
+/// whatever still runs in it.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(userctl: &Userctl, width: u16, height: u16) -> Self {
+        let tmux = Self {
+            socket: format!("userctl-dashboard-{}", rand::random::<u64>()),
+        };
+        let env = [
+            format!("USERCTL_HOME={}", userctl.home.display()),
+            format!("USERCTL_PROJECT={}", userctl.project),
+            "NO_COLOR=1".to_owned(),
+            "PS1=shell$ ".to_owned(),
+        ];
+        let mut args: Vec<String> = ["new-session", "-d", "-x", &width.to_string()]
+            .into_iter()
+            .map(str::to_owned)
+            .chain(["-y".to_owned(), height.to_string()])
+            .collect();
+        for var in env {
+            args.push("-e".into());
+            args.push(var);
+        }
+        args.extend(["bash", "--norc", "--noprofile"].map(str::to_owned));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        tmux.run(&refs);
+        tmux
+    }
+
+    /// Runs a tmux command against this server; panics with its stderr if it fails.
+    fn run(&self, args: &[&str]) -> String {
+        let output = Command::new("tmux")
+            .args(["-L", &self.socket, "-f", "/dev/null"])
+            .args(args)
+            .output()
+            .expect("tmux runs (scripts/test installs it)");
+        assert!(
+            output.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn type_line(&self, line: &str) {
+        self.run(&["send-keys", "-l", line]);
+        self.run(&["send-keys", "Enter"]);
+    }
+
+    fn key(&self, key: &str) {
+        self.run(&["send-keys", key]);
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p"])
+    }
+
+    /// A pane variable, e.g. `alternate_on`.
+    fn pane(&self, variable: &str) -> String {
+        self.run(&["display-message", "-p", &format!("#{{{variable}}}")])
+            .trim()
+            .to_owned()
+    }
+
+    /// Polls the screen until `ready` accepts it; panics with the last screen otherwise.
+    async fn wait_for<T>(&self, what: &str, ready: impl Fn(&str) -> Option<T>) -> T {
+        eventually(SCREEN_TIMEOUT, || async {
+            let screen = self.screen();
+            ready(&screen).ok_or(screen)
+        })
+        .await
+        .unwrap_or_else(|screen| panic!("waiting for {what}; the screen:\n{screen}"))
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+/// The cache panel's "Totals  hits N" and "since start R%".
+fn cache_figures(screen: &str) -> Option<(u64, String)> {
+    let totals = screen.lines().find(|line| line.contains("Totals"))?;
+    let hits = totals
+        .split("hits ")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let ratio_line = screen.lines().find(|line| line.contains("since start"))?;
+    let ratio = ratio_line
+        .split("since start ")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .to_owned();
+    Some((hits, ratio))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_shows_hits_moving_and_quits_cleanly_with_q() {
+    let home = tempfile::tempdir().expect("home");
+    let userctl = Userctl::new(home.path());
+    let _teardown = Teardown(userctl.clone());
+    userctl.run(UP).await.ok();
+    userctl
+        .run_with_stdin(
+            &[
+                "register",
+                "--email",
+                "dee@example.com",
+                "--name",
+                "Dee",
+                "--password-stdin",
+            ],
+            PASSWORD,
+        )
+        .await
+        .ok();
+    e2e::login(&userctl, "dee@example.com").await.ok();
+
+    let tmux = Tmux::start(&userctl, 100, 30);
+    // tmux gives the pane its client's PATH, so name the binary in full.
+    let userctl_bin = binary("userctl");
+    tmux.type_line(&format!(
+        r#"'{}' dashboard; echo "exit=$?""#,
+        userctl_bin.display()
+    ));
+    let (hits_before, ratio_before) = tmux
+        .wait_for(
+            "the live dashboard with every usersvc service serving",
+            |screen| {
+                let ready = screen.contains("Cache · live")
+                    && screen.matches("● serving").count() == 3
+                    && screen.contains("running");
+                ready.then(|| cache_figures(screen)).flatten()
+            },
+        )
+        .await;
+    assert_eq!(
+        tmux.pane("alternate_on"),
+        "1",
+        "the dashboard owns the screen"
+    );
+
+    for _ in 0..5 {
+        userctl.run(&["whoami"]).await.ok();
+    }
+    let (hits_after, ratio_after) = tmux
+        .wait_for("the hits counter to move after whoami", |screen| {
+            cache_figures(screen).filter(|(hits, _)| *hits >= hits_before + 4)
+        })
+        .await;
+    assert!(
+        hits_after > hits_before && ratio_after != ratio_before,
+        "hits {hits_before} → {hits_after}, ratio {ratio_before} → {ratio_after}"
+    );
+
+    tmux.key("q");
+    let screen = tmux
+        .wait_for("the shell to report the dashboard's exit", |screen| {
+            screen.contains("exit=0").then(|| screen.to_owned())
+        })
+        .await;
+    assert_eq!(tmux.pane("alternate_on"), "0", "back on the normal screen");
+    assert_eq!(tmux.pane("pane_current_command"), "bash", "{screen}");
+    assert!(screen.contains("shell$ "), "the prompt is back:\n{screen}");
+
+    // Raw mode is off again: the terminal is canonical and echoes.
+    tmux.type_line(r#"echo "mode=$(stty -a | grep -o -- '-\?icanon' | head -n 1)""#);
+    tmux.wait_for("stty's report", |screen| {
+        screen.contains("mode=icanon").then_some(())
+    })
+    .await;
+    userctl.run(&["down", "--volumes"]).await.ok();
+}
+
+#[tokio::test]
+async fn without_a_terminal_the_dashboard_refuses_with_a_usage_error() {
+    let home = tempfile::tempdir().expect("home");
+    let userctl = Userctl::new(home.path());
+    let run = userctl.run(&["dashboard"]).await.expect_code(2);
+    assert!(
+        run.stderr.contains("the dashboard needs a terminal"),
+        "{run:?}"
+    );
+}

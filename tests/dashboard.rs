@@ -20,6 +20,8 @@ const UP: &[&str] = &[
     "0",
     "--store-port",
     "0",
+    "--http-port",
+    "0",
 ];
 const PASSWORD: &str = "correct horse battery staple\n";
 /// Generous: a cold debug build, and another test suite may share the two cores.

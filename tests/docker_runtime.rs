@@ -23,6 +23,8 @@ const UP: &[&str] = &[
     "0",
     "--store-port",
     "0",
+    "--http-port",
+    "0",
 ];
 
 /// Names of every Docker object labelled with `project`.
@@ -32,10 +34,24 @@ fn labelled(project: &str) -> Vec<String> {
     for args in [
         vec!["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"],
         vec!["volume", "ls", "--filter", &filter, "--format", "{{.Name}}"],
-        vec!["network", "ls", "--filter", &filter, "--format", "{{.Name}}"],
+        vec![
+            "network",
+            "ls",
+            "--filter",
+            &filter,
+            "--format",
+            "{{.Name}}",
+        ],
     ] {
-        let output = Command::new("docker").args(&args).output().expect("docker CLI");
-        found.extend(String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned));
+        let output = Command::new("docker")
+            .args(&args)
+            .output()
+            .expect("docker CLI");
+        found.extend(
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .map(str::to_owned),
+        );
     }
     found
 }
@@ -48,7 +64,11 @@ async fn the_docker_stack_survives_its_lifecycle_and_leaves_nothing_behind() {
 
     e2e::lifecycle(&userctl, UP).await;
 
-    assert!(labelled(&userctl.project).is_empty(), "left behind: {:?}", labelled(&userctl.project));
+    assert!(
+        labelled(&userctl.project).is_empty(),
+        "left behind: {:?}",
+        labelled(&userctl.project)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -59,24 +79,48 @@ async fn a_killed_container_is_reported_and_repaired_by_up() {
     let up: Vec<&str> = std::iter::once("up").chain(UP.iter().copied()).collect();
     userctl.run(&up).await.ok();
     userctl
-        .run_with_stdin(&["register", "--email", "kim@example.com", "--name", "Kim", "--password-stdin"], e2e::PASSWORD)
+        .run_with_stdin(
+            &[
+                "register",
+                "--email",
+                "kim@example.com",
+                "--name",
+                "Kim",
+                "--password-stdin",
+            ],
+            e2e::PASSWORD,
+        )
         .await
         .ok();
 
     let container = format!("{}-cache", userctl.project);
-    let killed = Command::new("docker").args(["kill", &container]).output().expect("docker kill");
+    let killed = Command::new("docker")
+        .args(["kill", &container])
+        .output()
+        .expect("docker kill");
     assert!(killed.status.success(), "{killed:?}");
 
     let rows = eventually(std::time::Duration::from_secs(20), || async {
         let rows = e2e::status(&userctl).await;
-        if e2e::row(&rows, "cache")["state"] != "running" { Ok(rows) } else { Err(()) }
+        if e2e::row(&rows, "cache")["state"] != "running" {
+            Ok(rows)
+        } else {
+            Err(())
+        }
     })
     .await
     .expect("status shows the cache is not running");
-    assert_eq!(e2e::row(&rows, "gateway")["state"], "running", "only the cache died: {rows:?}");
+    assert_eq!(
+        e2e::row(&rows, "gateway")["state"],
+        "running",
+        "only the cache died: {rows:?}"
+    );
 
     let repaired = userctl.run(&up).await.ok();
-    assert!(repaired.stderr.contains("unchanged"), "the healthy services are left alone: {repaired:?}");
+    assert!(
+        repaired.stderr.contains("unchanged"),
+        "the healthy services are left alone: {repaired:?}"
+    );
     let cache = e2e::row(&e2e::status(&userctl).await, "cache").clone();
     assert_eq!(cache["state"], "running", "{cache}");
     assert_eq!(cache["health"], "healthy", "{cache}");
@@ -90,10 +134,16 @@ async fn no_engine_is_exit_4_in_one_line() {
     let home = tempfile::tempdir().expect("home");
     let userctl = Userctl::new(home.path());
     let mut up = userctl.command(&["up", "--runtime", "docker"]);
-    up.env("DOCKER_HOST", format!("unix://{}/no-such.sock", home.path().display()));
+    up.env(
+        "DOCKER_HOST",
+        format!("unix://{}/no-such.sock", home.path().display()),
+    );
     let output = up.output().expect("run userctl");
     assert_eq!(output.status.code(), Some(4), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.starts_with("error: cannot reach the Docker engine"), "{stderr}");
+    assert!(
+        stderr.starts_with("error: cannot reach the Docker engine"),
+        "{stderr}"
+    );
 }

@@ -15,6 +15,8 @@ const UP: &[&str] = &[
     "0",
     "--store-port",
     "0",
+    "--http-port",
+    "0",
 ];
 
 #[tokio::test(flavor = "multi_thread")]

@@ -87,6 +87,10 @@ pub struct UpArgs {
     #[arg(long, env = "USERCTL_GATEWAY_PORT", default_value_t = 50051)]
     pub gateway_port: u16,
 
+    /// Published HTTP/JSON port of the gateway on 127.0.0.1 (0: any free port).
+    #[arg(long, env = "USERCTL_HTTP_PORT", default_value_t = 8080)]
+    pub http_port: u16,
+
     /// Published cache port on 127.0.0.1 (0: any free port).
     #[arg(long, env = "USERCTL_CACHE_PORT", default_value_t = 50052)]
     pub cache_port: u16,

@@ -40,6 +40,9 @@ pub struct StackRecord {
     pub gateway: String,
     pub cache: String,
     pub store_addr: String,
+    /// The gateway's HTTP/JSON front door, when it has one.
+    #[serde(default)]
+    pub http: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::{
+    Status,
+    transport::{Channel, Endpoint},
+};
 
 /// Deadline on every call a service makes to the next one.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -28,4 +31,14 @@ pub fn channel(addr: &str) -> Result<Channel, InvalidAddress> {
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_while_idle(true)
         .connect_lazy())
+}
+
+/// Whether a failed call was never answered by the peer: the status was made here, from a
+/// transport error (connection refused or reset, a GOAWAY while the peer shuts down, a
+/// timeout), rather than received from the peer. Such a status can carry any code — tonic
+/// maps a GOAWAY with NO_ERROR, which a peer sends while it drains, to INTERNAL — yet it always
+/// means "the dependency is unavailable; retry shortly".
+pub fn is_transport_failure(status: &Status) -> bool {
+    // Statuses received from the peer are decoded from its headers and never have a source.
+    std::error::Error::source(status).is_some()
 }

@@ -27,7 +27,7 @@ enum Command {
     Store(store::Config),
     /// The entry cache: cache-aside over Redis in front of the store.
     Cache(cache::Config),
-    /// The gateway: register, login and whoami, the only public API.
+    /// The gateway: register, login and whoami over gRPC and HTTP/JSON, the only public API.
     Gateway(gateway::Config),
     /// Exit 0 when the service at ADDR reports SERVING (a container health check).
     Health {
@@ -83,11 +83,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Gateway(config) => {
             tracing::info!(?config, "starting gateway");
-            let server = gateway::build(&config)
+            let gateway = gateway::build(&config)
                 .await
                 .context("cannot start the gateway")?;
-            tracing::info!(addr = %server.local_addr()?, "gateway serving");
-            server.run_until_stopped(shutdown).await?;
+            match gateway.http_addr() {
+                Some(http) => {
+                    tracing::info!(addr = %gateway.local_addr()?, %http, "gateway serving gRPC and HTTP");
+                }
+                None => {
+                    tracing::info!(addr = %gateway.local_addr()?, "gateway serving gRPC (HTTP off)")
+                }
+            }
+            gateway.run_until_stopped(shutdown).await?;
         }
         Command::Health { .. } => unreachable!("handled before logging starts"),
     }

@@ -89,7 +89,11 @@ pub async fn lifecycle(userctl: &Userctl, up: &[&str]) {
         again.stderr.contains("unchanged"),
         "a second up changes nothing: {again:?}"
     );
-    assert_eq!(gateway_addr(userctl).await, gateway_before, "same gateway");
+    assert_eq!(
+        gateway_addr(userctl).await,
+        gateway_before,
+        "same gateway: {again:?}"
+    );
     assert!(
         took < Duration::from_secs(20),
         "a no-op up is quick, took {took:?}"

@@ -6,10 +6,16 @@
 //! - [`database`]: a fresh SQLite file or a fresh Postgres database.
 //! - [`stack`]: store, cache and gateway in this process, wired as in production.
 //! - [`cli`]: the real `userctl` binary, run as a user would.
+//! - [`process`]: a real `usersvc` process, its log kept, signalled as an orchestrator would.
+//! - [`postgres`]: a private Postgres server that a test can stop and start (a database outage).
+//! - [`load`]: bounded load with every call timed, and the figures the fault tests print.
 
 pub mod cli;
 pub mod database;
 pub mod e2e;
+pub mod load;
+pub mod postgres;
+pub mod process;
 pub mod redis;
 pub mod stack;
 

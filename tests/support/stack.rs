@@ -1,7 +1,14 @@
 //! The whole stack in this process: store, cache and gateway on 127.0.0.1:0, wired exactly as
-//! `usersvc` wires them, each stopped (and drained) when the test ends.
+//! `usersvc` wires them, each stopped (and drained) when the test ends. The store can be stopped
+//! and started again on its address while the rest keeps running, as a crashed or redeployed
+//! store would be.
 
-use std::{net::SocketAddr, num::NonZeroU32, time::Duration};
+use std::{
+    net::SocketAddr,
+    num::NonZeroU32,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
@@ -26,6 +33,8 @@ pub struct StackOptions {
     pub negative_ttl: Duration,
     pub failed_logins_per_account: NonZeroU32,
     pub failed_logins_per_peer: NonZeroU32,
+    /// Browser origins the HTTP API allows (CORS); none by default, as in production.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for StackOptions {
@@ -36,17 +45,31 @@ impl Default for StackOptions {
             negative_ttl: Duration::from_secs(5),
             failed_logins_per_account: NonZeroU32::new(5).expect("non-zero"),
             failed_logins_per_peer: NonZeroU32::new(30).expect("non-zero"),
+            cors_origins: Vec::new(),
         }
     }
 }
 
 pub struct TestStack {
     pub gateway_addr: String,
+    /// The gateway's HTTP/JSON API, `http://127.0.0.1:PORT` (no trailing slash).
+    pub http_addr: String,
     pub cache_addr: String,
     pub store_addr: String,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    /// The store runs apart from `tasks` so that it alone can be stopped and restarted.
+    store: Option<StoreTask>,
+    database_url: String,
+    options: StackOptions,
+    key_file: PathBuf,
     _key_dir: TempDir,
+}
+
+/// A running store: its own token (a child of the stack's) and its task.
+struct StoreTask {
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
 }
 
 impl TestStack {
@@ -59,24 +82,8 @@ impl TestStack {
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
 
-        let (store, database) = store::build(&store::Config {
-            listen: any_port,
-            database_url: db.url().to_owned(),
-            connect_timeout: Duration::from_secs(10),
-        })
-        .await
-        .expect("store starts");
-        let store_addr = url(store.local_addr().expect("store address"));
-        tasks.push(tokio::spawn({
-            let shutdown = shutdown.clone();
-            async move {
-                store
-                    .run_until_stopped(shutdown)
-                    .await
-                    .expect("store serves");
-                database.close().await;
-            }
-        }));
+        let (store_task, store_listen) = start_store(any_port, db.url(), &shutdown).await;
+        let store_addr = url(store_listen);
 
         let (cache, probe) = cache::build(
             &cache::Config {
@@ -106,18 +113,12 @@ impl TestStack {
         let key_dir = tempfile::tempdir().expect("temp dir for the key");
         let key_file = key_dir.path().join("jwt.key");
         std::fs::write(&key_file, JWT_SECRET).expect("write key");
-        let gateway = gateway::build(&gateway::Config {
-            listen: any_port,
-            cache_addr: cache_addr.clone(),
-            jwt_secret_file: key_file,
-            token_ttl: options.token_ttl,
-            hash_concurrency: None,
-            failed_logins_per_account: options.failed_logins_per_account,
-            failed_logins_per_peer: options.failed_logins_per_peer,
-        })
-        .await
-        .expect("gateway starts");
+        let gateway = gateway::build(&gateway_config(&cache_addr, &key_file, &options))
+            .await
+            .expect("gateway starts");
         let gateway_addr = url(gateway.local_addr().expect("gateway address"));
+        // Bound already, so connections queue until it serves: no readiness wait is needed.
+        let http_addr = url(gateway.http_addr().expect("the test gateway serves HTTP"));
         tasks.push(tokio::spawn({
             let shutdown = shutdown.clone();
             async move {
@@ -137,12 +138,72 @@ impl TestStack {
         }
         Self {
             gateway_addr,
+            http_addr,
             cache_addr,
             store_addr,
             shutdown,
             tasks,
+            store: Some(store_task),
+            database_url: db.url().to_owned(),
+            options,
+            key_file,
             _key_dir: key_dir,
         }
+    }
+
+    /// Stops the store as a deploy would (it drains in-flight requests, then closes its
+    /// listener and database pool); the cache and gateway keep running. Idempotent.
+    pub async fn stop_store(&mut self) {
+        if let Some(store) = self.store.take() {
+            store.shutdown.cancel();
+            store.task.await.expect("store task ends cleanly");
+        }
+    }
+
+    /// Starts the store again on the address it had, so the cache's channel finds it.
+    pub async fn restart_store(&mut self) {
+        self.stop_store().await;
+        let listen: SocketAddr = self
+            .store_addr
+            .trim_start_matches("http://")
+            .parse()
+            .expect("store address");
+        let (store, _) = start_store(listen, &self.database_url, &self.shutdown).await;
+        self.store = Some(store);
+        crate::eventually(Duration::from_secs(10), || {
+            usersvc::health::probe(&self.store_addr, Duration::from_secs(1))
+        })
+        .await
+        .expect("the restarted store reports SERVING");
+    }
+
+    /// A second gateway, with the same key and options, that reads the store directly instead
+    /// of going through the cache (DESIGN.md allows either): the store path, as a baseline for
+    /// what the cache adds or saves. It stops with the stack.
+    pub async fn gateway_without_cache(&mut self) -> GatewayClient<Channel> {
+        let gateway = gateway::build(&gateway_config(
+            &self.store_addr,
+            &self.key_file,
+            &self.options,
+        ))
+        .await
+        .expect("store-path gateway starts");
+        let addr = url(gateway.local_addr().expect("gateway address"));
+        self.tasks.push(tokio::spawn({
+            let shutdown = self.shutdown.clone();
+            async move {
+                gateway
+                    .run_until_stopped(shutdown)
+                    .await
+                    .expect("store-path gateway serves")
+            }
+        }));
+        crate::eventually(Duration::from_secs(10), || {
+            usersvc::health::probe(&addr, Duration::from_secs(1))
+        })
+        .await
+        .expect("store-path gateway reports SERVING");
+        GatewayClient::new(channel(&addr).await)
     }
 
     pub async fn gateway(&self) -> GatewayClient<Channel> {
@@ -168,7 +229,8 @@ impl TestStack {
     /// Cancels every service and waits for each to drain and exit.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
-        for task in self.tasks.drain(..) {
+        let store = self.store.take().map(|store| store.task);
+        for task in self.tasks.drain(..).chain(store) {
             task.await.expect("service task ends cleanly");
         }
     }
@@ -177,6 +239,49 @@ impl TestStack {
 impl Drop for TestStack {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// Builds and runs a store on `listen` until `parent` (or the store's own token) is cancelled.
+async fn start_store(
+    listen: SocketAddr,
+    database_url: &str,
+    parent: &CancellationToken,
+) -> (StoreTask, SocketAddr) {
+    let (store, database) = store::build(&store::Config {
+        listen,
+        database_url: database_url.to_owned(),
+        connect_timeout: Duration::from_secs(10),
+    })
+    .await
+    .expect("store starts");
+    let bound = store.local_addr().expect("store address");
+    let shutdown = parent.child_token();
+    let task = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            store
+                .run_until_stopped(shutdown)
+                .await
+                .expect("store serves");
+            database.close().await;
+        }
+    });
+    (StoreTask { shutdown, task }, bound)
+}
+
+fn gateway_config(users_addr: &str, key_file: &Path, options: &StackOptions) -> gateway::Config {
+    gateway::Config {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        // Port 0 as for gRPC, so stacks side by side never collide on 8080.
+        http_listen: Some("127.0.0.1:0".parse().expect("address")),
+        cors_origins: options.cors_origins.clone(),
+        cache_addr: users_addr.to_owned(),
+        jwt_secret_file: key_file.to_path_buf(),
+        token_ttl: options.token_ttl,
+        hash_concurrency: None,
+        failed_logins_per_account: options.failed_logins_per_account,
+        failed_logins_per_peer: options.failed_logins_per_peer,
     }
 }
 

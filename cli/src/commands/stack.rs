@@ -35,6 +35,7 @@ pub async fn up(home: &ProjectHome, args: UpArgs) -> Result<()> {
         store,
         ports: Ports {
             gateway: args.gateway_port,
+            http: args.http_port,
             cache: args.cache_port,
             store: args.store_port,
         },
@@ -53,6 +54,7 @@ pub async fn up(home: &ProjectHome, args: UpArgs) -> Result<()> {
         gateway: endpoints.gateway.clone(),
         cache: endpoints.cache.clone(),
         store_addr: endpoints.store.clone(),
+        http: endpoints.http.clone(),
     })?;
     println!(
         "stack {} is up on the {} runtime",
@@ -60,6 +62,9 @@ pub async fn up(home: &ProjectHome, args: UpArgs) -> Result<()> {
         runtime.kind().name()
     );
     println!("gateway  {}", endpoints.gateway);
+    if let Some(http) = &endpoints.http {
+        println!("http     {http}");
+    }
     Ok(())
 }
 

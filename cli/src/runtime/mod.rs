@@ -63,6 +63,8 @@ impl Service {
 #[derive(Debug, Clone, Copy)]
 pub struct Ports {
     pub gateway: u16,
+    /// The gateway's HTTP/JSON front door.
+    pub http: u16,
     pub cache: u16,
     pub store: u16,
 }
@@ -88,6 +90,8 @@ pub struct Endpoints {
     pub gateway: String,
     pub cache: String,
     pub store: String,
+    /// The gateway's HTTP/JSON front door.
+    pub http: Option<String>,
 }
 
 /// One row of `userctl status`; also what the dashboard shows.

@@ -143,7 +143,7 @@ impl Inner {
                 let loaded = match self.store.clone().read_user(request).await {
                     Ok(response) => Ok(Some(response.into_inner())),
                     Err(status) if status.code() == Code::NotFound => Ok(None),
-                    Err(status) => Err(status),
+                    Err(status) => Err(from_store(status)),
                 };
                 if write_back {
                     self.write_back(&key, &loaded).await;
@@ -185,7 +185,13 @@ impl Inner {
     async fn create(&self, request: CreateUserRequest) -> Result<User, Status> {
         CacheStats::count(&self.stats.creates);
         CacheStats::count(&self.stats.store_calls);
-        let user = self.store.clone().create_user(request).await?.into_inner();
+        let user = self
+            .store
+            .clone()
+            .create_user(request)
+            .await
+            .map_err(from_store)?
+            .into_inner();
         // Forget any cached "no such user" for this account. If Redis is down this fails
         // (and is counted); such an entry then lives at most `negative_ttl`.
         let _ = self
@@ -196,13 +202,25 @@ impl Inner {
     }
 }
 
+/// A failed store call as the cache's callers should see it. A store that is stopping refuses
+/// new calls with a GOAWAY, which tonic reports as INTERNAL: found by tests/faults.rs, where
+/// restarting the store under load made clients see "internal error" instead of UNAVAILABLE.
+fn from_store(status: Status) -> Status {
+    if crate::client::is_transport_failure(&status) {
+        tracing::debug!(%status, "store call failed in transport");
+        Status::unavailable("the store is unavailable")
+    } else {
+        status
+    }
+}
+
 fn not_found() -> Status {
     Status::not_found("no such user")
 }
 
 #[tonic::async_trait]
 impl UserStore for CacheService {
-    #[tracing::instrument(skip_all, err(level = "debug"))]
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
     async fn create_user(
         &self,
         request: Request<CreateUserRequest>,
@@ -212,7 +230,7 @@ impl UserStore for CacheService {
         ))
     }
 
-    #[tracing::instrument(skip_all, err(level = "debug"))]
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
     async fn read_user(&self, request: Request<ReadUserRequest>) -> Result<Response<User>, Status> {
         let started = Instant::now();
         let result = match request.into_inner().key {

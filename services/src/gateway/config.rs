@@ -6,6 +6,26 @@ pub struct Config {
     #[arg(long, env = "USERSVC_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
 
+    /// Address to serve the HTTP/JSON API on (browsers, curl); an empty value turns it off.
+    // `::std::option::Option` keeps clap from treating the flag as optional: the parser itself
+    // maps "" to `None`, so the default can still be switched off from the environment.
+    #[arg(
+        long,
+        env = "USERSVC_HTTP_LISTEN",
+        default_value = "127.0.0.1:8080",
+        value_parser = parse_http_listen
+    )]
+    pub http_listen: ::std::option::Option<SocketAddr>,
+
+    /// Browser origin allowed to call the HTTP API (CORS), e.g. `http://localhost:3000`; repeat
+    /// the flag, or separate origins with commas in the variable. None by default.
+    #[arg(
+        long = "cors-origin",
+        env = "USERSVC_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+
     /// The entry cache (or, without a cache, the store: both speak UserStore).
     #[arg(
         long,
@@ -33,4 +53,59 @@ pub struct Config {
     /// Failed logins per minute from one peer address before it is throttled.
     #[arg(long, env = "USERSVC_FAILED_LOGINS_PER_PEER", default_value = "30")]
     pub failed_logins_per_peer: NonZeroU32,
+}
+
+fn parse_http_listen(value: &str) -> Result<Option<SocketAddr>, std::net::AddrParseError> {
+    let value = value.trim();
+    if value.is_empty() {
+        Ok(None)
+    } else {
+        value.parse().map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    fn parse(args: &[&str]) -> Config {
+        let args = ["usersvc", "--jwt-secret-file", "k"].iter().chain(args);
+        Cli::try_parse_from(args).expect("valid flags").config
+    }
+
+    #[test]
+    fn http_is_on_by_default_and_an_empty_address_turns_it_off() {
+        assert_eq!(
+            parse(&[]).http_listen,
+            Some("127.0.0.1:8080".parse().expect("address"))
+        );
+        assert_eq!(parse(&["--http-listen", ""]).http_listen, None);
+        assert_eq!(
+            parse(&["--http-listen", "0.0.0.0:8080"]).http_listen,
+            Some("0.0.0.0:8080".parse().expect("address"))
+        );
+    }
+
+    #[test]
+    fn cors_origins_repeat_or_split_on_commas() {
+        assert!(parse(&[]).cors_origins.is_empty());
+        assert_eq!(
+            parse(&[
+                "--cors-origin",
+                "http://a.test,http://b.test",
+                "--cors-origin",
+                "http://c.test"
+            ])
+            .cors_origins,
+            ["http://a.test", "http://b.test", "http://c.test"]
+        );
+    }
 }

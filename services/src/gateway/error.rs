@@ -1,9 +1,15 @@
+use axum::{
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
 use tonic::{Code, Status};
 
-use super::{password::PasswordError, validate::Violations};
+use super::{http::envelope, password::PasswordError, validate::Violations};
 
-/// Everything a gateway RPC can fail with. [`From<GatewayError> for Status`] is the one place
-/// that decides what a client sees; internal detail is logged there and never sent.
+/// Everything a gateway call can fail with, whatever the transport. The two mappings below,
+/// [`From<GatewayError> for Status`] for gRPC and [`IntoResponse`] for HTTP, are the only places
+/// that decide what a client sees; internal detail is logged (by [`GatewayError::log`]) and
+/// never sent.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error("invalid request")]
@@ -39,6 +45,21 @@ impl GatewayError {
             code => Self::Internal(format!("upstream {code:?}: {}", status.message())),
         }
     }
+
+    /// Logs what the client is not told.
+    fn log(&self) {
+        match self {
+            Self::BadToken(reason) => tracing::debug!(reason, "token refused"),
+            Self::Unavailable(detail) => tracing::warn!(detail, "dependency unavailable"),
+            Self::Internal(detail) => tracing::error!(detail, "internal error"),
+            _ => {}
+        }
+    }
+
+    /// Whole seconds a throttled client should wait (at least one).
+    fn retry_after_secs(retry_after: std::time::Duration) -> u64 {
+        retry_after.as_secs_f64().ceil().max(1.0) as u64
+    }
 }
 
 impl From<PasswordError> for GatewayError {
@@ -49,6 +70,7 @@ impl From<PasswordError> for GatewayError {
 
 impl From<GatewayError> for Status {
     fn from(err: GatewayError) -> Self {
+        err.log();
         match err {
             GatewayError::Invalid(violations) => crate::server::invalid_argument(&violations),
             GatewayError::EmailTaken => {
@@ -58,13 +80,12 @@ impl From<GatewayError> for Status {
             GatewayError::MissingToken => Status::unauthenticated(
                 "missing bearer token in the authorization metadata; log in first",
             ),
-            GatewayError::BadToken(reason) => {
-                tracing::debug!(reason, "token refused");
+            GatewayError::BadToken(_) => {
                 Status::unauthenticated("invalid or expired token; log in again")
             }
             GatewayError::Throttled(retry_after) => {
                 use tonic_types::{ErrorDetails, StatusExt as _};
-                let secs = retry_after.as_secs().max(1);
+                let secs = GatewayError::retry_after_secs(retry_after);
                 let details =
                     ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(secs)));
                 Status::with_error_details(
@@ -73,14 +94,63 @@ impl From<GatewayError> for Status {
                     details,
                 )
             }
-            GatewayError::Unavailable(detail) => {
-                tracing::warn!(detail, "dependency unavailable");
+            GatewayError::Unavailable(_) => {
                 Status::unavailable("the user service is unavailable; retry shortly")
             }
-            GatewayError::Internal(detail) => {
-                tracing::error!(detail, "internal error");
-                Status::internal("internal error")
+            GatewayError::Internal(_) => Status::internal("internal error"),
+        }
+    }
+}
+
+/// The HTTP mapping: the same errors, the same messages, the HTTP status and the JSON envelope
+/// of the original design.
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        self.log();
+        // RFC 6750: a 401 names the scheme the client should use.
+        let unauthenticated = |message: &str| {
+            let mut response =
+                envelope::failure(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message);
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"userctl\""),
+            );
+            response
+        };
+        match self {
+            Self::Invalid(violations) => envelope::invalid(&violations),
+            Self::EmailTaken => envelope::failure(
+                StatusCode::CONFLICT,
+                "ALREADY_EXISTS",
+                "an account with this email already exists",
+            ),
+            Self::BadCredentials => unauthenticated("invalid email or password"),
+            Self::MissingToken => {
+                unauthenticated("missing bearer token in the Authorization header; log in first")
             }
+            Self::BadToken(_) => unauthenticated("invalid or expired token; log in again"),
+            Self::Throttled(retry_after) => {
+                let secs = Self::retry_after_secs(retry_after);
+                let mut response = envelope::failure(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "RESOURCE_EXHAUSTED",
+                    format!("too many failed logins; retry in {secs} s"),
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                response
+            }
+            Self::Unavailable(_) => envelope::failure(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "the user service is unavailable; retry shortly",
+            ),
+            Self::Internal(_) => envelope::failure(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                "internal error",
+            ),
         }
     }
 }

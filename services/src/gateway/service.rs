@@ -1,6 +1,7 @@
 use std::{net::IpAddr, sync::Arc};
 
-use tonic::{Code, Request, Response, Status, metadata::MetadataMap, transport::Channel};
+use prometheus::IntCounter;
+use tonic::{Code, Request, Response, Status, transport::Channel};
 use userctl_proto::{
     gateway::v1::{
         LoginRequest, LoginResponse, Profile, RegisterRequest, WhoAmIRequest,
@@ -16,6 +17,9 @@ use super::{
     error::GatewayError, password::Passwords, throttle::LoginThrottle, token::JwtKey, validate,
 };
 
+/// Register, Login and WhoAmI, whatever the transport: the gRPC `Gateway` impl below and the
+/// HTTP/JSON handlers in [`super::http`] both call the `pub(crate)` methods, so validation,
+/// throttling and token rules exist once.
 #[derive(Clone)]
 pub struct GatewayService {
     /// The entry cache, which speaks the store's interface.
@@ -23,6 +27,17 @@ pub struct GatewayService {
     passwords: Passwords,
     key: Arc<JwtKey>,
     throttle: Arc<LoginThrottle>,
+    /// Counted here rather than per transport, so `/metrics` sees gRPC and HTTP logins alike.
+    counters: LoginCounters,
+}
+
+/// What the service counts about logins; `/metrics` exposes them.
+#[derive(Clone)]
+pub struct LoginCounters {
+    /// Wrong password or unknown account.
+    pub failed: IntCounter,
+    /// Refused before any password work because the account or peer is locked out.
+    pub throttled: IntCounter,
 }
 
 impl GatewayService {
@@ -31,16 +46,18 @@ impl GatewayService {
         passwords: Passwords,
         key: JwtKey,
         throttle: LoginThrottle,
+        counters: LoginCounters,
     ) -> Self {
         Self {
             users,
             passwords,
             key: Arc::new(key),
             throttle: Arc::new(throttle),
+            counters,
         }
     }
 
-    async fn register(&self, request: RegisterRequest) -> Result<Profile, GatewayError> {
+    pub(crate) async fn register(&self, request: RegisterRequest) -> Result<Profile, GatewayError> {
         let registration = validate::registration(request).map_err(GatewayError::Invalid)?;
         let password_hash = self.passwords.hash(registration.password).await?;
         let request = CreateUserRequest {
@@ -59,15 +76,16 @@ impl GatewayService {
         Ok(profile)
     }
 
-    async fn login(
+    pub(crate) async fn login(
         &self,
         request: LoginRequest,
         peer: Option<IpAddr>,
     ) -> Result<LoginResponse, GatewayError> {
         let email = validate::login(&request).map_err(GatewayError::Invalid)?;
-        self.throttle
-            .check(&email, peer)
-            .map_err(GatewayError::Throttled)?;
+        if let Err(retry_after) = self.throttle.check(&email, peer) {
+            self.counters.throttled.inc();
+            return Err(GatewayError::Throttled(retry_after));
+        }
         let found = match self.read_user(Key::Email(email.clone())).await {
             Ok(user) => Some(user),
             Err(status) if status.code() == Code::NotFound => None,
@@ -78,6 +96,7 @@ impl GatewayService {
         let hash = found.map(|user| user.password_hash);
         if !self.passwords.verify(request.password, hash).await? {
             self.throttle.failed(&email, peer);
+            self.counters.failed.inc();
             return Err(GatewayError::BadCredentials);
         }
         let user_id = user_id.ok_or(GatewayError::BadCredentials)?;
@@ -93,8 +112,12 @@ impl GatewayService {
         })
     }
 
-    async fn who_am_i(&self, metadata: &MetadataMap) -> Result<Profile, GatewayError> {
-        let token = bearer_token(metadata)?;
+    /// The profile behind `authorization` (the raw `authorization` header or metadata value).
+    pub(crate) async fn who_am_i(
+        &self,
+        authorization: Option<&[u8]>,
+    ) -> Result<Profile, GatewayError> {
+        let token = bearer_token(authorization)?;
         let user_id = self
             .key
             .verify(token)
@@ -116,13 +139,12 @@ impl GatewayService {
 }
 
 /// The token from `authorization: Bearer <jwt>` (the scheme is case-insensitive, RFC 7235).
-fn bearer_token(metadata: &MetadataMap) -> Result<&str, GatewayError> {
-    let value = metadata
-        .get("authorization")
-        .ok_or(GatewayError::MissingToken)?;
-    let value = value
-        .to_str()
-        .map_err(|_| GatewayError::BadToken("non-ASCII authorization".into()))?;
+fn bearer_token(authorization: Option<&[u8]>) -> Result<&str, GatewayError> {
+    let value = authorization.ok_or(GatewayError::MissingToken)?;
+    let value = std::str::from_utf8(value)
+        .ok()
+        .filter(|value| value.is_ascii())
+        .ok_or_else(|| GatewayError::BadToken("non-ASCII authorization".into()))?;
     match value.split_once(' ') {
         Some((scheme, token))
             if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
@@ -147,7 +169,7 @@ fn profile(user: User) -> Profile {
 
 #[tonic::async_trait]
 impl Gateway for GatewayService {
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn register(
         &self,
         request: Request<RegisterRequest>,
@@ -155,7 +177,7 @@ impl Gateway for GatewayService {
         Ok(Response::new(self.register(request.into_inner()).await?))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn login(
         &self,
         request: Request<LoginRequest>,
@@ -164,8 +186,12 @@ impl Gateway for GatewayService {
         Ok(Response::new(self.login(request.into_inner(), peer).await?))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn who_am_i(&self, request: Request<WhoAmIRequest>) -> Result<Response<Profile>, Status> {
-        Ok(Response::new(self.who_am_i(request.metadata()).await?))
+        let authorization = request.metadata().get("authorization");
+        Ok(Response::new(
+            self.who_am_i(authorization.map(|value| value.as_bytes()))
+                .await?,
+        ))
     }
 }

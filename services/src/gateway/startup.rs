@@ -1,9 +1,16 @@
+//! Wiring: one [`GatewayService`] behind two listeners, gRPC (`--listen`) and HTTP/JSON
+//! (`--http-listen`), run and drained together.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use tokio_util::sync::CancellationToken;
 use userctl_proto::{
     gateway::v1::gateway_server::GatewayServer, user::v1::user_store_client::UserStoreClient,
 };
 
 use super::{
     Config,
+    http::{self, HttpServer, HttpState, InvalidOrigin, metrics::Metrics, metrics::MetricsError},
     password::{PasswordError, Passwords},
     service::GatewayService,
     throttle::LoginThrottle,
@@ -23,23 +30,98 @@ pub enum StartupError {
     #[error(transparent)]
     Passwords(#[from] PasswordError),
     #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    #[error("invalid --cors-origin")]
+    Cors(#[from] InvalidOrigin),
+    #[error(transparent)]
     Serve(#[from] ServeError),
+    #[error("cannot serve HTTP (--http-listen; an empty value turns HTTP off)")]
+    Http(#[source] ServeError),
 }
 
-/// Loads the signing key (refusing a short one) and binds the listener. The cache need not be
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Grpc(#[from] ServeError),
+    #[error("the HTTP server failed")]
+    Http(#[source] std::io::Error),
+}
+
+/// The gateway's listeners, bound and not yet serving.
+pub struct Gateway {
+    grpc: Server,
+    /// `None` when HTTP is turned off.
+    http: Option<HttpServer>,
+}
+
+impl Gateway {
+    /// The gRPC address.
+    pub fn local_addr(&self) -> Result<SocketAddr, ServeError> {
+        self.grpc.local_addr()
+    }
+
+    /// The HTTP address, unless HTTP is turned off.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(HttpServer::local_addr)
+    }
+
+    /// Serves both until `shutdown` is cancelled, then drains both. Should either fail, the
+    /// other is stopped too: a gateway missing half its API must not look healthy.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), RunError> {
+        let grpc = async {
+            self.grpc
+                .run_until_stopped(shutdown.clone())
+                .await
+                .map_err(RunError::Grpc)
+        };
+        match self.http {
+            Some(http) => {
+                let http = async {
+                    http.run_until_stopped(shutdown.clone())
+                        .await
+                        .map_err(RunError::Http)
+                };
+                tokio::try_join!(grpc, http).map(|_| ())
+            }
+            None => grpc.await,
+        }
+    }
+}
+
+/// Loads the signing key (refusing a short one) and binds both listeners. The cache need not be
 /// up yet: the channel connects on first use.
-pub async fn build(config: &Config) -> Result<Server, StartupError> {
+pub async fn build(config: &Config) -> Result<Gateway, StartupError> {
     let key = JwtKey::from_file(&config.jwt_secret_file, config.token_ttl)?;
+    let cors = http::cors(&config.cors_origins)?;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let passwords = Passwords::new(config.hash_concurrency.unwrap_or(cores))?;
-    let users = UserStoreClient::new(client::channel(&config.cache_addr)?);
+    let cache = client::channel(&config.cache_addr)?;
+    let users = UserStoreClient::new(cache.clone());
     let throttle = LoginThrottle::new(
         config.failed_logins_per_account,
         config.failed_logins_per_peer,
     );
-    let gateway = GatewayService::new(users, passwords, key, throttle);
-    let server = Server::bind(config.listen)
-        .await?
-        .add_service(GatewayServer::new(gateway).max_decoding_message_size(MAX_REQUEST_BYTES));
-    Ok(server)
+    let metrics = Arc::new(Metrics::new()?);
+    let gateway = GatewayService::new(users, passwords, key, throttle, metrics.login_counters());
+
+    let grpc = Server::bind(config.listen).await?.add_service(
+        GatewayServer::new(gateway.clone()).max_decoding_message_size(MAX_REQUEST_BYTES),
+    );
+    let http = match config.http_listen {
+        Some(addr) => {
+            let state = HttpState {
+                gateway,
+                cache,
+                metrics,
+            };
+            let router = http::router(state, cors);
+            Some(
+                HttpServer::bind(addr, router)
+                    .await
+                    .map_err(StartupError::Http)?,
+            )
+        }
+        None => None,
+    };
+    Ok(Gateway { grpc, http })
 }

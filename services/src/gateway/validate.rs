@@ -53,6 +53,11 @@ pub fn login(request: &LoginRequest) -> Result<String, Violations> {
         violations.push(("email", "is required"));
     } else if email.len() > MAX_EMAIL_BYTES {
         violations.push(("email", "must be at most 254 bytes"));
+    } else if email.contains(char::is_control) {
+        // No account can have one (registration refuses them), so this reveals nothing; it
+        // spares a lookup, and a NUL used to reach Postgres and fail as INTERNAL
+        // (tests/hostile_input.rs).
+        violations.push(("email", "must not contain control characters"));
     }
     if request.password.is_empty() {
         violations.push(("password", "is required"));

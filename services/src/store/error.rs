@@ -22,6 +22,9 @@ impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
         match &err {
             sqlx::Error::Database(db) if db.is_unique_violation() => Self::AlreadyExists,
+            sqlx::Error::Database(db) if is_unavailable(db.code().as_deref()) => {
+                Self::Unavailable(err)
+            }
             sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
@@ -29,6 +32,16 @@ impl From<sqlx::Error> for StoreError {
             _ => Self::Database(err),
         }
     }
+}
+
+/// SQLSTATEs that mean "the database is going away or cannot take us now", not "this query
+/// is wrong": connection exceptions (class 08), the server shutting down or starting
+/// (57P01..57P03), too many connections (53300). A query cut off by a database shutdown used
+/// to answer INTERNAL (found by tests/faults.rs).
+fn is_unavailable(code: Option<&str>) -> bool {
+    code.is_some_and(|code| {
+        code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+    })
 }
 
 impl From<StoreError> for Status {
@@ -50,5 +63,21 @@ impl From<StoreError> for Status {
                 Status::new(Code::Internal, "internal error")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_unavailable;
+
+    #[test]
+    fn a_database_going_away_is_unavailable_and_a_bad_query_is_not() {
+        for code in ["57P01", "57P02", "57P03", "53300", "08006", "08001"] {
+            assert!(is_unavailable(Some(code)), "{code}");
+        }
+        for code in ["22021", "42601", "23505", "40001"] {
+            assert!(!is_unavailable(Some(code)), "{code}");
+        }
+        assert!(!is_unavailable(None));
     }
 }

@@ -9,9 +9,11 @@ use super::{
 };
 
 /// Longest email the store accepts (RFC 5321's path limit).
-const MAX_EMAIL: usize = 254;
-const MAX_FULL_NAME: usize = 200;
-const MAX_PASSWORD_HASH: usize = 512;
+pub const MAX_EMAIL_BYTES: usize = 254;
+/// The gateway allows 100 characters, and a character is up to 4 bytes in UTF-8. (It was 200
+/// bytes, so a valid name of emoji failed as INTERNAL: found by tests/hostile_input.rs.)
+pub const MAX_FULL_NAME_BYTES: usize = 400;
+pub const MAX_PASSWORD_HASH_BYTES: usize = 512;
 
 #[derive(Debug, Clone)]
 pub struct StoreService {
@@ -26,20 +28,34 @@ impl StoreService {
     async fn create(&self, request: CreateUserRequest) -> Result<UserRecord, StoreError> {
         // The gateway validates properly; the store only refuses what would corrupt its table.
         let email = crate::email::normalize(&request.email);
-        if email.is_empty() || email.len() > MAX_EMAIL {
+        // Postgres text cannot hold NUL: refuse it here rather than fail in the database as
+        // INTERNAL (found by tests/hostile_input.rs).
+        for (field, value) in [
+            ("email", &email),
+            ("full_name", &request.full_name),
+            ("password_hash", &request.password_hash),
+        ] {
+            if value.contains('\0') {
+                return Err(StoreError::InvalidArgument {
+                    field,
+                    reason: "must not contain NUL characters",
+                });
+            }
+        }
+        if email.is_empty() || email.len() > MAX_EMAIL_BYTES {
             return Err(StoreError::InvalidArgument {
                 field: "email",
                 reason: "must be 1 to 254 bytes",
             });
         }
-        if request.full_name.len() > MAX_FULL_NAME {
+        if request.full_name.len() > MAX_FULL_NAME_BYTES {
             return Err(StoreError::InvalidArgument {
                 field: "full_name",
-                reason: "must be at most 200 bytes",
+                reason: "must be at most 400 bytes",
             });
         }
         if !request.password_hash.starts_with("$argon2id$")
-            || request.password_hash.len() > MAX_PASSWORD_HASH
+            || request.password_hash.len() > MAX_PASSWORD_HASH_BYTES
         {
             return Err(StoreError::InvalidArgument {
                 field: "password_hash",
@@ -55,6 +71,8 @@ impl StoreService {
     async fn read(&self, request: ReadUserRequest) -> Result<UserRecord, StoreError> {
         let found = match request.key {
             Some(Key::Id(id)) => self.db.user_by_id(id).await?,
+            // No stored email holds a NUL (see `create`), and Postgres would refuse the query.
+            Some(Key::Email(email)) if email.contains('\0') => None,
             Some(Key::Email(email)) => {
                 self.db
                     .user_by_email(&crate::email::normalize(&email))
@@ -73,7 +91,7 @@ impl StoreService {
 
 #[tonic::async_trait]
 impl UserStore for StoreService {
-    #[tracing::instrument(skip_all, err(level = "debug"))]
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
     async fn create_user(
         &self,
         request: Request<CreateUserRequest>,
@@ -83,7 +101,7 @@ impl UserStore for StoreService {
         Ok(Response::new(user.into()))
     }
 
-    #[tracing::instrument(skip_all, err(level = "debug"))]
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
     async fn read_user(&self, request: Request<ReadUserRequest>) -> Result<Response<User>, Status> {
         Ok(Response::new(self.read(request.into_inner()).await?.into()))
     }

@@ -90,7 +90,7 @@ fn foreign(kind: &str, name: &str) -> RuntimeError {
 /// Consecutive failed health checks after which `up` restarts a running container. A few
 /// failures can be a stall on a loaded machine that passes by itself; restarting then would
 /// only cost a drain (and, with port 0, a new host port). `up` waits for health either way.
-const RESTART_AFTER_FAILED_CHECKS: i64 = 10;
+const RESTART_AFTER_FAILED_CHECKS: i64 = 30;
 
 /// Brings one container to its spec: left alone when running with the same configuration
 /// hash, started when merely stopped, restarted when its checks fail, recreated otherwise.
@@ -261,6 +261,7 @@ mod tests {
                 container_port: 50051,
                 host_port,
             }),
+            http: None,
             health: vec![],
             stop_signal: None,
             hardened: true,

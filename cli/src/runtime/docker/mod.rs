@@ -483,10 +483,16 @@ fn endpoints(
                 )
             })
     };
+    let http = specs
+        .iter()
+        .zip(containers)
+        .find(|(spec, _)| spec.service == Service::Gateway)
+        .and_then(|(spec, container)| published_address(container, spec.http?));
     Ok(Endpoints {
         gateway: address(Service::Gateway)?,
         cache: address(Service::Cache)?,
         store: address(Service::Store)?,
+        http,
     })
 }
 
@@ -538,11 +544,13 @@ fn status_of(service: Service, container: &ContainerInspectResponse) -> ServiceS
     }
 }
 
-/// The container port a usersvc container publishes, from its own configuration.
+/// The gRPC port a usersvc container publishes, from its own configuration.
 fn container_published(container: &ContainerInspectResponse) -> Option<Published> {
     let bindings = container.host_config.as_ref()?.port_bindings.as_ref()?;
-    let key = bindings.keys().next()?;
-    let container_port = key.split('/').next()?.parse().ok()?;
+    let container_port = bindings
+        .keys()
+        .filter_map(|key| key.split('/').next()?.parse().ok())
+        .find(|port| *port != spec::HTTP_PORT)?;
     Some(Published {
         container_port,
         host_port: 0,

@@ -157,7 +157,10 @@ pub struct ContainerSpec {
     pub cmd: Vec<String>,
     pub env: Vec<String>,
     pub mounts: Vec<VolumeMount>,
+    /// The gRPC port, for usersvc containers.
     pub published: Option<Published>,
+    /// The gateway's HTTP/JSON port.
+    pub http: Option<Published>,
     pub health: Vec<String>,
     /// Postgres treats SIGTERM as "wait for every client to leave"; SIGINT is its fast shutdown.
     pub stop_signal: Option<&'static str>,
@@ -172,6 +175,9 @@ pub struct VolumeMount {
     pub volume: String,
     pub target: &'static str,
 }
+
+/// The gateway's HTTP/JSON port inside its container.
+pub const HTTP_PORT: u16 = 8080;
 
 /// A container port published on 127.0.0.1.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -233,6 +239,7 @@ pub fn container(inputs: &StackInputs<'_>, service: Service) -> Option<Container
             container_port: port,
             host_port,
         }),
+        http: None,
         health: strings(&[
             "CMD",
             "/usersvc",
@@ -263,6 +270,7 @@ pub fn container(inputs: &StackInputs<'_>, service: Service) -> Option<Container
                     target: "/var/lib/postgresql/data",
                 }],
                 published: None,
+                http: None,
                 // Over TCP: during first-start initialisation the image runs a temporary
                 // server on the Unix socket only, which must not count as ready.
                 health: strings(&[
@@ -299,6 +307,7 @@ pub fn container(inputs: &StackInputs<'_>, service: Service) -> Option<Container
                 target: "/data",
             }],
             published: None,
+            http: None,
             health: strings(&["CMD", "redis-cli", "ping"]),
             stop_signal: None,
             hardened: false,
@@ -344,6 +353,10 @@ pub fn container(inputs: &StackInputs<'_>, service: Service) -> Option<Container
                 digest: hex::encode(Sha256::digest(inputs.jwt_key)),
                 content: inputs.jwt_key.to_vec(),
             }),
+            http: Some(Published {
+                container_port: HTTP_PORT,
+                host_port: inputs.ports.http,
+            }),
             ..usersvc(
                 "gateway",
                 50051,
@@ -351,6 +364,7 @@ pub fn container(inputs: &StackInputs<'_>, service: Service) -> Option<Container
                 vec![
                     "USERSVC_CACHE_ADDR=http://cache:50052".to_owned(),
                     format!("USERSVC_JWT_SECRET_FILE={SECRETS_DIR}/{JWT_KEY_FILE}"),
+                    format!("USERSVC_HTTP_LISTEN=0.0.0.0:{HTTP_PORT}"),
                 ],
             )
         },
@@ -388,7 +402,9 @@ impl ContainerSpec {
             labels: Some(labels),
             healthcheck: Some(self.health_config()),
             stop_signal: self.stop_signal.map(str::to_owned),
-            exposed_ports: self.published.map(|published| vec![published.key()]),
+            exposed_ports: self
+                .published
+                .map(|_| self.ports().map(|published| published.key()).collect()),
             host_config: Some(self.host_config(names)),
             networking_config: Some(NetworkingConfig {
                 endpoints_config: Some(HashMap::from([(names.network(), endpoint)])),
@@ -400,6 +416,11 @@ impl ContainerSpec {
     /// Checked every second so `up` learns of readiness quickly. The start period covers the
     /// store's 30 s of retrying its database: failures in it read as "starting", not
     /// "unhealthy", and the first success ends it at once.
+    /// Every port this container publishes.
+    pub fn ports(&self) -> impl Iterator<Item = Published> {
+        self.published.into_iter().chain(self.http)
+    }
+
     fn health_config(&self) -> HealthConfig {
         HealthConfig {
             test: Some(self.health.clone()),
@@ -413,17 +434,20 @@ impl ContainerSpec {
     }
 
     fn host_config(&self, names: &Names) -> HostConfig {
-        let port_bindings = self.published.map(|published| {
-            let host_port = match published.host_port {
-                0 => String::new(),
-                port => port.to_string(),
-            };
-            let binding = PortBinding {
-                host_ip: Some("127.0.0.1".to_owned()),
-                host_port: Some(host_port),
-            };
-            HashMap::from([(published.key(), Some(vec![binding]))])
-        });
+        let port_bindings: HashMap<String, Option<Vec<PortBinding>>> = self
+            .ports()
+            .map(|published| {
+                let host_port = match published.host_port {
+                    0 => String::new(),
+                    port => port.to_string(),
+                };
+                let binding = PortBinding {
+                    host_ip: Some("127.0.0.1".to_owned()),
+                    host_port: Some(host_port),
+                };
+                (published.key(), Some(vec![binding]))
+            })
+            .collect();
         let mounts = self
             .mounts
             .iter()
@@ -436,7 +460,7 @@ impl ContainerSpec {
             .collect();
         HostConfig {
             network_mode: Some(names.network()),
-            port_bindings,
+            port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
             mounts: Some(mounts),
             // `up` is what repairs a dead service, so what runs is always what `up` left.
             restart_policy: Some(RestartPolicy {
@@ -501,6 +525,7 @@ mod tests {
     fn default_ports() -> Ports {
         Ports {
             gateway: 50051,
+            http: 8080,
             cache: 50052,
             store: 50053,
         }
@@ -610,6 +635,14 @@ mod tests {
                 Service::Postgres | Service::Redis => assert!(bindings.is_none()),
                 _ => {
                     let bindings = bindings.expect("published");
+                    for published in spec.ports() {
+                        let binding = &bindings[&published.key()].as_ref().expect("binding")[0];
+                        assert_eq!(
+                            binding.host_ip.as_deref(),
+                            Some("127.0.0.1"),
+                            "{published:?}"
+                        );
+                    }
                     let binding = &bindings[&spec.published.expect("port").key()]
                         .as_ref()
                         .expect("binding")[0];

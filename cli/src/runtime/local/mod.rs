@@ -93,6 +93,7 @@ impl LocalRuntime {
             store_port: free_port(Service::Store, spec.ports.store)?,
             cache_port: free_port(Service::Cache, spec.ports.cache)?,
             gateway_port: free_port(Service::Gateway, spec.ports.gateway)?,
+            http_port: free_port(Service::Gateway, spec.ports.http)?,
             database_url: format!("sqlite://{}", dir.join("userctl.db").display()),
             jwt_key,
         };

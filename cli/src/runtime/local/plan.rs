@@ -20,6 +20,7 @@ pub struct Plan {
     pub store_port: u16,
     pub cache_port: u16,
     pub gateway_port: u16,
+    pub http_port: u16,
     pub database_url: String,
     pub jwt_key: PathBuf,
 }
@@ -57,6 +58,7 @@ impl Plan {
             gateway: url(self.gateway_port),
             cache: url(self.cache_port),
             store: url(self.store_port),
+            http: Some(url(self.http_port)),
         }
     }
 
@@ -117,7 +119,12 @@ pub fn fingerprint(spec: &StackSpec) -> Result<String, RuntimeError> {
     hash.update(meta.len().to_le_bytes());
     hash.update(mtime.as_nanos().to_le_bytes());
     hash.update(spec.redis_url.as_deref().unwrap_or("").as_bytes());
-    for port in [spec.ports.gateway, spec.ports.cache, spec.ports.store] {
+    for port in [
+        spec.ports.gateway,
+        spec.ports.http,
+        spec.ports.cache,
+        spec.ports.store,
+    ] {
         hash.update(port.to_le_bytes());
     }
     Ok(hex::encode(&hash.finalize()[..16]))

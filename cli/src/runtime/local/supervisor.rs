@@ -129,6 +129,7 @@ fn processes(plan: &Plan, dir: &Path) -> Result<Vec<ProcessSpec>> {
                 "USERSVC_JWT_SECRET_FILE",
                 plan.jwt_key.display().to_string(),
             ),
+            ("USERSVC_HTTP_LISTEN", listen(plan.http_port)),
         ],
     ));
     Ok(specs)

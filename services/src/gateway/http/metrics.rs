@@ -1,0 +1,153 @@
+//! `/metrics` in the Prometheus text format, and the middleware that gives every HTTP request a
+//! span, a deadline, a count and a latency.
+//!
+//! The `prometheus` crate without its default `protobuf` feature: a handful of small
+//! dependencies for counters, labelled vectors, histograms and a correct text encoder, and a
+//! registry per gateway (no global state), so many gateways in one test process keep their own
+//! figures.
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    extract::{MatchedPath, Request, State},
+    http::{StatusCode, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use prometheus::{
+    Encoder as _, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+    TextEncoder,
+};
+use tracing::Instrument as _;
+
+use super::envelope::Rejection;
+use crate::gateway::service::LoginCounters;
+
+/// Longest an HTTP request may run, as for gRPC (`server::REQUEST_TIMEOUT`).
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Seconds; from a cached profile read (~1 ms) to a queued password hash (~seconds).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot register the gateway's metrics")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+pub struct Metrics {
+    registry: Registry,
+    /// By method, route template (never the raw path, which a client controls) and status.
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    logins: LoginCounters,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, MetricsError> {
+        let registry = Registry::new_custom(Some("userctl_gateway".into()), None)?;
+        let requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests answered"),
+            &["method", "route", "status"],
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "Time to answer an HTTP request",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["method", "route"],
+        )?;
+        let logins = LoginCounters {
+            failed: IntCounter::new(
+                "login_failures_total",
+                "Logins refused for a wrong password or unknown account (gRPC and HTTP)",
+            )?,
+            throttled: IntCounter::new(
+                "logins_throttled_total",
+                "Logins refused because the account or peer was locked out (gRPC and HTTP)",
+            )?,
+        };
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(logins.failed.clone()))?;
+        registry.register(Box::new(logins.throttled.clone()))?;
+        Ok(Self {
+            registry,
+            requests,
+            latency,
+            logins,
+        })
+    }
+
+    /// The counters the gateway service increments.
+    pub fn login_counters(&self) -> LoginCounters {
+        self.logins.clone()
+    }
+
+    /// Everything, in the text exposition format.
+    pub fn render(&self) -> Response {
+        let encoder = TextEncoder::new();
+        let mut text = Vec::new();
+        match encoder.encode(&self.registry.gather(), &mut text) {
+            Ok(()) => (
+                [(header::CONTENT_TYPE, encoder.format_type().to_owned())],
+                text,
+            )
+                .into_response(),
+            Err(err) => {
+                tracing::error!(%err, "cannot encode metrics");
+                StatusCode::INTERNAL_SERVER_ERROR.into_response()
+            }
+        }
+    }
+}
+
+/// Wraps every request (matched or not, CORS preflights included) in a span, a deadline, and
+/// the request count and latency.
+pub async fn observe(
+    State(metrics): State<Arc<Metrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let span = tracing::info_span!(
+        "http",
+        %method,
+        route,
+        status = tracing::field::Empty,
+        latency_ms = tracing::field::Empty
+    );
+    let started = Instant::now();
+    let response = match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request))
+        .instrument(span.clone())
+        .await
+    {
+        Ok(response) => response,
+        Err(_) => Rejection::TimedOut.into_response(),
+    };
+    let elapsed = started.elapsed();
+    let status = response.status();
+    span.record("status", status.as_u16());
+    span.record("latency_ms", elapsed.as_secs_f64() * 1000.0);
+    span.in_scope(|| {
+        if status.is_server_error() {
+            tracing::warn!("answered");
+        } else {
+            tracing::debug!("answered");
+        }
+    });
+    metrics
+        .requests
+        .with_label_values(&[method.as_str(), route.as_str(), status.as_str()])
+        .inc();
+    metrics
+        .latency
+        .with_label_values(&[method.as_str(), route.as_str()])
+        .observe(elapsed.as_secs_f64());
+    response
+}

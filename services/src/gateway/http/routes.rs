@@ -1,0 +1,200 @@
+//! The handlers: each turns JSON into the gateway's request, calls the same
+//! [`GatewayService`] method the gRPC API calls, and turns the answer back into JSON. Failures
+//! are [`GatewayError`]s, mapped to HTTP beside their gRPC mapping in `gateway::error`.
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, UNIX_EPOCH},
+};
+
+use axum::{
+    extract::{ConnectInfo, State},
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+use userctl_proto::gateway::v1::{LoginRequest, Profile, RegisterRequest};
+
+use super::{
+    HttpState,
+    envelope::{self, JsonObject, Rejection},
+};
+use crate::gateway::{error::GatewayError, validate};
+
+/// How long `/readyz` waits for the cache's health check: a probe must answer fast.
+const READY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The original's user shape; `UserName` is the email, as it was there.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct User {
+    #[serde(rename = "ID")]
+    id: i64,
+    full_name: String,
+    user_name: String,
+    email: String,
+}
+
+impl From<Profile> for User {
+    fn from(profile: Profile) -> Self {
+        Self {
+            id: profile.id,
+            full_name: profile.full_name,
+            user_name: profile.email.clone(),
+            email: profile.email,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Token {
+    token: String,
+    /// RFC 3339, UTC.
+    expired: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Status {
+    status: &'static str,
+}
+
+pub async fn index() -> &'static str {
+    "userctl gateway: the HTTP/JSON API is under /api/ (described at /api/openapi.json)\n"
+}
+
+pub async fn welcome() -> Response {
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Welcome {
+        message: &'static str,
+        version: &'static str,
+        docs: &'static str,
+    }
+    envelope::success(Welcome {
+        message: "Welcome to the userctl API",
+        version: env!("CARGO_PKG_VERSION"),
+        docs: "/api/openapi.json",
+    })
+}
+
+pub async fn register(
+    State(state): State<HttpState>,
+    body: JsonObject,
+) -> Result<Response, GatewayError> {
+    let mut violations = validate::Violations::new();
+    let request = RegisterRequest {
+        email: body.string("Email", "email", &mut violations),
+        full_name: body.string("FullName", "full_name", &mut violations),
+        password: body.string("Password", "password", &mut violations),
+    };
+    let confirmation = body.string("ConfirmPassword", "confirm_password", &mut violations);
+    if confirmation != request.password {
+        violations.push(("confirm_password", "must match Password"));
+    }
+    if !violations.is_empty() {
+        let more = validate::registration(request).err();
+        return Err(GatewayError::Invalid(every_violation(violations, more)));
+    }
+    let profile = state.gateway.register(request).await?;
+    Ok(envelope::success(User::from(profile)))
+}
+
+pub async fn login(
+    State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: JsonObject,
+) -> Result<Response, GatewayError> {
+    let mut violations = validate::Violations::new();
+    let request = LoginRequest {
+        email: body.string("Email", "email", &mut violations),
+        password: body.string("Password", "password", &mut violations),
+    };
+    if !violations.is_empty() {
+        let more = validate::login(&request).err();
+        return Err(GatewayError::Invalid(every_violation(violations, more)));
+    }
+    let login = state.gateway.login(request, Some(peer.ip())).await?;
+    let expires_at = UNIX_EPOCH + Duration::from_secs(u64::try_from(login.expires_at).unwrap_or(0));
+    Ok(envelope::success(Token {
+        token: login.access_token,
+        expired: humantime::format_rfc3339_seconds(expires_at).to_string(),
+    }))
+}
+
+/// Only the `Authorization` header is read: never a query string or cookie, which leak into
+/// logs and invite CSRF.
+pub async fn user_profile(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+) -> Result<Response, GatewayError> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(|value| value.as_bytes());
+    let profile = state.gateway.who_am_i(authorization).await?;
+    Ok(envelope::success(User::from(profile)))
+}
+
+/// What this layer found plus what the gateway's own rules say about the other fields, so a
+/// client can show every problem at once.
+fn every_violation(
+    mut found: validate::Violations,
+    more: Option<validate::Violations>,
+) -> validate::Violations {
+    for (field, reason) in more.unwrap_or_default() {
+        if !found.iter().any(|(seen, _)| *seen == field) {
+            found.push((field, reason));
+        }
+    }
+    found
+}
+
+pub async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        super::OPENAPI_JSON,
+    )
+        .into_response()
+}
+
+/// The process answers: nothing else is checked, so an orchestrator restarts only a hung one.
+pub async fn healthz() -> Response {
+    envelope::success(Status { status: "alive" })
+}
+
+/// The gateway can do its work: the cache (its one dependency) answers its health check.
+pub async fn readyz(State(state): State<HttpState>) -> Response {
+    let mut client = HealthClient::new(state.cache.clone());
+    let check = client.check(HealthCheckRequest {
+        service: String::new(),
+    });
+    match tokio::time::timeout(READY_TIMEOUT, check).await {
+        Ok(Ok(response)) if response.get_ref().status() == ServingStatus::Serving => {
+            envelope::success(Status { status: "ready" })
+        }
+        outcome => {
+            tracing::debug!(?outcome, "not ready: the cache does not answer SERVING");
+            envelope::failure(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "the user service is unavailable; retry shortly",
+            )
+        }
+    }
+}
+
+pub async fn metrics(State(state): State<HttpState>) -> Response {
+    state.metrics.render()
+}
+
+pub async fn not_found() -> Rejection {
+    Rejection::NotFound
+}
+
+pub async fn method_not_allowed() -> Rejection {
+    Rejection::MethodNotAllowed
+}

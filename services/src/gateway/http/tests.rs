@@ -1,0 +1,331 @@
+//! What the HTTP layer decides on its own, before any dependency is called: routing, body
+//! rules, CORS, the envelope. The cache here is an address nothing listens on; the full round
+//! trips are in `tests/http.rs`.
+
+use std::{num::NonZeroU32, sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    body::{Body, to_bytes},
+    extract::ConnectInfo,
+    http::{Method, Request, StatusCode, header},
+};
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
+use userctl_proto::user::v1::user_store_client::UserStoreClient;
+
+use super::{HttpState, OPENAPI_JSON, cors, metrics::Metrics, router};
+use crate::gateway::{
+    password::Passwords, service::GatewayService, throttle::LoginThrottle, token::JwtKey,
+};
+
+fn app(origins: &[&str]) -> Router {
+    let nz = |n| NonZeroU32::new(n).expect("non-zero");
+    // Nothing listens on port 1: every call to the cache fails as a dependency that is down.
+    let cache = crate::client::channel("http://127.0.0.1:1").expect("address");
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    let gateway = GatewayService::new(
+        UserStoreClient::new(cache.clone()),
+        Passwords::new(1).expect("passwords"),
+        JwtKey::new(&[7; 32], Duration::from_secs(60)).expect("key"),
+        LoginThrottle::new(nz(5), nz(30)),
+        metrics.login_counters(),
+    );
+    let origins: Vec<String> = origins.iter().map(|origin| (*origin).to_owned()).collect();
+    let state = HttpState {
+        gateway,
+        cache,
+        metrics,
+    };
+    router(state, cors(&origins).expect("valid origins"))
+}
+
+async fn send(app: &Router, request: Request<Body>) -> (StatusCode, header::HeaderMap, Vec<u8>) {
+    let mut request = request;
+    request
+        .extensions_mut()
+        .insert(ConnectInfo(std::net::SocketAddr::from((
+            [127, 0, 0, 1],
+            4242,
+        ))));
+    let response = app.clone().oneshot(request).await.expect("infallible");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("body")
+        .to_vec();
+    (status, headers, body)
+}
+
+fn post(uri: &str, content_type: Option<&str>, body: impl Into<Body>) -> Request<Body> {
+    let mut builder = Request::post(uri);
+    if let Some(content_type) = content_type {
+        builder = builder.header(header::CONTENT_TYPE, content_type);
+    }
+    builder.body(body.into()).expect("request")
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).expect("request")
+}
+
+/// Status and the parsed error envelope; asserts its shape.
+async fn error(app: &Router, request: Request<Body>) -> (StatusCode, Value) {
+    let (status, headers, body) = send(app, request).await;
+    assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+    let body: Value = serde_json::from_slice(&body).expect("JSON envelope");
+    assert_eq!(body["Result"], Value::Null, "{body}");
+    assert!(body["Error"]["Code"].is_string(), "{body}");
+    assert!(body["Error"]["Message"].is_string(), "{body}");
+    (status, body["Error"].clone())
+}
+
+const JSON: Option<&str> = Some("application/json");
+
+#[tokio::test]
+async fn an_unknown_route_is_404_in_the_envelope() {
+    let (status, error) = error(&app(&[]), get("/api/nope")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error["Code"], "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn a_wrong_method_is_405_in_the_envelope() {
+    let (status, error) = error(&app(&[]), get("/api/auth/login")).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(error["Code"], "METHOD_NOT_ALLOWED");
+}
+
+#[tokio::test]
+async fn bodies_not_sent_as_json_are_415() {
+    let app = app(&[]);
+    for content_type in [
+        None,
+        Some("text/plain;charset=UTF-8"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let body = r#"{"Email":"a@example.com","Password":"12345678"}"#;
+        let (status, error) = error(&app, post("/api/auth/login", content_type, body)).await;
+        assert_eq!(
+            status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{content_type:?}"
+        );
+        assert_eq!(error["Code"], "UNSUPPORTED_MEDIA_TYPE");
+    }
+}
+
+#[tokio::test]
+async fn malformed_json_and_non_objects_are_400() {
+    let app = app(&[]);
+    for body in ["{", "", "[]", "\"text\"", "{\"Email\": }"] {
+        let (status, error) = error(&app, post("/api/auth/register", JSON, body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body:?}");
+        assert_eq!(error["Code"], "INVALID_ARGUMENT");
+    }
+}
+
+#[tokio::test]
+async fn a_body_over_64_kib_is_413_whether_or_not_its_length_is_declared() {
+    let app = app(&[]);
+    let big = format!(r#"{{"Email":"{}"}}"#, "a".repeat(65 * 1024));
+    let (status, error) = error(&app, post("/api/auth/login", JSON, big.clone())).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(error["Code"], "PAYLOAD_TOO_LARGE");
+
+    let chunks = futures::stream::iter(
+        big.into_bytes()
+            .chunks(4096)
+            .map(|chunk| Ok::<_, std::io::Error>(chunk.to_vec()))
+            .collect::<Vec<_>>(),
+    );
+    let streamed = post("/api/auth/login", JSON, Body::from_stream(chunks));
+    assert_eq!(
+        error_status(&app, streamed).await,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+}
+
+async fn error_status(app: &Router, request: Request<Body>) -> StatusCode {
+    error(app, request).await.0
+}
+
+#[tokio::test]
+async fn a_registration_names_every_bad_member_including_the_confirmation() {
+    let body =
+        json!({"FullName": "", "Email": "nope", "Password": "short", "ConfirmPassword": "other"});
+    let (status, error) = error(
+        &app(&[]),
+        post("/api/auth/register", JSON, body.to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error["Code"], "INVALID_ARGUMENT");
+    let fields = error["Fields"].as_object().expect("Fields");
+    let mut names: Vec<_> = fields.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["ConfirmPassword", "Email", "FullName", "Password"]);
+    assert_eq!(fields["ConfirmPassword"], "must match Password");
+    let message = error["Message"].as_str().expect("Message");
+    assert!(
+        message.contains("Email: must look like name@example.com"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_member_of_the_wrong_type_is_400_naming_it() {
+    let body = json!({"Email": 42, "Password": "correct horse"});
+    let (status, error) = error(&app(&[]), post("/api/auth/login", JSON, body.to_string())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error["Fields"]["Email"], "must be a string");
+}
+
+#[tokio::test]
+async fn the_profile_without_a_usable_token_is_401_with_a_challenge() {
+    let app = app(&[]);
+    let bad = Request::get("/api/auth/user-profile")
+        .header(header::AUTHORIZATION, "Bearer not-a-jwt")
+        .body(Body::empty())
+        .expect("request");
+    for request in [get("/api/auth/user-profile"), bad] {
+        let (status, headers, _) = send(&app, request).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            headers[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"userctl\""
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_dependency_that_is_down_is_503_and_not_ready() {
+    let app = app(&[]);
+    let body = json!({"Email": "ann@example.com", "Password": "correct horse"});
+    let (status, error) = error(&app, post("/api/auth/login", JSON, body.to_string())).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(error["Code"], "UNAVAILABLE");
+    assert!(
+        !error["Message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("127.0.0.1")
+    );
+
+    let (status, _) = self::error(&app, get("/readyz")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let (status, _, _) = send(&app, get("/healthz")).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn every_documented_route_is_served() {
+    let document: Value = serde_json::from_str(OPENAPI_JSON).expect("openapi.json parses");
+    assert!(
+        document["openapi"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("3.")
+    );
+    let app = app(&[]);
+    let paths = document["paths"].as_object().expect("paths");
+    for (path, operations) in paths {
+        for method in operations.as_object().expect("operations").keys() {
+            let method: Method = method.to_uppercase().parse().expect("method");
+            let request = Request::builder()
+                .method(method.clone())
+                .uri(path)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from("{}"))
+                .expect("request");
+            let (status, _, _) = send(&app, request).await;
+            assert!(
+                status != StatusCode::NOT_FOUND && status != StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}: {status}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_status() {
+    let app = app(&[]);
+    send(&app, get("/healthz")).await;
+    send(&app, get("/no/such/thing")).await;
+    let (status, headers, body) = send(&app, get("/metrics")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/plain")
+    );
+    let text = String::from_utf8(body).expect("utf-8");
+    assert!(
+        text.contains(
+            r#"userctl_gateway_http_requests_total{method="GET",route="/healthz",status="200"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"userctl_gateway_http_requests_total{method="GET",route="unmatched",status="404"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("userctl_gateway_http_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(
+        text.contains("userctl_gateway_login_failures_total 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("userctl_gateway_logins_throttled_total 0"),
+        "{text}"
+    );
+}
+
+fn preflight(origin: &str) -> Request<Body> {
+    Request::builder()
+        .method(Method::OPTIONS)
+        .uri("/api/auth/login")
+        .header(header::ORIGIN, origin)
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+        .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "content-type")
+        .body(Body::empty())
+        .expect("request")
+}
+
+#[tokio::test]
+async fn cors_answers_only_the_configured_origins() {
+    let app = app(&["http://localhost:3000", "https://app.example.com/"]);
+    for allowed in ["http://localhost:3000", "https://app.example.com"] {
+        let (status, headers, _) = send(&app, preflight(allowed)).await;
+        assert!(status.is_success(), "{status}");
+        assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], allowed);
+    }
+    let (_, headers, _) = send(&app, preflight("http://evil.example")).await;
+    assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+
+    let without_cors = self::app(&[]);
+    let (_, headers, _) = send(&without_cors, preflight("http://localhost:3000")).await;
+    assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+}
+
+#[test]
+fn only_plain_origins_can_be_configured() {
+    for bad in [
+        "*",
+        "localhost:3000",
+        "ftp://x.example",
+        "http://x.example/path",
+        "http://",
+    ] {
+        assert!(cors(&[bad.to_owned()]).is_err(), "{bad} accepted");
+    }
+    assert!(cors(&[]).expect("none").is_none());
+    assert!(cors(&[String::new()]).expect("blank").is_none());
+}

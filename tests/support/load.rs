@@ -1,0 +1,173 @@
+//! Bounded load for the fault and abuse tests: a few workers call one RPC in a loop until told to
+//! stop or until a call budget is spent, and every call's start, duration and outcome is kept,
+//! so a test can cut the run into phases afterwards (before, during and after a fault).
+
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Status};
+use userctl_proto::gateway::v1::WhoAmIRequest;
+
+/// One finished call.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub started: Instant,
+    pub took: Duration,
+    pub result: Result<(), Status>,
+}
+
+/// Workers running until [`Load::stop`] or until `max_calls` calls have started.
+pub struct Load {
+    stop: CancellationToken,
+    done: Arc<AtomicUsize>,
+    workers: Vec<JoinHandle<Vec<Call>>>,
+}
+
+impl Load {
+    /// Starts `workers` tasks; each calls `call(n)` with a call number `n` unique across workers.
+    pub fn start<F, Fut>(workers: usize, max_calls: usize, call: F) -> Self
+    where
+        F: Fn(usize) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = Result<(), Status>> + Send,
+    {
+        let stop = CancellationToken::new();
+        let next = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(AtomicUsize::new(0));
+        let workers = (0..workers)
+            .map(|_| {
+                let (stop, next, done, call) =
+                    (stop.clone(), next.clone(), done.clone(), call.clone());
+                tokio::spawn(async move {
+                    let mut calls = Vec::new();
+                    while !stop.is_cancelled() {
+                        let n = next.fetch_add(1, Ordering::Relaxed);
+                        if n >= max_calls {
+                            break;
+                        }
+                        let started = Instant::now();
+                        let result = call(n).await;
+                        calls.push(Call {
+                            started,
+                            took: started.elapsed(),
+                            result,
+                        });
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    calls
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            done,
+            workers,
+        }
+    }
+
+    /// Calls finished so far.
+    pub fn done(&self) -> usize {
+        self.done.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `more` calls have finished after this point, or `within` has passed (so a
+    /// stalled load fails the test's later assertions instead of hanging it).
+    pub async fn wait_for_calls(&self, more: usize, within: Duration) {
+        let target = self.done() + more;
+        let deadline = Instant::now() + within;
+        while self.done() < target && Instant::now() < deadline && !self.finished() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.workers.iter().all(JoinHandle::is_finished)
+    }
+
+    /// Stops the workers after their current call and returns every call, in start order.
+    pub async fn stop(self) -> Vec<Call> {
+        self.stop.cancel();
+        let mut calls = Vec::new();
+        for worker in self.workers {
+            calls.extend(worker.await.expect("load worker"));
+        }
+        calls.sort_by_key(|call| call.started);
+        calls
+    }
+}
+
+/// Figures for a set of calls.
+#[derive(Debug, Clone, Copy)]
+pub struct Summary {
+    pub calls: usize,
+    pub failures: usize,
+    pub p50: Duration,
+    pub p99: Duration,
+}
+
+impl Summary {
+    pub fn of<'a>(calls: impl IntoIterator<Item = &'a Call>) -> Self {
+        let calls: Vec<&Call> = calls.into_iter().collect();
+        let mut took: Vec<Duration> = calls.iter().map(|call| call.took).collect();
+        took.sort_unstable();
+        Self {
+            calls: calls.len(),
+            failures: calls.iter().filter(|call| call.result.is_err()).count(),
+            p50: percentile(&took, 0.50),
+            p99: percentile(&took, 0.99),
+        }
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} calls, {} failed, p50 {:.1} ms, p99 {:.1} ms",
+            self.calls,
+            self.failures,
+            self.p50.as_secs_f64() * 1e3,
+            self.p99.as_secs_f64() * 1e3
+        )
+    }
+}
+
+/// Nearest-rank percentile of sorted samples; zero when there are none.
+pub fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// The median of unsorted samples.
+pub fn median(samples: &[Duration]) -> Duration {
+    let mut sorted = samples.to_vec();
+    sorted.sort_unstable();
+    percentile(&sorted, 0.5)
+}
+
+/// `message` with `authorization: Bearer <token>`.
+pub fn bearer<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii token"),
+    );
+    request
+}
+
+/// A WhoAmI request for `token` with a deadline, so no call of a load can hang a test.
+pub fn whoami(token: &str, deadline: Duration) -> Request<WhoAmIRequest> {
+    let mut request = bearer(WhoAmIRequest {}, token);
+    request.set_timeout(deadline);
+    request
+}

@@ -1,0 +1,115 @@
+//! A real `usersvc` process on 127.0.0.1:0, as the runtimes start it: its address read from its
+//! own "serving" log line, its stderr kept (so tests can check what it logs), and signals sent
+//! to it as an orchestrator would.
+
+use std::{
+    process::{ExitStatus, Stdio},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncBufReadExt as _, BufReader},
+    process::{Child, Command},
+    sync::oneshot,
+};
+
+pub struct Usersvc {
+    /// `http://127.0.0.1:PORT`.
+    pub addr: String,
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Usersvc {
+    /// Runs `usersvc SERVICE --listen 127.0.0.1:0 ARGS…` with `envs`, and waits until it logs the
+    /// address it serves on and reports SERVING.
+    pub async fn start(service: &str, args: &[&str], envs: &[(&str, &str)]) -> Self {
+        Self::start_on(service, "127.0.0.1:0", args, envs).await
+    }
+
+    /// [`Usersvc::start`] on a given address (e.g. the one a stopped instance had).
+    pub async fn start_on(
+        service: &str,
+        listen: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Self {
+        let mut child = Command::new(crate::cli::binary("usersvc"))
+            .arg(service)
+            .args(["--listen", listen])
+            .args(args)
+            // The gateway's HTTP front door defaults to a fixed port; tests run side by side.
+            .env("USERSVC_HTTP_LISTEN", "127.0.0.1:0")
+            .envs(envs.iter().copied())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn usersvc");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (addr_tx, addr_rx) = oneshot::channel();
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let serving = format!("{service} serving");
+        tokio::spawn({
+            let log = log.clone();
+            async move {
+                let mut addr_tx = Some(addr_tx);
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if line.contains(&serving)
+                        && let Some(addr) = line
+                            .split_whitespace()
+                            .find_map(|field| field.strip_prefix("addr="))
+                        && let Some(tx) = addr_tx.take()
+                    {
+                        let _ = tx.send(addr.to_owned());
+                    }
+                    let mut log = log.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            }
+        });
+        let addr = match tokio::time::timeout(Duration::from_secs(30), addr_rx).await {
+            Ok(Ok(addr)) => format!("http://{addr}"),
+            _ => panic!(
+                "usersvc {service} did not report its address; it logged:\n{}",
+                log.lock().unwrap_or_else(|p| p.into_inner())
+            ),
+        };
+        crate::eventually(Duration::from_secs(10), || {
+            usersvc::health::probe(&addr, Duration::from_secs(1))
+        })
+        .await
+        .expect("usersvc reports SERVING");
+        Self { addr, child, log }
+    }
+
+    /// Everything it wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.log
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Sends SIGTERM, as `docker stop` and the local supervisor do.
+    pub fn terminate(&self) {
+        let pid = self.child.id().expect("running process") as i32;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("send SIGTERM");
+    }
+
+    /// Waits for the process to exit, at most `within`.
+    pub async fn wait(&mut self, within: Duration) -> Option<ExitStatus> {
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .ok()
+            .map(|status| status.expect("wait for usersvc"))
+    }
+}

@@ -4,7 +4,6 @@
 use std::{net::SocketAddr, time::Duration};
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{
     codegen::{Service, http},
@@ -126,11 +125,15 @@ impl Server {
                 }
             }
         };
+        // Without TCP_NODELAY a small response can wait for the peer's delayed ACK (~40 ms):
+        // it showed as a 40 ms p99 in the bench.
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let server = tonic::transport::Server::builder()
             .timeout(REQUEST_TIMEOUT)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), draining);
+            .serve_with_incoming_shutdown(incoming, draining);
 
         tokio::pin!(server);
         tokio::select! {

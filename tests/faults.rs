@@ -734,13 +734,11 @@ async fn sigterm_lets_in_flight_requests_finish_and_every_service_exits_zero() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails until GatewayError::upstream (services/src/gateway/error.rs) classifies \
-            transport failures with usersvc::client::is_transport_failure as UNAVAILABLE"]
 async fn restarting_the_cache_under_load_costs_clients_only_unavailable() {
     // A rolling restart of the cache, several times under load. While a cache drains, the
     // gateway's calls racing its GOAWAY fail in transport; tonic reports some of those as
-    // INTERNAL, and the gateway passes that on as "internal error", which tells clients not
-    // to retry during a routine restart.
+    // INTERNAL, which the gateway must pass on as UNAVAILABLE ("retry shortly"), never as an
+    // internal error, during a routine restart.
     const RESTARTS: usize = 8;
     let db = TestDatabase::postgres().await;
     let redis = RedisServer::start().await;

@@ -12,9 +12,10 @@
 //! (outbound channels with deadlines), [`health`] (the `usersvc health` probe), [`telemetry`]
 //! and [`shutdown`].
 //!
-//! Every service is built the same way: `startup::build(config)` binds its listener (port 0
-//! works, which is how the tests run many stacks side by side) and returns a [`server::Server`]
-//! whose `run_until_stopped(token)` serves until the token is cancelled, then drains.
+//! Every service is built the same way: `startup::build(config)` binds its listeners (port 0
+//! works, which is how the tests run many stacks side by side) and returns a server — a
+//! [`server::Server`], or for the gateway a [`gateway::startup::Gateway`] that also serves
+//! HTTP — whose `run_until_stopped(token)` serves until the token is cancelled, then drains.
 
 pub mod cache;
 pub mod client;

@@ -34,6 +34,11 @@ pub enum GatewayError {
 impl GatewayError {
     /// Classifies a failed call to the cache; `NotFound` is for the caller to interpret.
     pub fn upstream(status: Status) -> Self {
+        // A failure of the connection itself (e.g. the cache draining during a restart sends
+        // GOAWAY, which tonic reports as INTERNAL) means "unavailable", whatever its code.
+        if crate::client::is_transport_failure(&status) {
+            return Self::Unavailable(format!("transport: {}", status.message()));
+        }
         match status.code() {
             Code::AlreadyExists => Self::EmailTaken,
             Code::Unavailable

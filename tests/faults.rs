@@ -198,7 +198,7 @@ async fn whoami_never_fails_while_redis_dies_and_hits_return_soon_after_it_is_ba
         let mut previous = window.lock().await;
         let hits = now.hits - previous.hits;
         let reads = hits + now.misses - previous.misses;
-        *previous = now.clone();
+        *previous = now;
         let ratio = hits as f64 / reads.max(1) as f64;
         if now.redis_up && reads >= 20 && ratio > 0.9 {
             Ok(ratio)

@@ -6,7 +6,7 @@
 //! - [`redis`]: the Redis client, which fails open: an error or a slow call is a miss.
 //! - [`stats`]: counters and the latency window behind `CacheStats`.
 //! - [`service`]: the read and write paths.
-//! - [`startup`]: wiring.
+//! - [`startup`]: wiring them together.
 //!
 //! Rules (see DESIGN.md): values are protobuf bytes under versioned keys with a jittered TTL; a
 //! not-found is cached briefly; a create deletes what it touches; concurrent misses on one key

@@ -10,19 +10,7 @@ use userctl_tests::{
     eventually,
 };
 
-const UP: &[&str] = &[
-    "up",
-    "--runtime",
-    "local",
-    "--gateway-port",
-    "0",
-    "--cache-port",
-    "0",
-    "--store-port",
-    "0",
-    "--http-port",
-    "0",
-];
+const UP: &[&str] = e2e::LOCAL_UP;
 const PASSWORD: &str = "correct horse battery staple\n";
 /// Generous: a cold debug build, and another test suite may share the two cores.
 const SCREEN_TIMEOUT: Duration = Duration::from_secs(30);

@@ -1353,26 +1353,7 @@ async fn secrets_stay_out_of_logs_and_their_files_are_private() {
         assert_eq!(code, Some(want), "{output}");
         printed.push_str(&output);
     };
-    expect(
-        run(
-            &[
-                "up",
-                "--runtime",
-                "local",
-                "--gateway-port",
-                "0",
-                "--cache-port",
-                "0",
-                "--store-port",
-                "0",
-                "--http-port",
-                "0",
-            ],
-            "",
-        )
-        .await,
-        0,
-    );
+    expect(run(userctl_tests::e2e::LOCAL_UP, "").await, 0);
     let email = ["--email", "sec@example.com"];
     let register_args = [
         &["register", "--name", "Sec", "--password-stdin"][..],

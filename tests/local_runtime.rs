@@ -6,18 +6,8 @@ use userctl_tests::{
     eventually,
 };
 
-const UP: &[&str] = &[
-    "--runtime",
-    "local",
-    "--gateway-port",
-    "0",
-    "--cache-port",
-    "0",
-    "--store-port",
-    "0",
-    "--http-port",
-    "0",
-];
+/// The arguments after `up`.
+const UP: &[&str] = e2e::LOCAL_UP.split_at(1).1;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_local_stack_survives_its_lifecycle_and_keeps_data_until_down_volumes() {

@@ -99,7 +99,8 @@ async fn no_acknowledged_registration_is_lost_while_redis_and_the_store_restart(
             let target = total * share / 100;
             while done.load(Ordering::Relaxed) < target {
                 assert!(started.elapsed() < STORM_LIMIT, "the storm stalled");
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                // Polls a progress counter: the condition, not the delay, decides.
+                tokio::time::sleep(userctl_tests::POLL_INTERVAL).await;
             }
             format!("{:.1} s", started.elapsed().as_secs_f64())
         }

@@ -6,6 +6,21 @@ use crate::cli::{Run, Userctl};
 
 pub const PASSWORD: &str = "correct horse battery staple\n";
 
+/// `userctl up` on the local runtime with every port chosen free, so tests run side by side.
+pub const LOCAL_UP: &[&str] = &[
+    "up",
+    "--runtime",
+    "local",
+    "--gateway-port",
+    "0",
+    "--http-port",
+    "0",
+    "--cache-port",
+    "0",
+    "--store-port",
+    "0",
+];
+
 /// Runs `userctl down --volumes` when dropped, so a failing test leaves nothing behind.
 pub struct Teardown(pub Userctl);
 

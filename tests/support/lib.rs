@@ -23,6 +23,9 @@ use std::time::Duration;
 
 use backon::{ConstantBuilder, Retryable as _};
 
+/// How often a test re-checks a condition it waits for (progress counters, health).
+pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
 /// Retries `check` every 50 ms until it returns `Ok`, for at most `within`.
 pub async fn eventually<T, E, F, Fut>(within: Duration, check: F) -> Result<T, E>
 where

@@ -83,7 +83,7 @@ impl Load {
         let target = self.done() + more;
         let deadline = Instant::now() + within;
         while self.done() < target && Instant::now() < deadline && !self.finished() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(crate::POLL_INTERVAL).await;
         }
     }
 

@@ -139,36 +139,26 @@ fn status_table(statuses: &[ServiceStatus]) -> String {
     output::table(&["service", "state", "health", "address"], &rows)
 }
 
-/// The runtime `up` chose, or for auto: Docker when an engine answers, else local.
+/// The runtime `up` should use: the one asked for; for auto, the recorded stack's, else Docker
+/// when an engine answers, else local (saying which).
 async fn choose_runtime(
     home: &ProjectHome,
     choice: RuntimeChoice,
     recorded: Option<&StackRecord>,
 ) -> Result<Runtime> {
-    match choice {
-        RuntimeChoice::Docker => Ok(Runtime::Docker(
-            DockerRuntime::connect(&home.name)
-                .await
-                .map_err(runtime_error)?,
-        )),
-        RuntimeChoice::Local => Ok(Runtime::Local(LocalRuntime::new(home.clone()))),
-        RuntimeChoice::Auto => match recorded.map(|stack| stack.runtime) {
-            Some(RuntimeKind::Docker) => Ok(Runtime::Docker(
-                DockerRuntime::connect(&home.name)
-                    .await
-                    .map_err(runtime_error)?,
-            )),
-            Some(RuntimeKind::Local) => Ok(Runtime::Local(LocalRuntime::new(home.clone()))),
-            None => match DockerRuntime::connect(&home.name).await {
-                Ok(docker) => {
-                    eprintln!("using the docker runtime (a Docker engine answered)");
-                    Ok(Runtime::Docker(docker))
-                }
-                Err(err) => {
-                    eprintln!("using the local runtime ({err})");
-                    Ok(Runtime::Local(LocalRuntime::new(home.clone())))
-                }
-            },
+    match (choice, recorded.map(|stack| stack.runtime)) {
+        (RuntimeChoice::Docker, _) => runtime_for(home, RuntimeKind::Docker).await,
+        (RuntimeChoice::Local, _) => runtime_for(home, RuntimeKind::Local).await,
+        (RuntimeChoice::Auto, Some(kind)) => runtime_for(home, kind).await,
+        (RuntimeChoice::Auto, None) => match DockerRuntime::connect(&home.name).await {
+            Ok(docker) => {
+                eprintln!("using the docker runtime (a Docker engine answered)");
+                Ok(Runtime::Docker(docker))
+            }
+            Err(err) => {
+                eprintln!("using the local runtime ({err})");
+                Ok(Runtime::Local(LocalRuntime::new(home.clone())))
+            }
         },
     }
 }
@@ -176,23 +166,24 @@ async fn choose_runtime(
 /// The runtime of the recorded stack; with no record, Docker if an engine answers (its labels
 /// still find what a lost record pointed at), else local.
 async fn existing_runtime(home: &ProjectHome) -> Result<Runtime> {
-    let recorded = home.stack()?;
-    choose_runtime_quietly(home, recorded.map(|stack| stack.runtime)).await
+    match home.stack()?.map(|stack| stack.runtime) {
+        Some(kind) => runtime_for(home, kind).await,
+        None => Ok(match DockerRuntime::connect(&home.name).await {
+            Ok(docker) => Runtime::Docker(docker),
+            Err(_) => Runtime::Local(LocalRuntime::new(home.clone())),
+        }),
+    }
 }
 
-async fn choose_runtime_quietly(home: &ProjectHome, kind: Option<RuntimeKind>) -> Result<Runtime> {
-    match kind {
-        Some(RuntimeKind::Docker) => Ok(Runtime::Docker(
+async fn runtime_for(home: &ProjectHome, kind: RuntimeKind) -> Result<Runtime> {
+    Ok(match kind {
+        RuntimeKind::Docker => Runtime::Docker(
             DockerRuntime::connect(&home.name)
                 .await
                 .map_err(runtime_error)?,
-        )),
-        Some(RuntimeKind::Local) => Ok(Runtime::Local(LocalRuntime::new(home.clone()))),
-        None => match DockerRuntime::connect(&home.name).await {
-            Ok(docker) => Ok(Runtime::Docker(docker)),
-            Err(_) => Ok(Runtime::Local(LocalRuntime::new(home.clone()))),
-        },
-    }
+        ),
+        RuntimeKind::Local => Runtime::Local(LocalRuntime::new(home.clone())),
+    })
 }
 
 /// `--usersvc`, else `usersvc` beside this executable (as cargo builds and installs them), else

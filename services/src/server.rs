@@ -45,23 +45,14 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `addr` (port 0 picks a free port) and registers health and reflection.
+    /// Binds `addr` (port 0 picks a free port) and registers health; reflection is added when
+    /// the server runs, listing exactly the services added by then.
     pub async fn bind(addr: SocketAddr) -> Result<Self, ServeError> {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServeError::Bind { addr, source })?;
         let (health, health_service) = tonic_health::server::health_reporter();
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(userctl_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(userctl_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()?;
-        let routes = Routes::new(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha);
+        let routes = Routes::new(health_service);
         Ok(Self {
             listener,
             routes,
@@ -101,6 +92,7 @@ impl Server {
             health,
             serving,
         } = self;
+        let routes = with_reflection(routes, &serving)?;
         for name in &serving {
             health
                 .set_service_status(*name, tonic_health::ServingStatus::Serving)
@@ -144,6 +136,27 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// Adds reflection v1 and v1alpha (many clients still speak only v1alpha), advertising only
+/// what this server serves: the descriptor set holds every userctl service.
+fn with_reflection(routes: Routes, serving: &[&'static str]) -> Result<Routes, ServeError> {
+    let builder = || {
+        let builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(userctl_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("grpc.health.v1.Health");
+        serving
+            .iter()
+            .fold(builder, |builder, name| builder.with_service_name(*name))
+    };
+    let v1 = builder()
+        .with_service_name("grpc.reflection.v1.ServerReflection")
+        .build_v1()?;
+    let v1alpha = builder()
+        .with_service_name("grpc.reflection.v1alpha.ServerReflection")
+        .build_v1alpha()?;
+    Ok(routes.add_service(v1).add_service(v1alpha))
 }
 
 /// INVALID_ARGUMENT with one `BadRequest` field violation per entry (for clients that read

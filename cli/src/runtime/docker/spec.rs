@@ -153,6 +153,8 @@ pub struct ContainerSpec {
     pub service: Service,
     pub name: String,
     pub image: String,
+    /// What the config hash uses to tell the image changed: the image id, or for the
+    /// content-tagged services image its tag.
     pub image_id: String,
     pub cmd: Vec<String>,
     pub env: Vec<String>,
@@ -231,7 +233,10 @@ pub fn container(inputs: &StackInputs<'_>, service: Service) -> Option<Container
         service,
         name: names.container(service),
         image: inputs.images.usersvc.reference.clone(),
-        image_id: inputs.images.usersvc.id.clone(),
+        // The tag is the content hash of the image's files. Two concurrent `up`s can import
+        // the same content as two image ids under one tag; hashing the id would then recreate
+        // services whose files did not change.
+        image_id: inputs.images.usersvc.reference.clone(),
         cmd: vec![command.to_owned()],
         env: [vec![format!("USERSVC_LISTEN=0.0.0.0:{port}")], env].concat(),
         mounts: Vec::new(),

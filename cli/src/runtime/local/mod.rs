@@ -27,6 +27,10 @@ use crate::{args::StoreKind, client, home::ProjectHome};
 
 /// How long `down` waits for the supervisor to drain before it gives up.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Restarts during start-up after which `up` reports the service as failing. One is not
+/// enough: a port chosen free can be taken for a moment by another socket before the service
+/// binds it, and the supervisor's retry then succeeds.
+const GIVE_UP_AFTER_RESTARTS: u64 = 3;
 /// How often readiness and exits are polled.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -332,7 +336,7 @@ impl LocalRuntime {
                 }
                 if let Some(process) =
                     SupervisorState::load(&dir)?.and_then(|state| state.process(service).cloned())
-                    && process.restarts > 0
+                    && process.restarts >= GIVE_UP_AFTER_RESTARTS
                 {
                     line.fail("exited");
                     return Err(RuntimeError::Exited {

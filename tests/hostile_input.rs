@@ -1318,32 +1318,8 @@ async fn secrets_stay_out_of_logs_and_their_files_are_private() {
         command.env("RUST_LOG", "info,usersvc=trace");
         let stdin = stdin.to_owned();
         async move {
-            tokio::task::spawn_blocking(move || {
-                use std::io::Write as _;
-                let mut child = command
-                    .stdin(std::process::Stdio::piped())
-                    .stdout(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
-                    .expect("spawn userctl");
-                child
-                    .stdin
-                    .take()
-                    .expect("stdin")
-                    .write_all(stdin.as_bytes())
-                    .expect("stdin");
-                let output = child.wait_with_output().expect("userctl");
-                (
-                    output.status.code(),
-                    format!(
-                        "{}{}",
-                        String::from_utf8_lossy(&output.stdout),
-                        String::from_utf8_lossy(&output.stderr)
-                    ),
-                )
-            })
-            .await
-            .expect("runner")
+            let run = userctl_tests::cli::run_command(command, &stdin).await;
+            (Some(run.code), format!("{}{}", run.stdout, run.stderr))
         }
     };
     let password = "Sup3r-secret-passphrase!";

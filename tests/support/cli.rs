@@ -86,25 +86,7 @@ impl Userctl {
     /// Runs with `stdin` as standard input (for --password-stdin). Off the async runtime, so
     /// an in-process stack keeps serving meanwhile.
     pub async fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Run {
-        let mut command = self.command(args);
-        let stdin = stdin.to_owned();
-        tokio::task::spawn_blocking(move || {
-            let mut child = command
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn userctl");
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(stdin.as_bytes())
-                .expect("write stdin");
-            Run::from(child.wait_with_output().expect("userctl finishes"))
-        })
-        .await
-        .expect("userctl runner")
+        run_command(self.command(args), stdin).await
     }
 
     pub async fn run(&self, args: &[&str]) -> Run {
@@ -120,4 +102,27 @@ impl Userctl {
     pub fn project_dir(&self) -> PathBuf {
         self.home.join(&self.project)
     }
+}
+
+/// Runs a prepared `userctl` command (e.g. with extra env) with `stdin` as standard input, off
+/// the async runtime so an in-process stack keeps serving meanwhile.
+pub async fn run_command(mut command: Command, stdin: &str) -> Run {
+    let stdin = stdin.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn userctl");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write stdin");
+        Run::from(child.wait_with_output().expect("userctl finishes"))
+    })
+    .await
+    .expect("userctl runner")
 }

@@ -1,5 +1,5 @@
-//! The entry cache as DESIGN.md's cache rules describe it, observed through `CacheStats` and
-//! Redis itself.
+//! The entry cache as docs/design.md's cache rules describe it, observed through `CacheStats`
+//! and Redis itself.
 
 use std::time::Duration;
 

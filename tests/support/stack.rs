@@ -178,8 +178,8 @@ impl TestStack {
     }
 
     /// A second gateway, with the same key and options, that reads the store directly instead
-    /// of going through the cache (DESIGN.md allows either): the store path, as a baseline for
-    /// what the cache adds or saves. It stops with the stack.
+    /// of going through the cache (docs/design.md allows either): the store path, as a baseline
+    /// for what the cache adds or saves. It stops with the stack.
     pub async fn gateway_without_cache(&mut self) -> GatewayClient<Channel> {
         let gateway = gateway::build(&gateway_config(
             &self.store_addr,

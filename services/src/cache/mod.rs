@@ -8,9 +8,9 @@
 //! - [`service`]: the read and write paths.
 //! - [`startup`]: wiring them together.
 //!
-//! Rules (see DESIGN.md): values are protobuf bytes under versioned keys with a jittered TTL; a
-//! not-found is cached briefly; a create deletes what it touches; concurrent misses on one key
-//! make one store call; Redis errors and calls slower than `--redis-timeout` fall through to
+//! Rules (see docs/design.md): values are protobuf bytes under versioned keys with a jittered
+//! TTL; a not-found is cached briefly; a create deletes what it touches; concurrent misses on one
+//! key make one store call; Redis errors and calls slower than `--redis-timeout` fall through to
 //! the store and are counted.
 
 pub mod config;

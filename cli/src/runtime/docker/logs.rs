@@ -146,3 +146,36 @@ fn log_line(service: Service, bytes: &[u8]) -> LogLine {
         text: String::from_utf8_lossy(bytes).trim_end().to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_split_over_chunks_comes_out_whole() {
+        let mut splitter = LineSplitter::default();
+        let mut lines = Vec::new();
+        let mut sink = |line: LogLine| {
+            lines.push(line.to_string());
+            Ok(())
+        };
+        splitter
+            .split(Service::Cache, b"cache serv", &mut sink)
+            .expect("split");
+        splitter
+            .split(Service::Store, b"store up\n", &mut sink)
+            .expect("split");
+        splitter
+            .split(Service::Cache, b"ing\nlast without newline", &mut sink)
+            .expect("split");
+        splitter.finish(&mut sink).expect("finish");
+        assert_eq!(
+            lines,
+            [
+                "store    | store up",
+                "cache    | cache serving",
+                "cache    | last without newline"
+            ]
+        );
+    }
+}

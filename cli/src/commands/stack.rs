@@ -8,7 +8,7 @@ use std::{
 use crate::{
     args::{DownArgs, LogsArgs, OutputArgs, OutputFormat, UpArgs},
     error::{CliError, Result},
-    home::{ProjectHome, StackRecord},
+    home::ProjectHome,
     output::{self, Color},
     runtime::{Runtime, StackSpec, progress::Progress},
     stack::{Health, Ports, Service, ServiceStatus, State},
@@ -56,14 +56,7 @@ pub async fn up(home: &ProjectHome, args: UpArgs) -> Result<()> {
 
     let progress = Progress::new();
     let endpoints = runtime.up(&spec, &progress).await?;
-    home.save_stack(&StackRecord {
-        runtime: runtime.kind(),
-        store,
-        gateway: endpoints.gateway.clone(),
-        cache: endpoints.cache.clone(),
-        store_addr: endpoints.store.clone(),
-        http: endpoints.http.clone(),
-    })?;
+    runtime.record(home, store, &endpoints)?;
     println!(
         "stack {} is up on the {} runtime",
         home.name,
@@ -162,8 +155,7 @@ fn short_id(id: &str) -> String {
 
 /// The runtime of the recorded stack (or, with none, whichever finds it).
 async fn existing_runtime(home: &ProjectHome) -> Result<Runtime> {
-    let recorded = home.stack()?.map(|stack| stack.runtime);
-    Ok(Runtime::existing(home, recorded).await?)
+    Ok(Runtime::reopen(home).await?)
 }
 
 /// `--usersvc`, else `usersvc` beside this executable (as cargo builds and installs them), else

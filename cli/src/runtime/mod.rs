@@ -15,7 +15,7 @@ pub mod progress;
 use std::{path::PathBuf, time::Duration};
 
 use crate::{
-    home::{HomeError, ProjectHome},
+    home::{HomeError, ProjectHome, StackRecord},
     stack::{LogLine, Ports, RuntimeChoice, RuntimeKind, Service, ServiceStatus, StoreKind},
 };
 
@@ -162,16 +162,30 @@ impl Runtime {
         })
     }
 
-    /// The runtime of the recorded stack; with no record, Docker if an engine answers (its
-    /// labels still find what a lost record pointed at), else local.
-    pub async fn existing(
-        home: &ProjectHome,
-        recorded: Option<RuntimeKind>,
-    ) -> Result<Self, RuntimeError> {
-        match recorded {
+    /// The runtime of the stack [`record`](Self::record) saved; with no record, Docker if an
+    /// engine answers (its labels still find what a lost record pointed at), else local.
+    pub async fn reopen(home: &ProjectHome) -> Result<Self, RuntimeError> {
+        match home.stack()?.map(|stack| stack.runtime) {
             Some(kind) => Self::open(home, kind).await,
             None => Ok(Self::choose(home, RuntimeChoice::Auto, None).await?.runtime),
         }
+    }
+
+    /// Records that the project runs here, and where it answers, for the commands after `up`.
+    pub fn record(
+        &self,
+        home: &ProjectHome,
+        store: StoreKind,
+        endpoints: &Endpoints,
+    ) -> Result<(), RuntimeError> {
+        Ok(home.save_stack(&StackRecord {
+            runtime: self.kind(),
+            store,
+            gateway: endpoints.gateway.clone(),
+            cache: endpoints.cache.clone(),
+            store_addr: endpoints.store.clone(),
+            http: endpoints.http.clone(),
+        })?)
     }
 
     pub fn kind(&self) -> RuntimeKind {

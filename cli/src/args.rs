@@ -1,8 +1,11 @@
-//! The command line, as DESIGN.md's `userctl` contract fixes it.
+//! The command line, as `docs/design.md`'s `userctl` contract fixes it.
 
 use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::stack::{CACHE_PORT, GATEWAY_PORT, HTTP_PORT, STORE_PORT};
+pub use crate::stack::{RuntimeChoice, StoreKind};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -55,21 +58,6 @@ pub enum Command {
     Supervise,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum RuntimeChoice {
-    /// Docker when an engine answers, else local.
-    Auto,
-    Docker,
-    Local,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StoreKind {
-    Postgres,
-    Sqlite,
-}
-
 #[derive(Debug, Args)]
 pub struct UpArgs {
     #[arg(long, value_enum, env = "USERCTL_RUNTIME", default_value_t = RuntimeChoice::Auto)]
@@ -84,32 +72,34 @@ pub struct UpArgs {
     pub wait_timeout: Duration,
 
     /// Published gateway port on 127.0.0.1 (0: any free port).
-    #[arg(long, env = "USERCTL_GATEWAY_PORT", default_value_t = 50051)]
+    #[arg(long, env = "USERCTL_GATEWAY_PORT", default_value_t = GATEWAY_PORT)]
     pub gateway_port: u16,
 
     /// Published HTTP/JSON port of the gateway on 127.0.0.1 (0: any free port).
-    #[arg(long, env = "USERCTL_HTTP_PORT", default_value_t = 8080)]
+    #[arg(long, env = "USERCTL_HTTP_PORT", default_value_t = HTTP_PORT)]
     pub http_port: u16,
 
     /// Published cache port on 127.0.0.1 (0: any free port).
-    #[arg(long, env = "USERCTL_CACHE_PORT", default_value_t = 50052)]
+    #[arg(long, env = "USERCTL_CACHE_PORT", default_value_t = CACHE_PORT)]
     pub cache_port: u16,
 
     /// Published store port on 127.0.0.1 (0: any free port).
-    #[arg(long, env = "USERCTL_STORE_PORT", default_value_t = 50053)]
+    #[arg(long, env = "USERCTL_STORE_PORT", default_value_t = STORE_PORT)]
     pub store_port: u16,
 
     /// The usersvc binary [default: beside this executable, else on PATH]
     #[arg(long, env = "USERCTL_USERSVC")]
     pub usersvc: Option<PathBuf>,
 
-    /// Redis image for the docker runtime.
-    #[arg(long, env = "USERCTL_REDIS_IMAGE", default_value = crate::runtime::DEFAULT_REDIS_IMAGE)]
-    pub redis_image: String,
+    /// Redis image for the docker runtime [default: redis:7.2.5, else the locally built
+    /// userctl-local/redis:7 when no registry answers]
+    #[arg(long, env = "USERCTL_REDIS_IMAGE")]
+    pub redis_image: Option<String>,
 
-    /// Postgres image for the docker runtime.
-    #[arg(long, env = "USERCTL_POSTGRES_IMAGE", default_value = crate::runtime::DEFAULT_POSTGRES_IMAGE)]
-    pub postgres_image: String,
+    /// Postgres image for the docker runtime [default: postgres:15.8, else the locally built
+    /// userctl-local/postgres:15 when no registry answers]
+    #[arg(long, env = "USERCTL_POSTGRES_IMAGE")]
+    pub postgres_image: Option<String>,
 
     /// Redis for the local runtime [default: start redis-server from PATH on a free port]
     #[arg(long, env = "USERCTL_REDIS_URL")]

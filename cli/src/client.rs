@@ -8,17 +8,18 @@ use tonic::{
     metadata::MetadataValue,
     transport::{Channel, Endpoint},
 };
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
 use userctl_proto::gateway::v1::gateway_client::GatewayClient;
 
 use crate::{
     error::{CliError, Exit, Result},
     home::ProjectHome,
+    stack::{GATEWAY_PORT, loopback_url},
 };
 
-pub const DEFAULT_GATEWAY: &str = "http://127.0.0.1:50051";
+/// The gateway `up` publishes by default.
+pub fn default_gateway() -> String {
+    loopback_url(GATEWAY_PORT)
+}
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Generous: a login may queue behind other password hashes.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -30,7 +31,7 @@ pub fn gateway_addr(home: &ProjectHome, flag: Option<String>) -> Result<String> 
     }
     Ok(home
         .stack()?
-        .map_or_else(|| DEFAULT_GATEWAY.to_owned(), |stack| stack.gateway))
+        .map_or_else(default_gateway, |stack| stack.gateway))
 }
 
 /// A connected channel, or exit 4 with a hint to start the stack.
@@ -38,7 +39,8 @@ pub async fn connect(addr: &str) -> Result<Channel> {
     let endpoint = Endpoint::from_shared(addr.to_owned())
         .map_err(|_| {
             CliError::usage(format!(
-                "invalid gateway address {addr:?}; expected a URL such as {DEFAULT_GATEWAY}"
+                "invalid gateway address {addr:?}; expected a URL such as {}",
+                default_gateway()
             ))
         })?
         .connect_timeout(CONNECT_TIMEOUT)
@@ -81,26 +83,4 @@ pub fn status_error(status: &Status) -> CliError {
             .with_hint("check `userctl status`"),
         _ => CliError::failed(format!("the gateway failed: {message}")),
     }
-}
-
-/// Whether the server at `addr` reports SERVING, within `timeout`.
-pub async fn is_serving(addr: &str, timeout: Duration) -> bool {
-    let Ok(endpoint) = Endpoint::from_shared(addr.to_owned()) else {
-        return false;
-    };
-    let check = async {
-        let channel = endpoint.connect_timeout(timeout).connect().await.ok()?;
-        let response = HealthClient::new(channel)
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .ok()?;
-        Some(response.into_inner().status() == ServingStatus::Serving)
-    };
-    tokio::time::timeout(timeout, check)
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or(false)
 }

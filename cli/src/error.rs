@@ -1,7 +1,14 @@
-//! The one error type of `userctl`: a message, an optional hint, and the exit code DESIGN.md
-//! fixes. Every failure becomes one line on stderr.
+//! The one error type of `userctl`: a message, an optional hint, and the exit code
+//! `docs/design.md` fixes. Every failure becomes one line on stderr. Library errors
+//! ([`RuntimeError`], [`HomeError`]) get their exit code and hint here, and only here.
 
 use std::{fmt, process::ExitCode};
+
+use crate::{
+    home::HomeError,
+    runtime::RuntimeError,
+    stack::{BUILD_IMAGES_COMMAND, StoreKind},
+};
 
 /// Exit codes scripts rely on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +74,62 @@ impl fmt::Display for CliError {
 
 impl std::error::Error for CliError {}
 
+impl From<HomeError> for CliError {
+    fn from(err: HomeError) -> Self {
+        let message = chain(&err);
+        match err {
+            HomeError::NoHomeDir => {
+                Self::failed(message).with_hint("set USERCTL_HOME to a writable directory")
+            }
+            HomeError::Corrupt { .. } => {
+                Self::failed(message).with_hint("run `userctl down` and `userctl up` again")
+            }
+            HomeError::Io { .. } | HomeError::Encode { .. } => Self::failed(message),
+        }
+    }
+}
+
+impl From<RuntimeError> for CliError {
+    fn from(err: RuntimeError) -> Self {
+        let message = chain(&err);
+        match err {
+            RuntimeError::EngineUnreachable(_) => Self::unreachable(message).with_hint(
+                "start Docker (and check you may use its socket), or pass --runtime local",
+            ),
+            RuntimeError::ImageUnavailable { local: None, .. } => Self::failed(message)
+                .with_hint(format!(
+                    "with no registry, run `{BUILD_IMAGES_COMMAND}` to build the images locally"
+                )),
+            RuntimeError::ImageUnavailable {
+                local: Some(local), ..
+            } => Self::failed(message).with_hint(format!(
+                "neither is {local}: run `{BUILD_IMAGES_COMMAND}` to build it"
+            )),
+            RuntimeError::PortTaken { .. } => Self::failed(message).with_hint(
+                "free the port, or choose another with --gateway-port/--http-port/--cache-port/--store-port (0: any free port)",
+            ),
+            RuntimeError::Unhealthy { service, .. } | RuntimeError::Exited { service, .. } => {
+                Self::failed(message).with_hint(format!("see `userctl logs {service}`"))
+            }
+            RuntimeError::LocalNeedsSqlite { store } => {
+                let store = match store {
+                    StoreKind::Postgres => "Postgres",
+                    StoreKind::Sqlite => "SQLite",
+                };
+                Self::failed(message).with_hint(format!(
+                    "pass --store sqlite, or --runtime docker for {store}"
+                ))
+            }
+            RuntimeError::NotUp { .. } => Self::failed(message).with_hint("run `userctl up` first"),
+            RuntimeError::NothingToSupervise { .. } => {
+                Self::usage(message).with_hint("`userctl up --runtime local` starts this")
+            }
+            RuntimeError::Home(home) => home.into(),
+            RuntimeError::Other { .. } => Self::failed(message),
+        }
+    }
+}
+
 /// An error with its whole chain of causes on one line, for messages built from library errors.
 pub fn chain(err: &dyn std::error::Error) -> String {
     let mut line = err.to_string();
@@ -87,4 +150,40 @@ pub fn report(err: &CliError) -> ExitCode {
     let line = err.to_string().replace('\n', " ");
     eprintln!("error: {line}");
     ExitCode::from(err.exit as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unavailable_image_names_the_command_that_builds_it() {
+        let err = CliError::from(RuntimeError::ImageUnavailable {
+            image: "redis:7.2.5".into(),
+            reason: "no registry".into(),
+            local: Some("userctl-local/redis:7".into()),
+        });
+        assert_eq!(err.exit, Exit::Failed);
+        assert!(
+            err.hint
+                .as_deref()
+                .is_some_and(|hint| hint.contains(BUILD_IMAGES_COMMAND)),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_unreachable_engine_exits_4() {
+        let err = CliError::from(RuntimeError::EngineUnreachable("no socket".into()));
+        assert_eq!(err.exit, Exit::Unreachable);
+    }
+
+    #[test]
+    fn a_corrupt_record_inside_a_runtime_error_keeps_its_hint() {
+        let err = CliError::from(RuntimeError::Home(HomeError::Corrupt {
+            path: "stack.json".into(),
+            reason: "eof".into(),
+        }));
+        assert!(err.hint.is_some_and(|hint| hint.contains("userctl down")));
+    }
 }

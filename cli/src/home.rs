@@ -21,10 +21,29 @@ use std::{
 use rand::{Rng as _, distr::Alphanumeric};
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    args::StoreKind,
-    error::{CliError, Result},
-};
+use crate::stack::{RuntimeKind, StoreKind};
+
+/// What can go wrong with the files under `USERCTL_HOME`.
+#[derive(Debug, thiserror::Error)]
+pub enum HomeError {
+    #[error("cannot find a home directory")]
+    NoHomeDir,
+    #[error("cannot {action} {}: {source}", .path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("{} is corrupt: {reason}", .path.display())]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("cannot encode {what}: {source}")]
+    Encode {
+        what: &'static str,
+        source: serde_json::Error,
+    },
+}
+
+pub type Result<T, E = HomeError> = std::result::Result<T, E>;
 
 #[derive(Debug, Clone)]
 pub struct ProjectHome {
@@ -45,22 +64,6 @@ pub struct StackRecord {
     pub http: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum RuntimeKind {
-    Docker,
-    Local,
-}
-
-impl RuntimeKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Docker => "docker",
-            Self::Local => "local",
-        }
-    }
-}
-
 /// Passwords generated for the stack's Redis and Postgres, kept so data volumes stay usable.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Secrets {
@@ -74,10 +77,7 @@ impl ProjectHome {
             Some(dir) if !dir.is_empty() => PathBuf::from(dir),
             _ => directories::ProjectDirs::from("", "", "userctl")
                 .map(|dirs| dirs.data_dir().to_path_buf())
-                .ok_or_else(|| {
-                    CliError::failed("cannot find a home directory")
-                        .with_hint("set USERCTL_HOME to a writable directory")
-                })?,
+                .ok_or(HomeError::NoHomeDir)?,
         };
         Ok(Self {
             name: project.to_owned(),
@@ -121,16 +121,20 @@ impl ProjectHome {
     pub fn stack(&self) -> Result<Option<StackRecord>> {
         match read_optional(&self.stack_path())? {
             None => Ok(None),
-            Some(text) => serde_json::from_str(&text).map(Some).map_err(|err| {
-                CliError::failed(format!("{} is corrupt: {err}", self.stack_path().display()))
-                    .with_hint("run `userctl down` and `userctl up` again")
-            }),
+            Some(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|err| HomeError::Corrupt {
+                    path: self.stack_path(),
+                    reason: err.to_string(),
+                }),
         }
     }
 
     pub fn save_stack(&self, record: &StackRecord) -> Result<()> {
-        let json =
-            serde_json::to_vec_pretty(record).map_err(|err| CliError::failed(err.to_string()))?;
+        let json = serde_json::to_vec_pretty(record).map_err(|source| HomeError::Encode {
+            what: "the stack record",
+            source,
+        })?;
         write_private(&self.stack_path(), &json)
     }
 
@@ -160,8 +164,10 @@ impl ProjectHome {
             redis_password: random_password(),
             postgres_password: random_password(),
         };
-        let json =
-            serde_json::to_vec_pretty(&secrets).map_err(|err| CliError::failed(err.to_string()))?;
+        let json = serde_json::to_vec_pretty(&secrets).map_err(|source| HomeError::Encode {
+            what: "the generated passwords",
+            source,
+        })?;
         write_private(&self.secrets_path(), &json)?;
         Ok(secrets)
     }
@@ -176,7 +182,7 @@ impl ProjectHome {
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(|err| io_error("create", dir, &err))
+            .map_err(|err| io_error("create", dir, err))
     }
 }
 
@@ -197,7 +203,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
             .recursive(true)
             .mode(0o700)
             .create(parent)
-            .map_err(|err| io_error("create", parent, &err))?;
+            .map_err(|err| io_error("create", parent, err))?;
     }
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let write = || -> io::Result<()> {
@@ -213,7 +219,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     };
     write().map_err(|err| {
         let _ = fs::remove_file(&tmp);
-        io_error("write", path, &err)
+        io_error("write", path, err)
     })
 }
 
@@ -221,7 +227,7 @@ fn read_optional(path: &Path) -> Result<Option<String>> {
     match fs::read_to_string(path) {
         Ok(text) => Ok(Some(text)),
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(err) => Err(io_error("read", path, &err)),
+        Err(err) => Err(io_error("read", path, err)),
     }
 }
 
@@ -229,12 +235,16 @@ fn remove_optional(path: &Path) -> Result<bool> {
     match fs::remove_file(path) {
         Ok(()) => Ok(true),
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(err) => Err(io_error("remove", path, &err)),
+        Err(err) => Err(io_error("remove", path, err)),
     }
 }
 
-pub fn io_error(action: &str, path: &Path, err: &io::Error) -> CliError {
-    CliError::failed(format!("cannot {action} {}: {err}", path.display()))
+pub fn io_error(action: &'static str, path: &Path, source: io::Error) -> HomeError {
+    HomeError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 #[cfg(test)]

@@ -1,13 +1,19 @@
 //! `userctl`: runs the stack (`up`, `down`, `status`, `logs`) and uses it (`register`, `login`,
 //! `whoami`, `logout`, `dashboard`).
 //!
-//! - [`args`]: the command line (DESIGN.md's contract).
+//! - [`args`]: the command line (`docs/design.md`'s contract).
 //! - [`commands`]: one function per command; they print, everything else returns values.
-//! - [`runtime`]: where the stack runs — Docker containers or local processes.
+//! - [`runtime`]: where the stack runs — Docker containers or local processes — behind one
+//!   [`runtime::Runtime`]; [`runtime::launch`] says once how each service starts.
 //! - [`bench`]: the load generator behind `userctl bench`, with same-run baselines.
 //! - [`client`]: the gateway client and what its statuses mean to a user.
+//! - [`output`]: tables and colours for what commands print.
 //! - [`home`]: state under `USERCTL_HOME`: token, JWT key, generated passwords, addresses.
-//! - [`error`]: one error type carrying the exit code.
+//! - [`stack`]: the shared words (services, runtimes, ports, images, state, health); depends
+//!   on nothing else here. [`procfs`]: the one reader of `/proc`.
+//! - [`error`]: one error type carrying the exit code; library errors get theirs here.
+//!
+//! Modules point one way: commands → runtime / client / bench / output → home → stack.
 
 pub mod args;
 pub mod bench;
@@ -16,7 +22,9 @@ pub mod commands;
 pub mod error;
 pub mod home;
 pub mod output;
+pub mod procfs;
 pub mod runtime;
+pub mod stack;
 pub mod telemetry;
 
 use args::{Cli, Command};
@@ -38,6 +46,6 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Logout => commands::account::logout(&home),
         Command::Dashboard(args) => commands::dashboard::run(&home, gateway, args).await,
         Command::Bench(args) => commands::bench::run(&home, gateway, args).await,
-        Command::Supervise => runtime::local::supervise(&home).await,
+        Command::Supervise => Ok(runtime::local::supervise(&home).await?),
     }
 }

@@ -32,6 +32,7 @@ use crate::{
     args::Workload,
     client,
     error::{CliError, Result},
+    procfs,
 };
 use load::{Limits, Measurement};
 
@@ -535,15 +536,7 @@ fn checks(
 /// utime + stime of each process, in clock ticks.
 fn cpu_ticks(pids: &[(&'static str, u32)]) -> Vec<(String, u64)> {
     pids.iter()
-        .filter_map(|(name, pid)| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // Fields after the command name, which may itself contain spaces.
-            let rest = &stat[stat.rfind(')')? + 2..];
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let utime: u64 = fields.get(11)?.parse().ok()?;
-            let stime: u64 = fields.get(12)?.parse().ok()?;
-            Some(((*name).to_owned(), utime + stime))
-        })
+        .filter_map(|(name, pid)| Some(((*name).to_owned(), procfs::cpu_ticks(*pid)?)))
         .collect()
 }
 
@@ -552,10 +545,7 @@ fn cpu_percent(
     after: &[(String, u64)],
     seconds: f64,
 ) -> Vec<(String, f64)> {
-    let ticks_per_sec = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64;
+    let ticks_per_sec = procfs::ticks_per_second();
     after
         .iter()
         .filter_map(|(name, end)| {
@@ -569,15 +559,7 @@ fn cpu_percent(
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|line| {
-        line.strip_prefix("VmRSS:")?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()
-    })
+    procfs::resident_bytes(pid).map(|bytes| bytes / 1024)
 }
 
 /// A latency in its most readable unit.

@@ -9,9 +9,9 @@ use crate::{
     bench::{self, Options, Report, Target, load::Limits, micros},
     client,
     error::{CliError, Result},
-    home::{ProjectHome, RuntimeKind},
+    home::ProjectHome,
     output,
-    runtime::local::LocalRuntime,
+    runtime::Runtime,
 };
 
 pub async fn run(home: &ProjectHome, gateway: Option<String>, args: BenchArgs) -> Result<()> {
@@ -22,18 +22,20 @@ pub async fn run(home: &ProjectHome, gateway: Option<String>, args: BenchArgs) -
     }
     let record = home.stack()?;
     let gateway_addr = client::gateway_addr(home, gateway)?;
-    let (redis_url, pids) = match &record {
-        Some(stack) if stack.runtime == RuntimeKind::Local => {
-            let local = LocalRuntime::new(home.clone());
-            let pids = local
-                .pids()
-                .into_iter()
-                .map(|(service, pid)| (service.name(), pid))
-                .collect();
-            (local.redis_url(), pids)
-        }
-        _ => (None, Vec::new()),
+    // The bench measures the stack with or without its runtime: without one it only misses
+    // the processes' CPU figures and the Redis baseline.
+    let runtime = match &record {
+        Some(stack) => Runtime::open(home, stack.runtime).await.ok(),
+        None => None,
     };
+    let (redis_url, pids) = runtime.as_ref().map_or((None, Vec::new()), |runtime| {
+        let pids = runtime
+            .processes()
+            .into_iter()
+            .map(|(service, pid)| (service.name(), pid))
+            .collect();
+        (runtime.redis_url(), pids)
+    });
     let target = Target {
         gateway: gateway_addr,
         cache: record.map(|stack| stack.cache),

@@ -1,21 +1,31 @@
 //! `up`, `down`, `status`, `logs`: running the stack.
 
-use std::path::{Path, PathBuf};
+use std::{
+    io::{self, Write as _},
+    path::{Path, PathBuf},
+};
 
 use crate::{
-    args::{DownArgs, LogsArgs, OutputArgs, OutputFormat, RuntimeChoice, StoreKind, UpArgs},
+    args::{DownArgs, LogsArgs, OutputArgs, OutputFormat, UpArgs},
     error::{CliError, Result},
-    home::{ProjectHome, RuntimeKind, StackRecord},
+    home::ProjectHome,
     output::{self, Color},
-    runtime::{
-        Ports, Runtime, RuntimeError, Service, ServiceStatus, StackSpec, docker::DockerRuntime,
-        local::LocalRuntime, progress::Progress,
-    },
+    runtime::{Runtime, StackSpec, progress::Progress},
+    stack::{Health, Ports, Service, ServiceStatus, State},
 };
 
 pub async fn up(home: &ProjectHome, args: UpArgs) -> Result<()> {
     let recorded = home.stack()?;
-    let runtime = choose_runtime(home, args.runtime, recorded.as_ref()).await?;
+    let chosen = Runtime::choose(
+        home,
+        args.runtime,
+        recorded.as_ref().map(|stack| stack.runtime),
+    )
+    .await?;
+    let runtime = chosen.runtime;
+    if let Some(reason) = &chosen.reason {
+        eprintln!("using the {} runtime ({reason})", runtime.kind().name());
+    }
     if let Some(recorded) = &recorded
         && recorded.runtime != runtime.kind()
     {
@@ -26,10 +36,7 @@ pub async fn up(home: &ProjectHome, args: UpArgs) -> Result<()> {
         ))
         .with_hint("run `userctl down` first, or use another --project"));
     }
-    let store = args.store.unwrap_or(match runtime.kind() {
-        RuntimeKind::Docker => StoreKind::Postgres,
-        RuntimeKind::Local => StoreKind::Sqlite,
-    });
+    let store = args.store.unwrap_or(runtime.kind().default_store());
     let spec = StackSpec {
         home: home.clone(),
         store,
@@ -44,18 +51,12 @@ pub async fn up(home: &ProjectHome, args: UpArgs) -> Result<()> {
         redis_image: args.redis_image,
         postgres_image: args.postgres_image,
         redis_url: args.redis_url,
+        cors_origins: Vec::new(),
     };
 
     let progress = Progress::new();
-    let endpoints = runtime.up(&spec, &progress).await.map_err(runtime_error)?;
-    home.save_stack(&StackRecord {
-        runtime: runtime.kind(),
-        store,
-        gateway: endpoints.gateway.clone(),
-        cache: endpoints.cache.clone(),
-        store_addr: endpoints.store.clone(),
-        http: endpoints.http.clone(),
-    })?;
+    let endpoints = runtime.up(&spec, &progress).await?;
+    runtime.record(home, store, &endpoints)?;
     println!(
         "stack {} is up on the {} runtime",
         home.name,
@@ -70,7 +71,7 @@ pub async fn up(home: &ProjectHome, args: UpArgs) -> Result<()> {
 
 pub async fn down(home: &ProjectHome, args: DownArgs) -> Result<()> {
     let runtime = existing_runtime(home).await?;
-    runtime.down(args.volumes).await.map_err(runtime_error)?;
+    runtime.down(args.volumes).await?;
     home.forget_stack()?;
     if args.volumes {
         // The data these protected is gone; the next `up` generates fresh ones.
@@ -87,7 +88,7 @@ pub async fn down(home: &ProjectHome, args: DownArgs) -> Result<()> {
 
 pub async fn status(home: &ProjectHome, args: OutputArgs) -> Result<()> {
     let runtime = existing_runtime(home).await?;
-    let statuses = runtime.status().await.map_err(runtime_error)?;
+    let statuses = runtime.status().await?;
     match args.output {
         OutputFormat::Json => {
             let json = serde_json::to_string_pretty(&statuses)
@@ -108,82 +109,53 @@ pub async fn logs(home: &ProjectHome, args: LogsArgs) -> Result<()> {
         })?),
     };
     let runtime = existing_runtime(home).await?;
-    runtime
-        .logs(service, args.follow, args.tail)
-        .await
-        .map_err(runtime_error)
+    let mut stdout = io::stdout();
+    let mut print = |line| {
+        writeln!(stdout, "{line}")?;
+        stdout.flush()
+    };
+    Ok(runtime
+        .logs(service, args.follow, args.tail, &mut print)
+        .await?)
 }
 
 fn status_table(statuses: &[ServiceStatus]) -> String {
     let rows: Vec<Vec<String>> = statuses
         .iter()
         .map(|status| {
-            let state_color = if status.state == "running" {
-                Color::Green
-            } else {
-                Color::Red
-            };
-            let health_color = match status.health.as_str() {
-                "healthy" => Color::Green,
-                "starting" | "none" => Color::Yellow,
+            let state_color = match status.state {
+                State::Running => Color::Green,
+                State::External | State::Unused => Color::Yellow,
                 _ => Color::Red,
+            };
+            let health_color = match status.health {
+                Health::Healthy => Color::Green,
+                Health::Starting | Health::None => Color::Yellow,
+                Health::Unhealthy => Color::Red,
             };
             vec![
                 status.service.name().to_owned(),
-                output::paint(&status.state, state_color),
-                output::paint(&status.health, health_color),
+                status
+                    .id
+                    .as_deref()
+                    .map_or_else(|| "-".to_owned(), short_id),
+                output::paint(status.state.name(), state_color),
+                output::paint(status.health.name(), health_color),
                 status.address.clone().unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
-    output::table(&["service", "state", "health", "address"], &rows)
+    output::table(&["service", "id", "state", "health", "address"], &rows)
 }
 
-/// The runtime `up` should use: the one asked for; for auto, the recorded stack's, else Docker
-/// when an engine answers, else local (saying which).
-async fn choose_runtime(
-    home: &ProjectHome,
-    choice: RuntimeChoice,
-    recorded: Option<&StackRecord>,
-) -> Result<Runtime> {
-    match (choice, recorded.map(|stack| stack.runtime)) {
-        (RuntimeChoice::Docker, _) => runtime_for(home, RuntimeKind::Docker).await,
-        (RuntimeChoice::Local, _) => runtime_for(home, RuntimeKind::Local).await,
-        (RuntimeChoice::Auto, Some(kind)) => runtime_for(home, kind).await,
-        (RuntimeChoice::Auto, None) => match DockerRuntime::connect(&home.name).await {
-            Ok(docker) => {
-                eprintln!("using the docker runtime (a Docker engine answered)");
-                Ok(Runtime::Docker(docker))
-            }
-            Err(err) => {
-                eprintln!("using the local runtime ({err})");
-                Ok(Runtime::Local(LocalRuntime::new(home.clone())))
-            }
-        },
-    }
+/// A container id as `docker ps` shows it (12 characters); a pid whole.
+fn short_id(id: &str) -> String {
+    id.chars().take(12).collect()
 }
 
-/// The runtime of the recorded stack; with no record, Docker if an engine answers (its labels
-/// still find what a lost record pointed at), else local.
+/// The runtime of the recorded stack (or, with none, whichever finds it).
 async fn existing_runtime(home: &ProjectHome) -> Result<Runtime> {
-    match home.stack()?.map(|stack| stack.runtime) {
-        Some(kind) => runtime_for(home, kind).await,
-        None => Ok(match DockerRuntime::connect(&home.name).await {
-            Ok(docker) => Runtime::Docker(docker),
-            Err(_) => Runtime::Local(LocalRuntime::new(home.clone())),
-        }),
-    }
-}
-
-async fn runtime_for(home: &ProjectHome, kind: RuntimeKind) -> Result<Runtime> {
-    Ok(match kind {
-        RuntimeKind::Docker => Runtime::Docker(
-            DockerRuntime::connect(&home.name)
-                .await
-                .map_err(runtime_error)?,
-        ),
-        RuntimeKind::Local => Runtime::Local(LocalRuntime::new(home.clone())),
-    })
+    Ok(Runtime::reopen(home).await?)
 }
 
 /// `--usersvc`, else `usersvc` beside this executable (as cargo builds and installs them), else
@@ -212,23 +184,4 @@ fn locate_usersvc(flag: Option<PathBuf>) -> Result<PathBuf> {
         .chain(on_path)
         .find(|path| Path::is_file(path))
         .ok_or_else(|| CliError::failed("cannot find the usersvc binary").with_hint(hint))
-}
-
-/// What a runtime failure means to the user, with the exit code and a hint.
-pub fn runtime_error(err: RuntimeError) -> CliError {
-    let message = err.to_string();
-    match err {
-        RuntimeError::EngineUnreachable(_) => CliError::unreachable(message)
-            .with_hint("start Docker (and check you may use its socket), or pass --runtime local"),
-        RuntimeError::ImageUnavailable { .. } => CliError::failed(message).with_hint(
-            "with no registry, run scripts/build-images and pass --redis-image userctl-local/redis:7 --postgres-image userctl-local/postgres:15",
-        ),
-        RuntimeError::PortTaken { .. } => {
-            CliError::failed(message).with_hint("free the port, or choose another with --gateway-port/--cache-port/--store-port (0: any free port)")
-        }
-        RuntimeError::Unhealthy { service, .. } | RuntimeError::Exited { service, .. } => {
-            CliError::failed(message).with_hint(format!("see `userctl logs {service}`"))
-        }
-        RuntimeError::Other { .. } => CliError::failed(message),
-    }
 }

@@ -1,73 +1,23 @@
 //! Where the stack runs. Both runtimes bring up the same five services from one [`StackSpec`]
-//! and answer the same questions (status, logs), so the commands do not care which one it is.
+//! and answer the same questions (status, logs, usage), so the commands do not care which one
+//! it is; [`Runtime`] is the only way in.
 //!
+//! - [`launch`]: how each `usersvc` service is started, as data every runtime uses.
 //! - [`docker`]: containers on a private network through the Docker Engine API (bollard).
 //! - [`local`]: supervised `usersvc` processes on this machine, SQLite, a local Redis.
+//! - [`progress`]: one line of progress per service while `up` works.
 
 pub mod docker;
+pub mod launch;
 pub mod local;
 pub mod progress;
 
 use std::{path::PathBuf, time::Duration};
 
-use serde::Serialize;
-
-use crate::{args::StoreKind, home::ProjectHome};
-
-/// Pinned official tags; `--redis-image`/`--postgres-image` override them (see
-/// `scripts/build-images` for machines that cannot reach a registry).
-pub const DEFAULT_REDIS_IMAGE: &str = "redis:7.2.5";
-pub const DEFAULT_POSTGRES_IMAGE: &str = "postgres:15.8";
-
-/// The services of a stack, in start order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Service {
-    Postgres,
-    Redis,
-    Store,
-    Cache,
-    Gateway,
-}
-
-impl Service {
-    pub const ALL: [Service; 5] = [
-        Self::Postgres,
-        Self::Redis,
-        Self::Store,
-        Self::Cache,
-        Self::Gateway,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Postgres => "postgres",
-            Self::Redis => "redis",
-            Self::Store => "store",
-            Self::Cache => "cache",
-            Self::Gateway => "gateway",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|service| service.name() == name)
-    }
-
-    /// The three `usersvc` services; the others are Redis and Postgres.
-    pub fn is_usersvc(self) -> bool {
-        matches!(self, Self::Store | Self::Cache | Self::Gateway)
-    }
-}
-
-/// Host ports to publish on 127.0.0.1; 0 means any free port.
-#[derive(Debug, Clone, Copy)]
-pub struct Ports {
-    pub gateway: u16,
-    /// The gateway's HTTP/JSON front door.
-    pub http: u16,
-    pub cache: u16,
-    pub store: u16,
-}
+use crate::{
+    home::{HomeError, ProjectHome, StackRecord},
+    stack::{LogLine, Ports, RuntimeChoice, RuntimeKind, Service, ServiceStatus, StoreKind},
+};
 
 /// Everything `up` needs to know, whichever runtime runs it.
 #[derive(Debug, Clone)]
@@ -78,10 +28,14 @@ pub struct StackSpec {
     pub wait_timeout: Duration,
     /// The `usersvc` binary to run (local) or to build the services image from (docker).
     pub usersvc: PathBuf,
-    pub redis_image: String,
-    pub postgres_image: String,
+    /// None: the pinned official image, else the locally built one (docker only).
+    pub redis_image: Option<String>,
+    /// None: the pinned official image, else the locally built one (docker only).
+    pub postgres_image: Option<String>,
     /// Local runtime only: an existing Redis instead of starting `redis-server`.
     pub redis_url: Option<String>,
+    /// Browser origins the gateway's HTTP door allows (CORS); empty allows none.
+    pub cors_origins: Vec<String>,
 }
 
 /// Where a running stack answers, as `http://127.0.0.1:PORT` URLs.
@@ -94,20 +48,14 @@ pub struct Endpoints {
     pub http: Option<String>,
 }
 
-/// One row of `userctl status`; also what the dashboard shows.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct ServiceStatus {
+/// CPU and memory of one service, where the runtime can tell.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Usage {
     pub service: Service,
-    /// running, exited, restarting, created, absent…
-    pub state: String,
-    /// healthy, unhealthy, starting, or none when there is no health check.
-    pub health: String,
-    /// Published address, if any.
-    pub address: Option<String>,
-    /// Restarts since the service was created, when known.
-    pub restarts: Option<u64>,
-    /// Seconds since the service (re)started, when running.
-    pub uptime_secs: Option<u64>,
+    /// Percent of one CPU: 100 is one core busy.
+    pub cpu_percent: Option<f64>,
+    /// Memory in use, not counting reclaimable page cache.
+    pub memory_bytes: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,7 +63,12 @@ pub enum RuntimeError {
     #[error("cannot reach the Docker engine: {0}")]
     EngineUnreachable(String),
     #[error("image {image} is not available locally and cannot be pulled: {reason}")]
-    ImageUnavailable { image: String, reason: String },
+    ImageUnavailable {
+        image: String,
+        reason: String,
+        /// The locally built image that would have stood in for it, when there is one.
+        local: Option<String>,
+    },
     #[error("port {port} for {service} is already in use on 127.0.0.1")]
     PortTaken { service: &'static str, port: u16 },
     #[error("{service} did not become healthy within {timeout:?}{}", last_logs(.logs))]
@@ -129,6 +82,14 @@ pub enum RuntimeError {
         service: &'static str,
         logs: Vec<String>,
     },
+    #[error("the local runtime stores data in SQLite, not {store:?}")]
+    LocalNeedsSqlite { store: StoreKind },
+    #[error("project {project} has nothing running for {what}")]
+    NotUp { project: String, what: String },
+    #[error("nothing to supervise: project {project} has no local plan")]
+    NothingToSupervise { project: String },
+    #[error(transparent)]
+    Home(#[from] HomeError),
     #[error("{context}: {message}")]
     Other { context: String, message: String },
 }
@@ -156,11 +117,81 @@ pub enum Runtime {
     Local(local::LocalRuntime),
 }
 
+/// A runtime `up` chose, and why when the choice was automatic (for one line of progress).
+pub struct Chosen {
+    pub runtime: Runtime,
+    pub reason: Option<String>,
+}
+
 impl Runtime {
-    pub fn kind(&self) -> crate::home::RuntimeKind {
+    /// The runtime of `kind` for `home`'s project; for docker, connected to the engine.
+    pub async fn open(home: &ProjectHome, kind: RuntimeKind) -> Result<Self, RuntimeError> {
+        Ok(match kind {
+            RuntimeKind::Docker => Self::Docker(docker::DockerRuntime::connect(&home.name).await?),
+            RuntimeKind::Local => Self::Local(local::LocalRuntime::new(home.clone())),
+        })
+    }
+
+    /// The runtime `up` should use: the one asked for; for auto, the recorded stack's, else
+    /// Docker when an engine answers, else local (saying why).
+    pub async fn choose(
+        home: &ProjectHome,
+        choice: RuntimeChoice,
+        recorded: Option<RuntimeKind>,
+    ) -> Result<Chosen, RuntimeError> {
+        let kind = match (choice, recorded) {
+            (RuntimeChoice::Docker, _) => RuntimeKind::Docker,
+            (RuntimeChoice::Local, _) => RuntimeKind::Local,
+            (RuntimeChoice::Auto, Some(kind)) => kind,
+            (RuntimeChoice::Auto, None) => {
+                return Ok(match docker::DockerRuntime::connect(&home.name).await {
+                    Ok(docker) => Chosen {
+                        runtime: Self::Docker(docker),
+                        reason: Some("a Docker engine answered".to_owned()),
+                    },
+                    Err(err) => Chosen {
+                        runtime: Self::Local(local::LocalRuntime::new(home.clone())),
+                        reason: Some(err.to_string()),
+                    },
+                });
+            }
+        };
+        Ok(Chosen {
+            runtime: Self::open(home, kind).await?,
+            reason: None,
+        })
+    }
+
+    /// The runtime of the stack [`record`](Self::record) saved; with no record, Docker if an
+    /// engine answers (its labels still find what a lost record pointed at), else local.
+    pub async fn reopen(home: &ProjectHome) -> Result<Self, RuntimeError> {
+        match home.stack()?.map(|stack| stack.runtime) {
+            Some(kind) => Self::open(home, kind).await,
+            None => Ok(Self::choose(home, RuntimeChoice::Auto, None).await?.runtime),
+        }
+    }
+
+    /// Records that the project runs here, and where it answers, for the commands after `up`.
+    pub fn record(
+        &self,
+        home: &ProjectHome,
+        store: StoreKind,
+        endpoints: &Endpoints,
+    ) -> Result<(), RuntimeError> {
+        Ok(home.save_stack(&StackRecord {
+            runtime: self.kind(),
+            store,
+            gateway: endpoints.gateway.clone(),
+            cache: endpoints.cache.clone(),
+            store_addr: endpoints.store.clone(),
+            http: endpoints.http.clone(),
+        })?)
+    }
+
+    pub fn kind(&self) -> RuntimeKind {
         match self {
-            Self::Docker(_) => crate::home::RuntimeKind::Docker,
-            Self::Local(_) => crate::home::RuntimeKind::Local,
+            Self::Docker(_) => RuntimeKind::Docker,
+            Self::Local(_) => RuntimeKind::Local,
         }
     }
 
@@ -189,15 +220,53 @@ impl Runtime {
         }
     }
 
+    /// Hands each log line to `sink`, in the order of [`Service::ALL`] (or as they come with
+    /// `follow`, until ctrl-c).
     pub async fn logs(
         &self,
         service: Option<Service>,
         follow: bool,
         tail: Option<usize>,
+        sink: &mut (dyn FnMut(LogLine) -> std::io::Result<()> + Send),
     ) -> Result<(), RuntimeError> {
         match self {
-            Self::Docker(docker) => docker.logs(service, follow, tail).await,
-            Self::Local(local) => local.logs(service, follow, tail).await,
+            Self::Docker(docker) => docker.logs(service, follow, tail, sink).await,
+            Self::Local(local) => local.logs(service, follow, tail, sink).await,
+        }
+    }
+
+    /// The last `tail` log lines of one service (none when it has none).
+    pub async fn recent_logs(&self, service: Service, tail: usize) -> Vec<String> {
+        match self {
+            Self::Docker(docker) => docker.recent_logs(service, tail).await,
+            Self::Local(local) => local.recent_logs(service, tail).await,
+        }
+    }
+
+    /// CPU and memory of each running service. CPU is a rate, so the first call on a fresh
+    /// runtime may not know it yet.
+    pub async fn usage(&self) -> Vec<Usage> {
+        match self {
+            Self::Docker(docker) => docker.usage().await,
+            Self::Local(local) => local.usage(),
+        }
+    }
+
+    /// The running service processes on this machine, for the bench's CPU figures (none on
+    /// docker: the engine measures its containers).
+    pub fn processes(&self) -> Vec<(Service, u32)> {
+        match self {
+            Self::Docker(_) => Vec::new(),
+            Self::Local(local) => local.pids(),
+        }
+    }
+
+    /// The stack's Redis as reachable from this machine, for the bench's baseline (docker does
+    /// not publish it).
+    pub fn redis_url(&self) -> Option<String> {
+        match self {
+            Self::Docker(_) => None,
+            Self::Local(local) => local.redis_url(),
         }
     }
 }

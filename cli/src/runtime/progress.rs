@@ -5,7 +5,7 @@ use std::{io::IsTerminal as _, time::Duration};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::Service;
+use crate::stack::Service;
 
 pub struct Progress {
     bars: Option<MultiProgress>,
@@ -70,6 +70,15 @@ impl ServiceProgress {
         match &self.bar {
             Some(bar) => bar.finish_with_message(format!("✔ {message}")),
             None => eprintln!("{:<9} {message}", self.service.name()),
+        }
+    }
+
+    /// A line about this service that stays, above the moving ones.
+    pub fn note(&self, message: &str) {
+        let line = format!("{:<9} {message}", self.service.name());
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
         }
     }
 

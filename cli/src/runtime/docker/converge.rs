@@ -16,7 +16,8 @@ use bollard::{
 };
 
 use super::{
-    engine, health, is_not_found,
+    engine::{engine, is_not_found},
+    health,
     spec::{ContainerSpec, DataVolume, HASH_LABEL, Names, SERVICE_UID, SecretFile},
 };
 use crate::runtime::{RuntimeError, progress::ServiceProgress};
@@ -246,7 +247,7 @@ pub async fn remove(docker: &Docker, name: &str) -> Result<(), RuntimeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::{Service, docker::spec::Published};
+    use crate::{runtime::docker::spec::Published, stack::Service};
 
     fn gateway(host_port: u16) -> ContainerSpec {
         ContainerSpec {

@@ -10,8 +10,8 @@ use bollard::{
 };
 use tokio::time::Instant;
 
-use super::{engine, logs};
-use crate::runtime::{RuntimeError, Service};
+use super::{engine::engine, logs};
+use crate::{runtime::RuntimeError, stack::Service};
 
 /// Lines of a failed container's log quoted in the error.
 const LOG_LINES: usize = 10;

@@ -18,7 +18,7 @@ use futures::TryStreamExt as _;
 use sha2::{Digest as _, Sha256};
 
 use super::{
-    engine, engine_message, is_not_found,
+    engine::{engine, engine_message, is_not_found},
     spec::{ResolvedImage, SECRETS_DIR, SERVICE_UID},
 };
 use crate::runtime::{RuntimeError, progress::ServiceProgress};
@@ -45,6 +45,13 @@ pub async fn usersvc(
     if let Some(id) = image_id(docker, &reference).await? {
         return Ok(ResolvedImage { reference, id });
     }
+    // Two `up`s at once (two shells, parallel tests) would both import the same content, and
+    // the engine would keep two images under one tag, one of them dangling. The first to take
+    // this machine-wide lock imports; the others wait, then find its image.
+    let _import_lock = blocking(reference.clone(), |reference| import_lock(&reference)).await?;
+    if let Some(id) = image_id(docker, &reference).await? {
+        return Ok(ResolvedImage { reference, id });
+    }
 
     progress
         .iter()
@@ -60,6 +67,52 @@ pub async fn usersvc(
         )
     })?;
     Ok(ResolvedImage { reference, id })
+}
+
+/// A lock file in the system temp dir named by the content tag, held until the returned file
+/// is dropped (the OS releases it if the process dies).
+fn import_lock(reference: &str) -> io::Result<File> {
+    let name = reference.replace([':', '/'], "-");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join(format!("{name}.lock")))?;
+    file.lock()?;
+    Ok(file)
+}
+
+/// The pinned `official` image as found locally or pulled; when it can be neither, the locally
+/// built `local` one (`scripts/build-images`), saying so on the progress line. When neither
+/// exists, ImageUnavailable names the official image and the local one.
+pub async fn official_or_local(
+    docker: &Docker,
+    official: &str,
+    local: &str,
+    progress: &ServiceProgress,
+) -> Result<ResolvedImage, RuntimeError> {
+    match external(docker, official, progress).await {
+        Ok(image) => Ok(image),
+        Err(RuntimeError::ImageUnavailable { image, reason, .. }) => {
+            match image_id(docker, local).await? {
+                Some(id) => {
+                    progress.note(&format!(
+                        "{official} cannot be pulled; using the locally built {local}"
+                    ));
+                    Ok(ResolvedImage {
+                        reference: local.to_owned(),
+                        id,
+                    })
+                }
+                None => Err(RuntimeError::ImageUnavailable {
+                    image,
+                    reason,
+                    local: Some(local.to_owned()),
+                }),
+            }
+        }
+        Err(other) => Err(other),
+    }
 }
 
 /// `image` as found locally, else pulled; ImageUnavailable when neither works.
@@ -78,6 +131,7 @@ pub async fn external(
     let unavailable = |reason: String| RuntimeError::ImageUnavailable {
         image: image.to_owned(),
         reason,
+        local: None,
     };
     docker
         .create_image(Some(pull_options(image)), None, None)

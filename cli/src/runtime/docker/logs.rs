@@ -1,15 +1,15 @@
-//! Container logs: printed for `userctl logs` (one service plain, several prefixed
-//! `service | `), and the last few lines quoted when a service fails to start.
+//! Container logs: line by line for `userctl logs`, and the last few lines quoted when a service
+//! fails to start.
 
-use std::{
-    collections::HashMap,
-    io::{self, Write as _},
-};
+use std::{collections::HashMap, io};
 
 use bollard::{Docker, container::LogOutput, query_parameters::LogsOptionsBuilder};
 use futures::{StreamExt as _, TryStreamExt as _, stream};
 
-use crate::runtime::{RuntimeError, Service};
+use crate::{
+    runtime::RuntimeError,
+    stack::{LogLine, Service},
+};
 
 /// The last `count` lines `name` wrote, stdout and stderr together; empty if the engine cannot
 /// say (this only decorates another error).
@@ -35,14 +35,14 @@ pub async fn last_lines(docker: &Docker, name: &str, count: usize) -> Vec<String
     lines[lines.len().saturating_sub(count)..].to_vec()
 }
 
-/// Writes the logs of `containers` to stdout. Without `follow` one service after the other,
-/// so each reads as a whole; with it, lines as they come.
-pub async fn print(
+/// Hands the logs of `containers` to `sink` line by line. Without `follow` one service after
+/// the other, so each reads as a whole; with it, lines as they come.
+pub async fn stream(
     docker: &Docker,
     containers: &[(Service, String)],
     follow: bool,
     tail: Option<usize>,
-    prefixed: bool,
+    sink: &mut (dyn FnMut(LogLine) -> io::Result<()> + Send),
 ) -> Result<(), RuntimeError> {
     let tail = tail.map_or_else(|| "all".to_owned(), |lines| lines.to_string());
     let options = LogsOptionsBuilder::default()
@@ -59,90 +59,123 @@ pub async fn print(
             )
         })
     });
-    let mut lines = LineWriter::new(prefixed);
+    let mut lines = LineSplitter::default();
     let result = if follow {
-        write_all(
+        split_all(
             stream::select_all(streams.map(|chunks| chunks.boxed())),
             &mut lines,
+            sink,
         )
         .await
     } else {
-        write_all(stream::iter(streams).flatten(), &mut lines).await
+        split_all(stream::iter(streams).flatten(), &mut lines, sink).await
     };
-    lines.finish();
-    match result {
+    let rest = lines.finish(sink);
+    match result.and(rest.map_err(SinkError::Sink)) {
         // `userctl logs | head` closing the pipe is a normal way to stop reading.
-        Err(WriteError::Stdout(err)) if err.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-        Err(WriteError::Stdout(err)) => Err(RuntimeError::other("writing logs", err)),
-        Err(WriteError::Engine(err)) => Err(err),
+        Err(SinkError::Sink(err)) if err.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        Err(SinkError::Sink(err)) => Err(RuntimeError::other("writing logs", err)),
+        Err(SinkError::Engine(err)) => Err(err),
         Ok(()) => Ok(()),
     }
 }
 
-enum WriteError {
-    Stdout(io::Error),
+enum SinkError {
+    Sink(io::Error),
     Engine(RuntimeError),
 }
 
-async fn write_all(
+async fn split_all(
     chunks: impl futures::Stream<Item = (Service, Result<LogOutput, RuntimeError>)>,
-    lines: &mut LineWriter,
-) -> Result<(), WriteError> {
+    lines: &mut LineSplitter,
+    sink: &mut (dyn FnMut(LogLine) -> io::Result<()> + Send),
+) -> Result<(), SinkError> {
     futures::pin_mut!(chunks);
     while let Some((service, chunk)) = chunks.next().await {
-        let chunk = chunk.map_err(WriteError::Engine)?;
+        let chunk = chunk.map_err(SinkError::Engine)?;
         lines
-            .write(service, &chunk.into_bytes())
-            .map_err(WriteError::Stdout)?;
+            .split(service, &chunk.into_bytes(), sink)
+            .map_err(SinkError::Sink)?;
     }
     Ok(())
 }
 
-/// Prefixes whole lines: the engine may split a long line over several chunks, and a prefix in
-/// the middle of one would corrupt it.
-struct LineWriter {
-    prefixed: bool,
+/// Whole lines only: the engine may split a long line over several chunks.
+#[derive(Default)]
+struct LineSplitter {
     partial: HashMap<Service, Vec<u8>>,
 }
 
-impl LineWriter {
-    fn new(prefixed: bool) -> Self {
-        Self {
-            prefixed,
-            partial: HashMap::new(),
-        }
-    }
-
-    fn write(&mut self, service: Service, bytes: &[u8]) -> io::Result<()> {
-        let mut out = io::stdout().lock();
-        if !self.prefixed {
-            out.write_all(bytes)?;
-            return out.flush();
-        }
+impl LineSplitter {
+    fn split(
+        &mut self,
+        service: Service,
+        bytes: &[u8],
+        sink: &mut (dyn FnMut(LogLine) -> io::Result<()> + Send),
+    ) -> io::Result<()> {
         let partial = self.partial.entry(service).or_default();
         partial.extend_from_slice(bytes);
         while let Some(end) = partial.iter().position(|byte| *byte == b'\n') {
             let line: Vec<u8> = partial.drain(..=end).collect();
-            write!(out, "{} | ", service.name())?;
-            out.write_all(&line)?;
+            sink(log_line(service, &line))?;
         }
-        out.flush()
+        Ok(())
     }
 
     /// What is left of lines the logs did not end.
-    fn finish(&mut self) {
-        let mut out = io::stdout().lock();
+    fn finish(
+        &mut self,
+        sink: &mut (dyn FnMut(LogLine) -> io::Result<()> + Send),
+    ) -> io::Result<()> {
         for service in Service::ALL {
             if let Some(rest) = self
                 .partial
                 .remove(&service)
                 .filter(|rest| !rest.is_empty())
             {
-                let _ = write!(out, "{} | ", service.name())
-                    .and_then(|()| out.write_all(&rest))
-                    .and_then(|()| writeln!(out));
+                sink(log_line(service, &rest))?;
             }
         }
-        let _ = out.flush();
+        Ok(())
+    }
+}
+
+fn log_line(service: Service, bytes: &[u8]) -> LogLine {
+    LogLine {
+        service,
+        text: String::from_utf8_lossy(bytes).trim_end().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_split_over_chunks_comes_out_whole() {
+        let mut splitter = LineSplitter::default();
+        let mut lines = Vec::new();
+        let mut sink = |line: LogLine| {
+            lines.push(line.to_string());
+            Ok(())
+        };
+        splitter
+            .split(Service::Cache, b"cache serv", &mut sink)
+            .expect("split");
+        splitter
+            .split(Service::Store, b"store up\n", &mut sink)
+            .expect("split");
+        splitter
+            .split(Service::Cache, b"ing\nlast without newline", &mut sink)
+            .expect("split");
+        splitter.finish(&mut sink).expect("finish");
+        assert_eq!(
+            lines,
+            [
+                "store    | store up",
+                "cache    | cache serving",
+                "cache    | last without newline"
+            ]
+        );
     }
 }

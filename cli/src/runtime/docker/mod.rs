@@ -3,6 +3,8 @@
 //! `up`, `down` and `status` touch only their own.
 //!
 //! - this file: [`DockerRuntime`], the runtime's operations, and the order `up` does things in.
+//! - [`engine`]: connecting, and bollard's errors translated once into [`RuntimeError`]s.
+//! - [`state`]: what the engine says about a container, as the stack's `State` and `Health`.
 //! - [`spec`]: what each container should be, as data, and the hash that says it changed.
 //! - [`image`]: the services image built from the local `usersvc` binary; pulling the others.
 //! - [`converge`]: creating, starting or leaving alone the network, volumes and containers.
@@ -10,74 +12,62 @@
 //! - [`logs`]: printing logs, and quoting a failed container's last lines.
 
 mod converge;
+mod engine;
 mod health;
 mod image;
 mod logs;
 mod spec;
+mod state;
 
-use std::{io, time::Duration};
+use std::{
+    sync::Mutex,
+    time::{Duration, Instant as StdInstant},
+};
 
 use bollard::{
     Docker,
-    errors::Error as EngineError,
-    models::{ContainerInspectResponse, ContainerStatsResponse},
+    models::ContainerInspectResponse,
     query_parameters::{
         ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
         StatsOptionsBuilder, StopContainerOptionsBuilder,
     },
 };
 use futures::{StreamExt as _, future};
-use serde::Serialize;
 use tokio::time::Instant;
 
 use self::{
     converge::Converged,
-    spec::{ContainerSpec, DataVolume, Images, Names, Published, SERVICE_LABEL, StackInputs},
+    engine::{engine, ignore_missing, is_not_found},
+    spec::{ContainerSpec, DataVolume, Images, Names, SERVICE_LABEL, StackInputs},
 };
 use super::{
-    Endpoints, RuntimeError, Service, ServiceStatus, StackSpec, progress::Progress,
-    progress::ServiceProgress,
+    Endpoints, RuntimeError, StackSpec, Usage,
+    progress::{Progress, ServiceProgress},
 };
-use crate::args::StoreKind;
+use crate::stack::{
+    DEFAULT_POSTGRES_IMAGE, DEFAULT_REDIS_IMAGE, LOCAL_POSTGRES_IMAGE, LOCAL_REDIS_IMAGE, LogLine,
+    Service, ServiceStatus, StoreKind,
+};
 
-/// How long `connect` waits for an engine to answer: `up --runtime auto` falls back to the
-/// local runtime when none does, and should not hang first.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Per request once connected (bollard's default): importing the services image or pulling
-/// can take a while before the engine answers.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// The engine takes a second or two per CPU sample, so usage is sampled at most this often.
+const USAGE_MAX_AGE: Duration = Duration::from_secs(5);
 
 pub struct DockerRuntime {
     /// The engine, at the API version it speaks.
     docker: Docker,
     /// Names and labels of this project's objects.
     names: Names,
-}
-
-/// CPU and memory of one service's container, as `docker stats` reports them.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ContainerStats {
-    pub service: Service,
-    /// Percent of one CPU: 100 is one core busy.
-    pub cpu_percent: f64,
-    /// Memory in use, not counting reclaimable page cache.
-    pub memory_bytes: u64,
-    pub memory_limit_bytes: Option<u64>,
+    /// The last CPU/memory sample and when it was taken.
+    usage: Mutex<Option<(StdInstant, Vec<Usage>)>>,
 }
 
 impl DockerRuntime {
-    /// Connects to the local engine (`DOCKER_HOST`, else the default socket) and settles on
-    /// the API version it speaks. EngineUnreachable when no engine answers or the socket is
-    /// not ours to use.
+    /// Connects to the local engine; EngineUnreachable when none answers.
     pub async fn connect(project: &str) -> Result<Self, RuntimeError> {
-        let docker = Docker::connect_with_defaults()
-            .map_err(unreachable)?
-            .with_timeout(CONNECT_TIMEOUT);
-        let mut docker = docker.negotiate_version().await.map_err(unreachable)?;
-        docker.set_timeout(REQUEST_TIMEOUT);
         Ok(Self {
-            docker,
+            docker: engine::connect().await?,
             names: Names::new(project),
+            usage: Mutex::new(None),
         })
     }
 
@@ -89,10 +79,7 @@ impl DockerRuntime {
         progress: &Progress,
     ) -> Result<Endpoints, RuntimeError> {
         let lines = Lines::new(progress);
-        let secrets = spec
-            .home
-            .ensure_secrets()
-            .map_err(|err| RuntimeError::other("generating passwords", err))?;
+        let secrets = spec.home.ensure_secrets()?;
         let jwt_key = self.jwt_key(spec).await?;
 
         // Images first: when one is missing, `up` stops before it has made anything.
@@ -112,6 +99,7 @@ impl DockerRuntime {
             secrets: &secrets,
             images: &images,
             jwt_key: &jwt_key,
+            cors_origins: &spec.cors_origins,
         };
         let specs = spec::stack(&inputs);
         // Databases first so service names resolve by the time the services look them up; no
@@ -204,24 +192,26 @@ impl DockerRuntime {
                 .map(|(_, name)| name.as_str());
             async move {
                 let Some(name) = name else {
-                    return Ok(absent(service));
+                    return Ok(ServiceStatus::absent(service));
                 };
                 match converge::inspect(&self.docker, name).await? {
-                    Some(container) => Ok(status_of(service, &container)),
+                    Some(container) => Ok(state::status_of(service, &container)),
                     // Removed between listing and inspecting.
-                    None => Ok(absent(service)),
+                    None => Ok(ServiceStatus::absent(service)),
                 }
             }
         });
         future::join_all(rows).await.into_iter().collect()
     }
 
-    /// Writes logs to stdout: one service as it logged, all of them prefixed `service | `.
+    /// Hands the logs to `sink` line by line: without `follow` one service after the other,
+    /// with it as they come.
     pub async fn logs(
         &self,
         service: Option<Service>,
         follow: bool,
         tail: Option<usize>,
+        sink: &mut (dyn FnMut(LogLine) -> std::io::Result<()> + Send),
     ) -> Result<(), RuntimeError> {
         let containers: Vec<(Service, String)> = self
             .containers()
@@ -235,17 +225,14 @@ impl DockerRuntime {
                 || "any service".to_owned(),
                 |service| service.name().to_owned(),
             );
-            return Err(RuntimeError::other(
-                format!(
-                    "project {} has no container for {what}",
-                    self.names.project()
-                ),
-                "run `userctl up` first",
-            ));
+            return Err(RuntimeError::NotUp {
+                project: self.names.project().to_owned(),
+                what,
+            });
         }
         let mut ordered = containers;
         ordered.sort_by_key(|(owner, _)| Service::ALL.iter().position(|service| service == owner));
-        logs::print(&self.docker, &ordered, follow, tail, service.is_none()).await
+        logs::stream(&self.docker, &ordered, follow, tail, sink).await
     }
 
     /// The last `tail` log lines of one service (none when it has no container).
@@ -253,9 +240,22 @@ impl DockerRuntime {
         logs::last_lines(&self.docker, &self.names.container(service), tail).await
     }
 
-    /// CPU and memory of each running service, sampled over about a second (the engine needs
-    /// two readings for a CPU figure); for the dashboard.
-    pub async fn stats(&self) -> Result<Vec<ContainerStats>, RuntimeError> {
+    /// CPU and memory of each running service, sampled at most every [`USAGE_MAX_AGE`]
+    /// (the engine takes about a second per sample); empty when the engine cannot say.
+    pub async fn usage(&self) -> Vec<Usage> {
+        let cached = lock(&self.usage)
+            .as_ref()
+            .filter(|(taken, _)| taken.elapsed() < USAGE_MAX_AGE)
+            .map(|(_, usage)| usage.clone());
+        if let Some(usage) = cached {
+            return usage;
+        }
+        let usage = self.sample_usage().await.unwrap_or_default();
+        *lock(&self.usage) = Some((StdInstant::now(), usage.clone()));
+        usage
+    }
+
+    async fn sample_usage(&self) -> Result<Vec<Usage>, RuntimeError> {
         let containers = self.containers().await?;
         let samples = containers
             .into_iter()
@@ -264,23 +264,23 @@ impl DockerRuntime {
                 let options = StatsOptionsBuilder::default().stream(false).build();
                 let sample = self.docker.stats(&name, Some(options)).next().await;
                 match sample {
-                    Some(Ok(sample)) => Ok(Some(stats_of(service, &sample))),
+                    Some(Ok(sample)) => Ok(Some(state::usage_of(service, &sample))),
                     // Not running: nothing to measure.
                     None => Ok(None),
                     Some(Err(err)) if is_not_found(&err) => Ok(None),
                     Some(Err(err)) => Err(engine(format!("reading stats of {name}"), err)),
                 }
             });
-        let mut stats: Vec<ContainerStats> = first_error(future::join_all(samples).await)?
+        let mut usage: Vec<Usage> = first_error(future::join_all(samples).await)?
             .into_iter()
             .flatten()
             .collect();
-        stats.sort_by_key(|stats| {
+        usage.sort_by_key(|usage| {
             Service::ALL
                 .iter()
-                .position(|service| *service == stats.service)
+                .position(|service| *service == usage.service)
         });
-        Ok(stats)
+        Ok(usage)
     }
 
     /// The project's containers, running or not, with the service each runs (None for a
@@ -310,10 +310,7 @@ impl DockerRuntime {
     }
 
     async fn jwt_key(&self, spec: &StackSpec) -> Result<Vec<u8>, RuntimeError> {
-        let path = spec
-            .home
-            .ensure_jwt_key()
-            .map_err(|err| RuntimeError::other("generating the JWT key", err))?;
+        let path = spec.home.ensure_jwt_key()?;
         tokio::fs::read(&path)
             .await
             .map_err(|err| RuntimeError::other(format!("reading {}", path.display()), err))
@@ -338,13 +335,21 @@ impl DockerRuntime {
         let postgres = async {
             match spec.store {
                 StoreKind::Postgres => self
-                    .external_image(&spec.postgres_image, lines.get(Service::Postgres))
+                    .external_image(
+                        spec.postgres_image.as_deref(),
+                        (DEFAULT_POSTGRES_IMAGE, LOCAL_POSTGRES_IMAGE),
+                        lines.get(Service::Postgres),
+                    )
                     .await
                     .map(Some),
                 StoreKind::Sqlite => Ok(None),
             }
         };
-        let redis = self.external_image(&spec.redis_image, lines.get(Service::Redis));
+        let redis = self.external_image(
+            spec.redis_image.as_deref(),
+            (DEFAULT_REDIS_IMAGE, LOCAL_REDIS_IMAGE),
+            lines.get(Service::Redis),
+        );
         let (usersvc, redis, postgres) = futures::try_join!(usersvc, redis, postgres)?;
         Ok(Images {
             usersvc,
@@ -353,14 +358,19 @@ impl DockerRuntime {
         })
     }
 
+    /// The image asked for, as given; with none, the pinned official one, else the locally
+    /// built stand-in (saying so on the service's progress line).
     async fn external_image(
         &self,
-        image: &str,
+        asked: Option<&str>,
+        (official, local): (&str, &str),
         line: &ServiceProgress,
     ) -> Result<spec::ResolvedImage, RuntimeError> {
-        image::external(&self.docker, image, line)
-            .await
-            .inspect_err(|err| line.fail(&err.to_string()))
+        let resolved = match asked {
+            Some(image) => image::external(&self.docker, image, line).await,
+            None => image::official_or_local(&self.docker, official, local, line).await,
+        };
+        resolved.inspect_err(|err| line.fail(&err.to_string()))
     }
 
     async fn volumes(&self, store: StoreKind) -> Result<(), RuntimeError> {
@@ -475,7 +485,7 @@ fn endpoints(
             .iter()
             .zip(containers)
             .find(|(spec, _)| spec.service == service)
-            .and_then(|(spec, container)| published_address(container, spec.published?))
+            .and_then(|(spec, container)| state::published_address(container, spec.published?))
             .ok_or_else(|| {
                 RuntimeError::other(
                     format!("reading the address of {}", service.name()),
@@ -487,7 +497,7 @@ fn endpoints(
         .iter()
         .zip(containers)
         .find(|(spec, _)| spec.service == Service::Gateway)
-        .and_then(|(spec, container)| published_address(container, spec.http?));
+        .and_then(|(spec, container)| state::published_address(container, spec.http?));
     Ok(Endpoints {
         gateway: address(Service::Gateway)?,
         cache: address(Service::Cache)?,
@@ -496,214 +506,15 @@ fn endpoints(
     })
 }
 
-fn published_address(container: &ContainerInspectResponse, published: Published) -> Option<String> {
-    let ports = container.network_settings.as_ref()?.ports.as_ref()?;
-    let bindings = ports.get(&published.key())?.as_ref()?;
-    let port = bindings
-        .iter()
-        .find_map(|binding| binding.host_port.as_deref().filter(|port| !port.is_empty()))?;
-    Some(format!("http://127.0.0.1:{port}"))
-}
-
-fn absent(service: Service) -> ServiceStatus {
-    ServiceStatus {
-        service,
-        state: "absent".to_owned(),
-        health: "none".to_owned(),
-        address: None,
-        restarts: None,
-        uptime_secs: None,
-    }
-}
-
-fn status_of(service: Service, container: &ContainerInspectResponse) -> ServiceStatus {
-    let state = container.state.as_ref();
-    let status = state
-        .and_then(|state| state.status)
-        .map_or_else(|| "unknown".to_owned(), |status| status.to_string());
-    let running = status == "running";
-    let health = health::health(container)
-        .map(|health| health.to_string())
-        .filter(|health| !health.is_empty())
-        .unwrap_or_else(|| "none".to_owned());
-    let published = container_published(container);
-    ServiceStatus {
-        service,
-        state: status,
-        health,
-        address: published
-            .filter(|_| running)
-            .and_then(|published| published_address(container, published)),
-        restarts: container
-            .restart_count
-            .and_then(|count| u64::try_from(count).ok()),
-        uptime_secs: state
-            .and_then(|state| state.started_at.as_deref())
-            .filter(|_| running)
-            .and_then(uptime_secs),
-    }
-}
-
-/// The gRPC port a usersvc container publishes, from its own configuration.
-fn container_published(container: &ContainerInspectResponse) -> Option<Published> {
-    let bindings = container.host_config.as_ref()?.port_bindings.as_ref()?;
-    let container_port = bindings
-        .keys()
-        .filter_map(|key| key.split('/').next()?.parse().ok())
-        .find(|port| *port != spec::HTTP_PORT)?;
-    Some(Published {
-        container_port,
-        host_port: 0,
-    })
-}
-
-/// Seconds since an RFC 3339 start time (the engine's, with nanoseconds).
-fn uptime_secs(started_at: &str) -> Option<u64> {
-    let started = humantime::parse_rfc3339_weak(started_at).ok()?;
-    std::time::SystemTime::now()
-        .duration_since(started)
-        .ok()
-        .map(|uptime| uptime.as_secs())
-}
-
-/// CPU as `docker stats` computes it: the container's share of the host's CPU time between the
-/// engine's two readings, times the CPUs; memory without the page cache it could drop.
-fn stats_of(service: Service, sample: &ContainerStatsResponse) -> ContainerStats {
-    let cpu = sample.cpu_stats.as_ref();
-    let precpu = sample.precpu_stats.as_ref();
-    let total = |stats: Option<&bollard::models::ContainerCpuStats>| {
-        stats
-            .and_then(|stats| stats.cpu_usage.as_ref())
-            .and_then(|usage| usage.total_usage)
-            .unwrap_or(0)
-    };
-    let system = |stats: Option<&bollard::models::ContainerCpuStats>| {
-        stats.and_then(|stats| stats.system_cpu_usage).unwrap_or(0)
-    };
-    let cpu_delta = total(cpu).saturating_sub(total(precpu)) as f64;
-    let system_delta = system(cpu).saturating_sub(system(precpu)) as f64;
-    let cpus = cpu
-        .and_then(|cpu| cpu.online_cpus)
-        .filter(|cpus| *cpus > 0)
-        .unwrap_or(1);
-    let cpu_percent = if system_delta > 0.0 {
-        cpu_delta / system_delta * f64::from(cpus) * 100.0
-    } else {
-        0.0
-    };
-
-    let memory = sample.memory_stats.as_ref();
-    let usage = memory.and_then(|memory| memory.usage).unwrap_or(0);
-    let cache = memory
-        .and_then(|memory| memory.stats.as_ref())
-        .and_then(|stats| {
-            stats
-                .get("inactive_file")
-                .or_else(|| stats.get("total_inactive_file"))
-                .copied()
-        })
-        .unwrap_or(0);
-    ContainerStats {
-        service,
-        cpu_percent,
-        memory_bytes: usage.saturating_sub(cache),
-        memory_limit_bytes: memory.and_then(|memory| memory.limit),
-    }
-}
-
 /// All results, or the first error in service order (usually the cause: a database before the
 /// services that need it).
 fn first_error<T>(results: Vec<Result<T, RuntimeError>>) -> Result<Vec<T>, RuntimeError> {
     results.into_iter().collect()
 }
 
-pub(crate) fn is_not_found(err: &EngineError) -> bool {
-    matches!(
-        err,
-        EngineError::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
-}
-
-fn ignore_missing(result: Result<(), EngineError>) -> Result<(), EngineError> {
-    match result {
-        Err(err) if is_not_found(&err) => Ok(()),
-        other => other,
-    }
-}
-
-/// An engine error with what we were doing; the engine's own message without bollard's
-/// "Docker responded with status code …" wrapper.
-pub(crate) fn engine(context: impl Into<String>, err: EngineError) -> RuntimeError {
-    RuntimeError::other(context, engine_message(err))
-}
-
-pub(crate) fn engine_message(err: EngineError) -> String {
-    match err {
-        EngineError::DockerResponseServerError { message, .. } => message.trim().to_owned(),
-        EngineError::DockerStreamError { error } => error.trim().to_owned(),
-        other => other.to_string(),
-    }
-}
-
-/// Why no engine answered, in a few words.
-fn unreachable(err: EngineError) -> RuntimeError {
-    let reason = match &err {
-        EngineError::SocketNotFoundError(path) => format!("no engine socket at {path}"),
-        EngineError::IOError { err } if err.kind() == io::ErrorKind::PermissionDenied => {
-            "permission denied on the engine socket".to_owned()
-        }
-        EngineError::IOError { err } if err.kind() == io::ErrorKind::ConnectionRefused => {
-            "the engine socket refused the connection".to_owned()
-        }
-        EngineError::RequestTimeoutError => {
-            format!(
-                "no answer within {}",
-                humantime::format_duration(CONNECT_TIMEOUT)
-            )
-        }
-        other => other.to_string().replace('\n', " "),
-    };
-    RuntimeError::EngineUnreachable(reason)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn uptime_reads_the_engines_timestamps() {
-        let an_hour_ago = humantime::format_rfc3339_nanos(
-            std::time::SystemTime::now() - Duration::from_secs(3600),
-        );
-        let uptime = uptime_secs(&an_hour_ago.to_string()).expect("parsed");
-        assert!((3599..=3601).contains(&uptime), "{uptime}");
-    }
-
-    #[test]
-    fn a_missing_container_reads_absent() {
-        let status = absent(Service::Cache);
-        assert_eq!(
-            (
-                status.state.as_str(),
-                status.health.as_str(),
-                status.address
-            ),
-            ("absent", "none", None)
-        );
-    }
-
-    #[test]
-    fn engine_errors_keep_the_engines_words() {
-        let err = engine(
-            "creating container t-store",
-            EngineError::DockerResponseServerError {
-                status_code: 409,
-                message: "name in use\n".into(),
-            },
-        );
-        assert_eq!(err.to_string(), "creating container t-store: name in use");
-    }
+/// A poisoned lock only means another poll panicked; the sample is still usable.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

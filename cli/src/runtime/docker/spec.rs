@@ -14,9 +14,9 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 use crate::{
-    args::StoreKind,
     home::Secrets,
-    runtime::{Ports, Service},
+    runtime::launch::{self, Launch, Wiring},
+    stack::{CACHE_PORT, Ports, STORE_PORT, Service, StoreKind},
 };
 
 /// On every object `up` makes; `down` and `status` find the project's objects by it alone.
@@ -144,6 +144,8 @@ pub struct StackInputs<'a> {
     pub images: &'a Images,
     /// The gateway's HS256 key, uploaded into its container.
     pub jwt_key: &'a [u8],
+    /// Browser origins the gateway's HTTP door allows.
+    pub cors_origins: &'a [String],
 }
 
 /// One container as it should be. Field order is hash order: everything that, when changed,
@@ -177,9 +179,6 @@ pub struct VolumeMount {
     pub volume: String,
     pub target: &'static str,
 }
-
-/// The gateway's HTTP/JSON port inside its container.
-pub const HTTP_PORT: u16 = 8080;
 
 /// A container port published on 127.0.0.1.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -229,7 +228,24 @@ pub fn container(inputs: &StackInputs<'_>, service: Service) -> Option<Container
     let names = inputs.names;
     let redis_password = &inputs.secrets.redis_password;
     let postgres_password = &inputs.secrets.postgres_password;
-    let usersvc = |command: &str, port: u16, host_port: u16, env: Vec<String>| ContainerSpec {
+    let database_url = match inputs.store {
+        StoreKind::Postgres => {
+            format!("postgres://userctl:{postgres_password}@postgres:5432/userctl")
+        }
+        StoreKind::Sqlite => "sqlite:///data/userctl.db".to_owned(),
+    };
+    // Inside the network every service listens on its default port and is found by name.
+    let wiring = Wiring {
+        bind: "0.0.0.0",
+        listen: Ports::default(),
+        store_addr: format!("http://{}:{STORE_PORT}", Service::Store.name()),
+        cache_addr: format!("http://{}:{CACHE_PORT}", Service::Cache.name()),
+        database_url,
+        redis_url: format!("redis://:{redis_password}@redis:6379"),
+        jwt_key_file: format!("{SECRETS_DIR}/{JWT_KEY_FILE}"),
+        cors_origins: inputs.cors_origins,
+    };
+    let usersvc = |launch: Launch, host_port: u16| ContainerSpec {
         service,
         name: names.container(service),
         image: inputs.images.usersvc.reference.clone(),
@@ -237,20 +253,23 @@ pub fn container(inputs: &StackInputs<'_>, service: Service) -> Option<Container
         // the same content as two image ids under one tag; hashing the id would then recreate
         // services whose files did not change.
         image_id: inputs.images.usersvc.reference.clone(),
-        cmd: vec![command.to_owned()],
-        env: [vec![format!("USERSVC_LISTEN=0.0.0.0:{port}")], env].concat(),
+        cmd: launch.args.clone(),
+        env: launch.env_pairs(),
         mounts: Vec::new(),
         published: Some(Published {
-            container_port: port,
+            container_port: launch.grpc_port,
             host_port,
         }),
-        http: None,
+        http: launch.http_port.map(|container_port| Published {
+            container_port,
+            host_port: inputs.ports.http,
+        }),
         health: strings(&[
             "CMD",
             "/usersvc",
             "health",
             "--addr",
-            &format!("127.0.0.1:{port}"),
+            &format!("127.0.0.1:{}", launch.grpc_port),
         ]),
         stop_signal: None,
         hardened: true,
@@ -318,39 +337,17 @@ pub fn container(inputs: &StackInputs<'_>, service: Service) -> Option<Container
             hardened: false,
             secret: None,
         },
-        Service::Store => {
-            let (database_url, mounts) = match inputs.store {
-                StoreKind::Postgres => (
-                    format!("postgres://userctl:{postgres_password}@postgres:5432/userctl"),
-                    Vec::new(),
-                ),
-                StoreKind::Sqlite => (
-                    "sqlite:///data/userctl.db".to_owned(),
-                    vec![VolumeMount {
-                        volume: names.volume(DataVolume::Store),
-                        target: "/data",
-                    }],
-                ),
-            };
-            ContainerSpec {
-                mounts,
-                ..usersvc(
-                    "store",
-                    50053,
-                    inputs.ports.store,
-                    vec![format!("USERSVC_DATABASE_URL={database_url}")],
-                )
-            }
-        }
-        Service::Cache => usersvc(
-            "cache",
-            50052,
-            inputs.ports.cache,
-            vec![
-                format!("USERSVC_REDIS_URL=redis://:{redis_password}@redis:6379"),
-                "USERSVC_STORE_ADDR=http://store:50053".to_owned(),
-            ],
-        ),
+        Service::Store => ContainerSpec {
+            mounts: match inputs.store {
+                StoreKind::Postgres => Vec::new(),
+                StoreKind::Sqlite => vec![VolumeMount {
+                    volume: names.volume(DataVolume::Store),
+                    target: "/data",
+                }],
+            },
+            ..usersvc(launch::launch(&wiring, service)?, inputs.ports.store)
+        },
+        Service::Cache => usersvc(launch::launch(&wiring, service)?, inputs.ports.cache),
         Service::Gateway => ContainerSpec {
             secret: Some(SecretFile {
                 dir: SECRETS_DIR,
@@ -358,20 +355,7 @@ pub fn container(inputs: &StackInputs<'_>, service: Service) -> Option<Container
                 digest: hex::encode(Sha256::digest(inputs.jwt_key)),
                 content: inputs.jwt_key.to_vec(),
             }),
-            http: Some(Published {
-                container_port: HTTP_PORT,
-                host_port: inputs.ports.http,
-            }),
-            ..usersvc(
-                "gateway",
-                50051,
-                inputs.ports.gateway,
-                vec![
-                    "USERSVC_CACHE_ADDR=http://cache:50052".to_owned(),
-                    format!("USERSVC_JWT_SECRET_FILE={SECRETS_DIR}/{JWT_KEY_FILE}"),
-                    format!("USERSVC_HTTP_LISTEN=0.0.0.0:{HTTP_PORT}"),
-                ],
-            )
+            ..usersvc(launch::launch(&wiring, service)?, inputs.ports.gateway)
         },
     };
     Some(spec)
@@ -524,16 +508,12 @@ mod tests {
             secrets: &secrets,
             images: &images,
             jwt_key,
+            cors_origins: &[],
         })
     }
 
     fn default_ports() -> Ports {
-        Ports {
-            gateway: 50051,
-            http: 8080,
-            cache: 50052,
-            store: 50053,
-        }
+        Ports::default()
     }
 
     fn find(specs: &[ContainerSpec], service: Service) -> &ContainerSpec {

@@ -6,15 +6,18 @@
 //! `status`, `logs` and `down` read both. Files live in `$USERCTL_HOME/<project>/local/`.
 
 mod plan;
+mod probe;
 mod supervisor;
 
 use std::{
+    collections::HashMap,
     fs, io,
     net::{Ipv4Addr, SocketAddrV4, TcpListener},
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::Stdio,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    sync::Mutex,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use backon::{ConstantBuilder, Retryable as _};
@@ -22,8 +25,12 @@ use nix::{sys::signal::Signal, unistd::Pid};
 pub use plan::{Plan, ProcessState, RedisPlan, SupervisorState};
 pub use supervisor::supervise;
 
-use super::{Endpoints, RuntimeError, Service, ServiceStatus, StackSpec, progress::Progress};
-use crate::{args::StoreKind, client, home::ProjectHome};
+use super::{Endpoints, RuntimeError, StackSpec, Usage, progress::Progress};
+use crate::{
+    home::ProjectHome,
+    procfs,
+    stack::{Health, LogLine, Service, ServiceStatus, State, StoreKind},
+};
 
 /// How long `down` waits for the supervisor to drain before it gives up.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -36,11 +43,16 @@ const POLL: Duration = Duration::from_millis(100);
 
 pub struct LocalRuntime {
     home: ProjectHome,
+    /// CPU time of each process at the previous usage poll, for a CPU percentage.
+    cpu: Mutex<HashMap<u32, (u64, Instant)>>,
 }
 
 impl LocalRuntime {
     pub fn new(home: ProjectHome) -> Self {
-        Self { home }
+        Self {
+            home,
+            cpu: Mutex::new(HashMap::new()),
+        }
     }
 
     fn dir(&self) -> PathBuf {
@@ -53,19 +65,11 @@ impl LocalRuntime {
         progress: &Progress,
     ) -> Result<Endpoints, RuntimeError> {
         if spec.store != StoreKind::Sqlite {
-            return Err(RuntimeError::other(
-                "the local runtime",
-                "it stores data in SQLite; pass --store sqlite, or --runtime docker for Postgres",
-            ));
+            return Err(RuntimeError::LocalNeedsSqlite { store: spec.store });
         }
         let dir = self.dir();
-        self.home
-            .ensure_dir(&dir)
-            .map_err(|err| RuntimeError::other("preparing the local runtime", err))?;
-        let jwt_key = self
-            .home
-            .ensure_jwt_key()
-            .map_err(|err| RuntimeError::other("preparing the JWT key", err))?;
+        self.home.ensure_dir(&dir)?;
+        let jwt_key = self.home.ensure_jwt_key()?;
 
         let running = self.running_plan();
         let wanted_fingerprint = plan::fingerprint(spec)?;
@@ -100,6 +104,7 @@ impl LocalRuntime {
             http_port: free_port(Service::Gateway, spec.ports.http)?,
             database_url: format!("sqlite://{}", dir.join("userctl.db").display()),
             jwt_key,
+            cors_origins: spec.cors_origins.clone(),
         };
         plan.save(&dir)?;
         self.spawn_supervisor()?;
@@ -137,8 +142,8 @@ impl LocalRuntime {
                 .as_ref()
                 .and_then(|plan| plan.published(service))
                 .filter(|_| process.is_some());
-            let (state_name, health) = match (service, &plan, process) {
-                (Service::Postgres, _, _) => ("unused".to_owned(), "none".to_owned()),
+            let (state, health) = match (service, &plan, process) {
+                (Service::Postgres, _, _) => (State::Unused, Health::None),
                 (
                     Service::Redis,
                     Some(Plan {
@@ -146,29 +151,28 @@ impl LocalRuntime {
                         ..
                     }),
                     _,
-                ) => ("external".to_owned(), "none".to_owned()),
-                (_, _, None) => ("absent".to_owned(), "none".to_owned()),
+                ) => (State::External, Health::None),
+                (_, _, None) => (State::Absent, Health::None),
                 (_, _, Some(process)) => {
-                    let health = match (&address, process.state.as_str()) {
-                        (Some(addr), "running")
-                            if client::is_serving(addr, Duration::from_secs(1)).await =>
+                    let health = match (&address, process.state) {
+                        (Some(addr), State::Running)
+                            if probe::is_serving(addr, Duration::from_secs(1)).await =>
                         {
-                            "healthy"
+                            Health::Healthy
                         }
-                        (Some(_), "running") => "unhealthy",
-                        (None, _) => "none",
-                        _ => "unhealthy",
+                        (None, _) => Health::None,
+                        _ => Health::Unhealthy,
                     };
-                    (process.state.clone(), health.to_owned())
+                    (process.state, health)
                 }
             };
+            let running = process.filter(|p| p.state == State::Running);
             statuses.push(ServiceStatus {
                 service,
-                uptime_secs: process
-                    .filter(|p| p.state == "running")
-                    .map(|p| now.saturating_sub(p.started_at)),
+                id: running.and_then(|p| p.pid).map(|pid| pid.to_string()),
+                uptime_secs: running.map(|p| now.saturating_sub(p.started_at)),
                 restarts: process.map(|p| p.restarts),
-                state: state_name,
+                state,
                 health,
                 address,
             });
@@ -176,11 +180,14 @@ impl LocalRuntime {
         Ok(statuses)
     }
 
+    /// Hands each log line to `sink`: what the files hold, then (with `follow`) what is
+    /// appended, until ctrl-c.
     pub async fn logs(
         &self,
         service: Option<Service>,
         follow: bool,
         tail: Option<usize>,
+        sink: &mut (dyn FnMut(LogLine) -> io::Result<()> + Send),
     ) -> Result<(), RuntimeError> {
         let dir = self.dir();
         let services: Vec<Service> = match service {
@@ -190,19 +197,20 @@ impl LocalRuntime {
                 .filter(|s| *s != Service::Postgres)
                 .collect(),
         };
-        let prefix = services.len() > 1;
         let mut offsets = Vec::new();
+        let mut lines = Vec::new();
         for service in &services {
             let path = plan::log_path(&dir, *service);
             let text = fs::read_to_string(&path).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            let start = tail.map_or(0, |n| lines.len().saturating_sub(n));
-            for line in &lines[start..] {
-                print_line(*service, line, prefix);
-            }
+            let all: Vec<&str> = text.lines().collect();
+            let start = tail.map_or(0, |n| all.len().saturating_sub(n));
+            lines.extend(all[start..].iter().map(|text| LogLine {
+                service: *service,
+                text: (*text).to_owned(),
+            }));
             offsets.push((*service, path, text.len() as u64));
         }
-        if !follow {
+        if send(sink, lines)? || !follow {
             return Ok(());
         }
         let mut ticks = tokio::time::interval(Duration::from_millis(250));
@@ -211,6 +219,7 @@ impl LocalRuntime {
                 _ = tokio::signal::ctrl_c() => return Ok(()),
                 _ = ticks.tick() => {}
             }
+            let mut lines = Vec::new();
             for (service, path, offset) in &mut offsets {
                 let Ok(text) = fs::read(&*path) else { continue };
                 if (text.len() as u64) < *offset {
@@ -219,13 +228,52 @@ impl LocalRuntime {
                 let start = usize::try_from(*offset).unwrap_or(0);
                 let new = String::from_utf8_lossy(&text[start..]);
                 if let Some(end) = new.rfind('\n') {
-                    for line in new[..end].lines() {
-                        print_line(*service, line, prefix);
-                    }
+                    lines.extend(new[..end].lines().map(|text| LogLine {
+                        service: *service,
+                        text: text.to_owned(),
+                    }));
                     *offset += end as u64 + 1;
                 }
             }
+            if send(sink, lines)? {
+                return Ok(());
+            }
         }
+    }
+
+    /// CPU and memory of each running process, from `/proc`; CPU needs two polls, so it is
+    /// unknown at first.
+    pub fn usage(&self) -> Vec<Usage> {
+        let now = Instant::now();
+        let ticks_per_second = procfs::ticks_per_second();
+        let mut previous = self
+            .cpu
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut seen = HashMap::new();
+        let mut usage = Vec::new();
+        for (service, pid) in self.pids() {
+            let ticks = procfs::cpu_ticks(pid);
+            let cpu_percent = match (ticks, previous.get(&pid)) {
+                (Some(ticks), Some((before, then))) => {
+                    let secs = now.duration_since(*then).as_secs_f64();
+                    let busy = ticks.saturating_sub(*before) as f64 / ticks_per_second;
+                    (secs > 0.0).then(|| busy / secs * 100.0)
+                }
+                _ => None,
+            };
+            if let Some(ticks) = ticks {
+                seen.insert(pid, (ticks, now));
+            }
+            usage.push(Usage {
+                service,
+                cpu_percent,
+                memory_bytes: procfs::resident_bytes(pid),
+            });
+        }
+        // Forget processes that are gone, so a recycled pid starts afresh.
+        *previous = seen;
+        usage
     }
 
     /// The local Redis, for the bench's baseline.
@@ -253,8 +301,13 @@ impl LocalRuntime {
             .unwrap_or_default()
     }
 
-    pub fn recent_logs(&self, service: Service, tail: usize) -> Vec<String> {
-        last_lines(&self.dir(), service, tail)
+    /// The last `tail` lines of one service's log.
+    pub async fn recent_logs(&self, service: Service, tail: usize) -> Vec<String> {
+        // Reads a whole log file: off the async threads.
+        let dir = self.dir();
+        tokio::task::spawn_blocking(move || last_lines(&dir, service, tail))
+            .await
+            .unwrap_or_default()
     }
 
     /// The plan of a supervisor that is still alive.
@@ -315,8 +368,8 @@ impl LocalRuntime {
             let line = progress.service(service);
             let Some(addr) = plan.published(service) else {
                 line.done(match plan.redis {
-                    RedisPlan::External { .. } => "external",
-                    RedisPlan::Spawn { .. } => "running",
+                    RedisPlan::External { .. } => State::External.name(),
+                    RedisPlan::Spawn { .. } => State::Running.name(),
                 });
                 continue;
             };
@@ -326,7 +379,7 @@ impl LocalRuntime {
                 "waiting for health"
             });
             loop {
-                if client::is_serving(&addr, Duration::from_secs(1)).await {
+                if probe::is_serving(&addr, Duration::from_secs(1)).await {
                     line.done(if already_running {
                         "unchanged"
                     } else {
@@ -437,14 +490,6 @@ fn last_lines(dir: &Path, service: Service, n: usize) -> Vec<String> {
     lines[lines.len().saturating_sub(n)..].to_vec()
 }
 
-fn print_line(service: Service, line: &str, prefix: bool) {
-    if prefix {
-        println!("{:<8} | {line}", service.name());
-    } else {
-        println!("{line}");
-    }
-}
-
 fn remove_if_present(path: &Path) -> Result<(), RuntimeError> {
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
@@ -460,4 +505,19 @@ fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// Gives `lines` to `sink`; true when the reader went away (`userctl logs | head`).
+fn send(
+    sink: &mut (dyn FnMut(LogLine) -> io::Result<()> + Send),
+    lines: Vec<LogLine>,
+) -> Result<bool, RuntimeError> {
+    for line in lines {
+        match sink(line) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::BrokenPipe => return Ok(true),
+            Err(err) => return Err(RuntimeError::other("writing logs", err)),
+        }
+    }
+    Ok(false)
 }

@@ -8,7 +8,10 @@ use std::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::runtime::{Endpoints, RuntimeError, Service, StackSpec};
+use crate::{
+    runtime::{Endpoints, RuntimeError, StackSpec},
+    stack::{Service, State, loopback_url},
+};
 
 /// What `up` asked the supervisor to run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -23,6 +26,9 @@ pub struct Plan {
     pub http_port: u16,
     pub database_url: String,
     pub jwt_key: PathBuf,
+    /// Browser origins the gateway's HTTP door allows.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -45,8 +51,8 @@ pub struct SupervisorState {
 pub struct ProcessState {
     pub service: Service,
     pub pid: Option<u32>,
-    /// running, restarting or stopped.
-    pub state: String,
+    /// Running, Restarting or Stopped.
+    pub state: State,
     pub restarts: u64,
     /// Seconds since the epoch when the current process started.
     pub started_at: u64,
@@ -119,6 +125,10 @@ pub fn fingerprint(spec: &StackSpec) -> Result<String, RuntimeError> {
     hash.update(meta.len().to_le_bytes());
     hash.update(mtime.as_nanos().to_le_bytes());
     hash.update(spec.redis_url.as_deref().unwrap_or("").as_bytes());
+    for origin in &spec.cors_origins {
+        hash.update(origin.as_bytes());
+        hash.update([0]);
+    }
     for port in [
         spec.ports.gateway,
         spec.ports.http,
@@ -139,14 +149,13 @@ pub fn log_path(dir: &Path, service: Service) -> PathBuf {
 }
 
 fn url(port: u16) -> String {
-    format!("http://127.0.0.1:{port}")
+    loopback_url(port)
 }
 
 fn save_json<T: Serialize>(path: &Path, value: &T) -> Result<(), RuntimeError> {
     let json = serde_json::to_vec_pretty(value)
         .map_err(|err| RuntimeError::other("encoding local state", err))?;
-    crate::home::write_private(path, &json)
-        .map_err(|err| RuntimeError::other("saving local state", err))
+    Ok(crate::home::write_private(path, &json)?)
 }
 
 fn load_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, RuntimeError> {

@@ -20,10 +20,15 @@ use super::{
     plan::{self, Plan, ProcessState, RedisPlan, SupervisorState},
 };
 use crate::{
-    error::{CliError, Result},
     home::ProjectHome,
-    runtime::Service,
+    runtime::{
+        RuntimeError,
+        launch::{self, Wiring},
+    },
+    stack::{Ports, Service, State, loopback_url},
 };
+
+type Result<T, E = RuntimeError> = std::result::Result<T, E>;
 
 /// How long a service gets to drain after SIGTERM before it is killed.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(12);
@@ -42,14 +47,11 @@ type SharedState = Arc<Mutex<SupervisorState>>;
 
 pub async fn supervise(home: &ProjectHome) -> Result<()> {
     let dir = home.local_dir();
-    let plan = Plan::load(&dir)
-        .map_err(|err| CliError::failed(err.to_string()))?
-        .ok_or_else(|| {
-            CliError::usage("nothing to supervise")
-                .with_hint("`userctl up --runtime local` starts this")
-        })?;
-    fs::create_dir_all(dir.join("logs"))
-        .map_err(|err| crate::home::io_error("create", &dir.join("logs"), &err))?;
+    let plan = Plan::load(&dir)?.ok_or_else(|| RuntimeError::NothingToSupervise {
+        project: home.name.clone(),
+    })?;
+    let logs = dir.join("logs");
+    fs::create_dir_all(&logs).map_err(|err| crate::home::io_error("create", &logs, err))?;
 
     let state: SharedState = Arc::new(Mutex::new(SupervisorState {
         pid: std::process::id(),
@@ -92,46 +94,27 @@ fn processes(plan: &Plan, dir: &Path) -> Result<Vec<ProcessSpec>> {
             env: Vec::new(),
         });
     }
-    let usersvc = |service: Service, env: Vec<(&'static str, String)>| ProcessSpec {
-        service,
-        program: plan.usersvc.clone(),
-        args: vec![service.name().to_owned()],
-        env,
+    let wiring = Wiring {
+        bind: "127.0.0.1",
+        listen: Ports {
+            gateway: plan.gateway_port,
+            http: plan.http_port,
+            cache: plan.cache_port,
+            store: plan.store_port,
+        },
+        store_addr: loopback_url(plan.store_port),
+        cache_addr: loopback_url(plan.cache_port),
+        database_url: plan.database_url.clone(),
+        redis_url: plan.redis_url(),
+        jwt_key_file: plan.jwt_key.display().to_string(),
+        cors_origins: &plan.cors_origins,
     };
-    let listen = |port: u16| format!("127.0.0.1:{port}");
-    specs.push(usersvc(
-        Service::Store,
-        vec![
-            ("USERSVC_LISTEN", listen(plan.store_port)),
-            ("USERSVC_DATABASE_URL", plan.database_url.clone()),
-        ],
-    ));
-    specs.push(usersvc(
-        Service::Cache,
-        vec![
-            ("USERSVC_LISTEN", listen(plan.cache_port)),
-            ("USERSVC_REDIS_URL", plan.redis_url()),
-            (
-                "USERSVC_STORE_ADDR",
-                format!("http://127.0.0.1:{}", plan.store_port),
-            ),
-        ],
-    ));
-    specs.push(usersvc(
-        Service::Gateway,
-        vec![
-            ("USERSVC_LISTEN", listen(plan.gateway_port)),
-            (
-                "USERSVC_CACHE_ADDR",
-                format!("http://127.0.0.1:{}", plan.cache_port),
-            ),
-            (
-                "USERSVC_JWT_SECRET_FILE",
-                plan.jwt_key.display().to_string(),
-            ),
-            ("USERSVC_HTTP_LISTEN", listen(plan.http_port)),
-        ],
-    ));
+    specs.extend(launch::all(&wiring).into_iter().map(|launch| ProcessSpec {
+        service: launch.service,
+        program: plan.usersvc.clone(),
+        args: launch.args,
+        env: launch.env,
+    }));
     Ok(specs)
 }
 
@@ -155,7 +138,14 @@ async fn keep_running(
         let started = Instant::now();
         match spawn(&spec, &dir) {
             Ok(mut child) => {
-                update(&state, &dir, spec.service, child.id(), "running", restarts);
+                update(
+                    &state,
+                    &dir,
+                    spec.service,
+                    child.id(),
+                    State::Running,
+                    restarts,
+                );
                 tokio::select! {
                     status = child.wait() => {
                         append_log(&dir, spec.service, &format!("userctl: {} exited ({status:?}); restarting", spec.service.name()));
@@ -176,14 +166,21 @@ async fn keep_running(
             backoff = new_backoff();
         }
         restarts += 1;
-        update(&state, &dir, spec.service, None, "restarting", restarts);
+        update(
+            &state,
+            &dir,
+            spec.service,
+            None,
+            State::Restarting,
+            restarts,
+        );
         let delay = backoff.next().unwrap_or(Duration::from_secs(30));
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = stop.cancelled() => break,
         }
     }
-    update(&state, &dir, spec.service, None, "stopped", restarts);
+    update(&state, &dir, spec.service, None, State::Stopped, restarts);
 }
 
 fn spawn(spec: &ProcessSpec, dir: &Path) -> std::io::Result<Child> {
@@ -221,7 +218,7 @@ fn update(
     dir: &Path,
     service: Service,
     pid: Option<u32>,
-    status: &str,
+    status: State,
     restarts: u64,
 ) {
     {
@@ -231,7 +228,7 @@ fn update(
         let entry = ProcessState {
             service,
             pid,
-            state: status.to_owned(),
+            state: status,
             restarts,
             started_at: now_secs(),
         };
@@ -241,7 +238,7 @@ fn update(
             .find(|process| process.service == service)
         {
             Some(existing) => {
-                if status != "running" {
+                if status != State::Running {
                     // Keep when the last process started, for uptime.
                     existing.pid = None;
                     existing.state = entry.state;
@@ -280,9 +277,9 @@ fn append_log(dir: &Path, service: Service, line: &str) {
 fn on_signal() -> Result<CancellationToken> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())
-        .map_err(|err| CliError::failed(format!("cannot handle SIGTERM: {err}")))?;
+        .map_err(|err| RuntimeError::other("handling SIGTERM", err))?;
     let mut int = signal(SignalKind::interrupt())
-        .map_err(|err| CliError::failed(format!("cannot handle SIGINT: {err}")))?;
+        .map_err(|err| RuntimeError::other("handling SIGINT", err))?;
     let token = CancellationToken::new();
     let cancel = token.clone();
     tokio::spawn(async move {

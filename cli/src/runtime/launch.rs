@@ -1,0 +1,184 @@
+//! How each `usersvc` service is started, written once: its subcommand, flags, environment and
+//! listen ports, and the addresses of the services it depends on. Every runtime turns a
+//! [`Launch`] into its own thing (a container, a supervised process); nothing here does I/O.
+
+use crate::stack::{Ports, Service};
+
+/// What a runtime knows about where things are, from the services' point of view.
+#[derive(Debug, Clone)]
+pub struct Wiring<'a> {
+    /// The address the services bind: every interface inside a container, loopback locally.
+    pub bind: &'a str,
+    /// The ports the services listen on (inside a container, the fixed defaults).
+    pub listen: Ports,
+    /// How the cache reaches the store, and the gateway the cache (`http://host:port`).
+    pub store_addr: String,
+    pub cache_addr: String,
+    pub database_url: String,
+    pub redis_url: String,
+    /// Where the gateway reads its signing key.
+    pub jwt_key_file: String,
+    /// Browser origins the gateway's HTTP door allows.
+    pub cors_origins: &'a [String],
+}
+
+/// How one `usersvc` service is started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launch {
+    pub service: Service,
+    /// After the `usersvc` program: the subcommand, then flags.
+    pub args: Vec<String>,
+    /// `USERSVC_*` settings, in a fixed order (the docker runtime hashes them).
+    pub env: Vec<(&'static str, String)>,
+    /// The gRPC port it listens on, which its health check asks.
+    pub grpc_port: u16,
+    /// The HTTP/JSON port, for the gateway.
+    pub http_port: Option<u16>,
+}
+
+impl Launch {
+    /// `KEY=value` pairs, as a container's environment is written.
+    pub fn env_pairs(&self) -> Vec<String> {
+        self.env
+            .iter()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect()
+    }
+}
+
+/// The three `usersvc` services, in start order.
+pub fn all(wiring: &Wiring<'_>) -> Vec<Launch> {
+    [Service::Store, Service::Cache, Service::Gateway]
+        .into_iter()
+        .filter_map(|service| launch(wiring, service))
+        .collect()
+}
+
+/// How `service` starts; None for Redis and Postgres, which are not `usersvc`.
+pub fn launch(wiring: &Wiring<'_>, service: Service) -> Option<Launch> {
+    let listen = |port: u16| format!("{}:{port}", wiring.bind);
+    let (grpc_port, http_port, env) = match service {
+        Service::Store => (
+            wiring.listen.store,
+            None,
+            vec![
+                ("USERSVC_LISTEN", listen(wiring.listen.store)),
+                ("USERSVC_DATABASE_URL", wiring.database_url.clone()),
+            ],
+        ),
+        Service::Cache => (
+            wiring.listen.cache,
+            None,
+            vec![
+                ("USERSVC_LISTEN", listen(wiring.listen.cache)),
+                ("USERSVC_REDIS_URL", wiring.redis_url.clone()),
+                ("USERSVC_STORE_ADDR", wiring.store_addr.clone()),
+            ],
+        ),
+        Service::Gateway => (
+            wiring.listen.gateway,
+            Some(wiring.listen.http),
+            vec![
+                ("USERSVC_LISTEN", listen(wiring.listen.gateway)),
+                ("USERSVC_CACHE_ADDR", wiring.cache_addr.clone()),
+                ("USERSVC_JWT_SECRET_FILE", wiring.jwt_key_file.clone()),
+                ("USERSVC_HTTP_LISTEN", listen(wiring.listen.http)),
+            ],
+        ),
+        Service::Redis | Service::Postgres => return None,
+    };
+    let mut args = vec![service.name().to_owned()];
+    if service == Service::Gateway {
+        // A repeatable flag: an environment variable could hold only one origin.
+        for origin in wiring.cors_origins {
+            args.push("--cors-origin".to_owned());
+            args.push(origin.clone());
+        }
+    }
+    Some(Launch {
+        service,
+        args,
+        env,
+        grpc_port,
+        http_port,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stack::{CACHE_PORT, STORE_PORT};
+
+    fn wiring(origins: &[String]) -> Wiring<'_> {
+        Wiring {
+            bind: "0.0.0.0",
+            listen: Ports::default(),
+            store_addr: format!("http://store:{STORE_PORT}"),
+            cache_addr: format!("http://cache:{CACHE_PORT}"),
+            database_url: "sqlite:///data/userctl.db".into(),
+            redis_url: "redis://:pw@redis:6379".into(),
+            jwt_key_file: "/run/secrets/jwt.key".into(),
+            cors_origins: origins,
+        }
+    }
+
+    fn env(launch: &Launch, key: &str) -> Option<String> {
+        launch
+            .env
+            .iter()
+            .find(|(name, _)| *name == key)
+            .map(|(_, value)| value.clone())
+    }
+
+    #[test]
+    fn each_service_reaches_the_next_hop_at_the_address_it_was_given() {
+        let launches = all(&wiring(&[]));
+        let services: Vec<Service> = launches.iter().map(|launch| launch.service).collect();
+        assert_eq!(services, [Service::Store, Service::Cache, Service::Gateway]);
+        assert_eq!(
+            env(&launches[1], "USERSVC_STORE_ADDR").as_deref(),
+            Some("http://store:50053")
+        );
+        assert_eq!(
+            env(&launches[2], "USERSVC_CACHE_ADDR").as_deref(),
+            Some("http://cache:50052")
+        );
+        assert_eq!(
+            env(&launches[0], "USERSVC_LISTEN").as_deref(),
+            Some("0.0.0.0:50053")
+        );
+    }
+
+    #[test]
+    fn only_the_gateway_serves_http_and_takes_cors_origins() {
+        let origins = [
+            "http://localhost:3000".to_owned(),
+            "https://a.test".to_owned(),
+        ];
+        let launches = all(&wiring(&origins));
+        assert_eq!(launches[0].args, ["store"]);
+        assert_eq!(launches[1].args, ["cache"]);
+        assert_eq!(
+            launches[2].args,
+            [
+                "gateway",
+                "--cors-origin",
+                "http://localhost:3000",
+                "--cors-origin",
+                "https://a.test"
+            ]
+        );
+        assert_eq!(launches[2].http_port, Some(8080));
+        assert!(
+            launches[..2]
+                .iter()
+                .all(|launch| launch.http_port.is_none())
+        );
+    }
+
+    #[test]
+    fn redis_and_postgres_are_not_usersvc() {
+        assert!(launch(&wiring(&[]), Service::Redis).is_none());
+        assert!(launch(&wiring(&[]), Service::Postgres).is_none());
+    }
+}

@@ -88,3 +88,17 @@ pub fn report(err: &CliError) -> ExitCode {
     eprintln!("error: {line}");
     ExitCode::from(err.exit as u8)
 }
+
+impl From<crate::config::ConfigError> for CliError {
+    fn from(err: crate::config::ConfigError) -> Self {
+        use crate::config::ConfigError;
+        let message = err.to_string();
+        match err {
+            ConfigError::Invalid(_) => Self::usage(message),
+            ConfigError::MissingFile(_) => {
+                Self::usage(message).with_hint("check --file or USERCTL_FILE")
+            }
+            ConfigError::Io { .. } => Self::failed(message),
+        }
+    }
+}

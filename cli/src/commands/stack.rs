@@ -4,18 +4,20 @@ use std::path::{Path, PathBuf};
 
 use crate::{
     args::{DownArgs, LogsArgs, OutputArgs, OutputFormat, RuntimeChoice, StoreKind, UpArgs},
+    config::StackConfig,
     error::{CliError, Result},
     home::{ProjectHome, RuntimeKind, StackRecord},
     output::{self, Color},
     runtime::{
-        Ports, Runtime, RuntimeError, Service, ServiceStatus, StackSpec, docker::DockerRuntime,
-        local::LocalRuntime, progress::Progress,
+        DEFAULT_POSTGRES_IMAGE, DEFAULT_REDIS_IMAGE, Runtime, RuntimeError, Service, ServiceStatus,
+        StackSpec, docker::DockerRuntime, local::LocalRuntime, progress::Progress,
     },
 };
 
-pub async fn up(home: &ProjectHome, args: UpArgs) -> Result<()> {
+pub async fn up(home: &ProjectHome, file: Option<&Path>, args: UpArgs) -> Result<()> {
+    let config = StackConfig::resolve(home, file, &args.stack)?;
     let recorded = home.stack()?;
-    let runtime = choose_runtime(home, args.runtime, recorded.as_ref()).await?;
+    let runtime = choose_runtime(home, config.runtime, recorded.as_ref()).await?;
     if let Some(recorded) = &recorded
         && recorded.runtime != runtime.kind()
     {
@@ -26,24 +28,26 @@ pub async fn up(home: &ProjectHome, args: UpArgs) -> Result<()> {
         ))
         .with_hint("run `userctl down` first, or use another --project"));
     }
-    let store = args.store.unwrap_or(match runtime.kind() {
+    let store = config.store.unwrap_or(match runtime.kind() {
         RuntimeKind::Docker => StoreKind::Postgres,
         RuntimeKind::Local => StoreKind::Sqlite,
     });
     let spec = StackSpec {
         home: home.clone(),
         store,
-        ports: Ports {
-            gateway: args.gateway_port,
-            http: args.http_port,
-            cache: args.cache_port,
-            store: args.store_port,
-        },
-        wait_timeout: args.wait_timeout,
-        usersvc: locate_usersvc(args.usersvc)?,
-        redis_image: args.redis_image,
-        postgres_image: args.postgres_image,
-        redis_url: args.redis_url,
+        ports: config.ports,
+        wait_timeout: config.wait_timeout,
+        usersvc: locate_usersvc(config.usersvc.clone())?,
+        redis_image: config
+            .redis_image
+            .clone()
+            .unwrap_or_else(|| DEFAULT_REDIS_IMAGE.to_owned()),
+        postgres_image: config
+            .postgres_image
+            .clone()
+            .unwrap_or_else(|| DEFAULT_POSTGRES_IMAGE.to_owned()),
+        redis_url: config.redis_url.clone(),
+        cors_origins: config.cors_origins.clone(),
     };
 
     let progress = Progress::new();
@@ -56,6 +60,7 @@ pub async fn up(home: &ProjectHome, args: UpArgs) -> Result<()> {
         store_addr: endpoints.store.clone(),
         http: endpoints.http.clone(),
     })?;
+    config.record(home, runtime.kind(), store)?;
     println!(
         "stack {} is up on the {} runtime",
         home.name,

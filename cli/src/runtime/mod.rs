@@ -82,6 +82,8 @@ pub struct StackSpec {
     pub postgres_image: String,
     /// Local runtime only: an existing Redis instead of starting `redis-server`.
     pub redis_url: Option<String>,
+    /// Browser origins the gateway's HTTP door answers (CORS); none: browsers are refused.
+    pub cors_origins: Vec<String>,
 }
 
 /// Where a running stack answers, as `http://127.0.0.1:PORT` URLs.

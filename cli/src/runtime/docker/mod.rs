@@ -112,6 +112,7 @@ impl DockerRuntime {
             secrets: &secrets,
             images: &images,
             jwt_key: &jwt_key,
+            cors_origins: &spec.cors_origins,
         };
         let specs = spec::stack(&inputs);
         // Databases first so service names resolve by the time the services look them up; no

@@ -144,6 +144,8 @@ pub struct StackInputs<'a> {
     pub images: &'a Images,
     /// The gateway's HS256 key, uploaded into its container.
     pub jwt_key: &'a [u8],
+    /// Browser origins the gateway's HTTP door allows.
+    pub cors_origins: &'a [String],
 }
 
 /// One container as it should be. Field order is hash order: everything that, when changed,
@@ -362,6 +364,7 @@ pub fn container(inputs: &StackInputs<'_>, service: Service) -> Option<Container
                 container_port: HTTP_PORT,
                 host_port: inputs.ports.http,
             }),
+            cmd: gateway_command(inputs.cors_origins),
             ..usersvc(
                 "gateway",
                 50051,
@@ -375,6 +378,18 @@ pub fn container(inputs: &StackInputs<'_>, service: Service) -> Option<Container
         },
     };
     Some(spec)
+}
+
+/// `gateway`, then one `--cors-origin` per allowed origin; in the command (not the
+/// environment), so a changed list changes the hash and recreates the gateway.
+pub fn gateway_command(cors_origins: &[String]) -> Vec<String> {
+    std::iter::once("gateway".to_owned())
+        .chain(
+            cors_origins
+                .iter()
+                .flat_map(|origin| ["--cors-origin".to_owned(), origin.clone()]),
+        )
+        .collect()
 }
 
 fn strings(items: &[&str]) -> Vec<String> {
@@ -524,7 +539,17 @@ mod tests {
             secrets: &secrets,
             images: &images,
             jwt_key,
+            cors_origins: &[],
         })
+    }
+
+    #[test]
+    fn each_allowed_origin_becomes_a_gateway_flag() {
+        assert_eq!(gateway_command(&[]), ["gateway"]);
+        assert_eq!(
+            gateway_command(&["http://localhost:3000".to_owned()]),
+            ["gateway", "--cors-origin", "http://localhost:3000"]
+        );
     }
 
     fn default_ports() -> Ports {

@@ -100,6 +100,7 @@ impl LocalRuntime {
             http_port: free_port(Service::Gateway, spec.ports.http)?,
             database_url: format!("sqlite://{}", dir.join("userctl.db").display()),
             jwt_key,
+            cors_origins: spec.cors_origins.clone(),
         };
         plan.save(&dir)?;
         self.spawn_supervisor()?;

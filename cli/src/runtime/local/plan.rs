@@ -23,6 +23,9 @@ pub struct Plan {
     pub http_port: u16,
     pub database_url: String,
     pub jwt_key: PathBuf,
+    /// Browser origins the gateway's HTTP door allows.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -126,6 +129,10 @@ pub fn fingerprint(spec: &StackSpec) -> Result<String, RuntimeError> {
         spec.ports.store,
     ] {
         hash.update(port.to_le_bytes());
+    }
+    for origin in &spec.cors_origins {
+        hash.update(origin.as_bytes());
+        hash.update([0]);
     }
     Ok(hex::encode(&hash.finalize()[..16]))
 }

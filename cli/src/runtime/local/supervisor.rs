@@ -117,7 +117,7 @@ fn processes(plan: &Plan, dir: &Path) -> Result<Vec<ProcessSpec>> {
             ),
         ],
     ));
-    specs.push(usersvc(
+    let mut gateway = usersvc(
         Service::Gateway,
         vec![
             ("USERSVC_LISTEN", listen(plan.gateway_port)),
@@ -131,7 +131,13 @@ fn processes(plan: &Plan, dir: &Path) -> Result<Vec<ProcessSpec>> {
             ),
             ("USERSVC_HTTP_LISTEN", listen(plan.http_port)),
         ],
-    ));
+    );
+    for origin in &plan.cors_origins {
+        gateway
+            .args
+            .extend(["--cors-origin".to_owned(), origin.clone()]);
+    }
+    specs.push(gateway);
     Ok(specs)
 }
 

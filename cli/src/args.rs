@@ -81,6 +81,7 @@ pub enum StoreKind {
 
 /// `up`: the stack to bring up, as [`StackArgs`] and the layers under them describe it.
 #[derive(Debug, Args)]
+#[command(after_help = LAYERS_HELP)]
 pub struct UpArgs {
     #[command(flatten)]
     pub stack: StackArgs,
@@ -151,6 +152,11 @@ pub struct ConfigArgs {
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
 }
+
+const LAYERS_HELP: &str = "\
+Each setting comes from, highest first: a flag, its USERCTL_* variable, the stack file \
+(userctl.toml in the current directory, or --file PATH), what the last `up` of this project \
+resolved, the default. `userctl config` shows the result and where each value came from.";
 
 const CONFIG_JSON_HELP: &str = "\
 Sources, highest first: flag, env USERCTL_X, file PATH (userctl.toml or --file), last up (what the \

@@ -4,7 +4,6 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::stack::{CACHE_PORT, GATEWAY_PORT, HTTP_PORT, STORE_PORT};
 pub use crate::stack::{RuntimeChoice, StoreKind};
 
 #[derive(Debug, Parser)]
@@ -22,6 +21,10 @@ pub struct Cli {
     /// Namespaces every Docker object and all local state, so stacks can live side by side.
     #[arg(long, global = true, env = "USERCTL_PROJECT", default_value = "userctl", value_parser = parse_project)]
     pub project: String,
+
+    /// The stack file [default: userctl.toml in the current directory, when there is one]
+    #[arg(long, global = true, env = "USERCTL_FILE", value_name = "PATH")]
+    pub file: Option<PathBuf>,
 
     /// More log output on stderr (-v, -vv).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -53,57 +56,112 @@ pub enum Command {
     Dashboard(DashboardArgs),
     /// Load the running stack and compare it with same-run baselines.
     Bench(BenchArgs),
+    /// The stack `up` would bring up, and where each setting comes from.
+    Config(ConfigArgs),
+    /// Print a shell completion script on stdout (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
     /// Internal: the local runtime's supervisor process.
     #[command(hide = true)]
     Supervise,
 }
 
+/// `up`: the stack to bring up, as [`StackArgs`] and the layers under them describe it.
 #[derive(Debug, Args)]
+#[command(after_help = LAYERS_HELP)]
 pub struct UpArgs {
-    #[arg(long, value_enum, env = "USERCTL_RUNTIME", default_value_t = RuntimeChoice::Auto)]
-    pub runtime: RuntimeChoice,
+    #[command(flatten)]
+    pub stack: StackArgs,
+}
 
-    /// Database behind the store [default: postgres on docker, sqlite on local]
-    #[arg(long, value_enum, env = "USERCTL_STORE")]
+/// The settings of a stack. Each is an `Option` (or empty) when not given, because the stack
+/// file, the environment and the last `up` fill in what the flags leave out (see
+/// `crate::config`); the defaults shown here apply when no layer sets a value.
+#[derive(Debug, Clone, Default, Args)]
+pub struct StackArgs {
+    /// Where the stack runs: docker when an engine answers, else local [env: USERCTL_RUNTIME] [default: auto]
+    #[arg(long, value_enum)]
+    pub runtime: Option<RuntimeChoice>,
+
+    /// Database behind the store [env: USERCTL_STORE] [default: postgres on docker, sqlite on local]
+    #[arg(long, value_enum)]
     pub store: Option<StoreKind>,
 
-    /// How long to wait for every service to become healthy.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-    pub wait_timeout: Duration,
+    /// How long to wait for every service to become healthy [env: USERCTL_WAIT_TIMEOUT] [default: 60s]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub wait_timeout: Option<Duration>,
 
-    /// Published gateway port on 127.0.0.1 (0: any free port).
-    #[arg(long, env = "USERCTL_GATEWAY_PORT", default_value_t = GATEWAY_PORT)]
-    pub gateway_port: u16,
+    /// Published gateway port on 127.0.0.1, 0: any free port [env: USERCTL_GATEWAY_PORT] [default: 50051]
+    #[arg(long)]
+    pub gateway_port: Option<u16>,
 
-    /// Published HTTP/JSON port of the gateway on 127.0.0.1 (0: any free port).
-    #[arg(long, env = "USERCTL_HTTP_PORT", default_value_t = HTTP_PORT)]
-    pub http_port: u16,
+    /// Published HTTP/JSON port of the gateway on 127.0.0.1, 0: any free port [env: USERCTL_HTTP_PORT] [default: 8080]
+    #[arg(long)]
+    pub http_port: Option<u16>,
 
-    /// Published cache port on 127.0.0.1 (0: any free port).
-    #[arg(long, env = "USERCTL_CACHE_PORT", default_value_t = CACHE_PORT)]
-    pub cache_port: u16,
+    /// Published cache port on 127.0.0.1, 0: any free port [env: USERCTL_CACHE_PORT] [default: 50052]
+    #[arg(long)]
+    pub cache_port: Option<u16>,
 
-    /// Published store port on 127.0.0.1 (0: any free port).
-    #[arg(long, env = "USERCTL_STORE_PORT", default_value_t = STORE_PORT)]
-    pub store_port: u16,
+    /// Published store port on 127.0.0.1, 0: any free port [env: USERCTL_STORE_PORT] [default: 50053]
+    #[arg(long)]
+    pub store_port: Option<u16>,
 
-    /// The usersvc binary [default: beside this executable, else on PATH]
-    #[arg(long, env = "USERCTL_USERSVC")]
+    /// The usersvc binary [env: USERCTL_USERSVC] [default: beside this executable, else on PATH]
+    #[arg(long)]
     pub usersvc: Option<PathBuf>,
 
-    /// Redis image for the docker runtime [default: redis:7.2.5, else the locally built
-    /// userctl-local/redis:7 when no registry answers]
-    #[arg(long, env = "USERCTL_REDIS_IMAGE")]
+    /// Redis image for the docker runtime [env: USERCTL_REDIS_IMAGE] [default: redis:7.2.5, else the
+    /// locally built userctl-local/redis:7 when no registry answers]
+    #[arg(long)]
     pub redis_image: Option<String>,
 
-    /// Postgres image for the docker runtime [default: postgres:15.8, else the locally built
-    /// userctl-local/postgres:15 when no registry answers]
-    #[arg(long, env = "USERCTL_POSTGRES_IMAGE")]
+    /// Postgres image for the docker runtime [env: USERCTL_POSTGRES_IMAGE] [default: postgres:15.8,
+    /// else the locally built userctl-local/postgres:15 when no registry answers]
+    #[arg(long)]
     pub postgres_image: Option<String>,
 
-    /// Redis for the local runtime [default: start redis-server from PATH on a free port]
-    #[arg(long, env = "USERCTL_REDIS_URL")]
+    /// Redis for the local runtime [env: USERCTL_REDIS_URL] [default: start redis-server from PATH on a free port]
+    #[arg(long)]
     pub redis_url: Option<String>,
+
+    /// Browser origin the HTTP door allows (CORS), as scheme://host[:port]; repeat for more
+    /// [env: USERCTL_CORS_ORIGINS, comma-separated] [default: none]
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    pub cors_origins: Vec<String>,
+}
+
+/// `config`: the stack `up` would bring up, and where each setting comes from.
+#[derive(Debug, Args)]
+#[command(after_long_help = CONFIG_JSON_HELP)]
+pub struct ConfigArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+const LAYERS_HELP: &str = "\
+Each setting comes from, highest first: a flag, its USERCTL_* variable, the stack file \
+(userctl.toml in the current directory, or --file PATH), what the last `up` of this project \
+resolved, the default. `userctl config` shows the result and where each value came from.";
+
+const CONFIG_JSON_HELP: &str = "\
+Sources, highest first: flag, env USERCTL_X, file PATH (userctl.toml or --file), last up (what the \
+previous `up` of this project resolved), default.
+
+`--output json` prints one object, stable for scripts:
+  {\"file\": \"/path/userctl.toml\" or null,
+   \"values\": [{\"key\": \"ports.gateway\", \"value\": 50051, \"source\": \"default\"}, ...]}
+Keys: runtime, store, wait_timeout, cors_origins, usersvc, redis_url, ports.gateway, ports.http, \
+ports.cache, ports.store, images.redis, images.postgres. A value is null when the runtime decides \
+it (store, usersvc, redis_url); a password in redis_url is shown as ****.";
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]

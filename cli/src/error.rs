@@ -130,6 +130,20 @@ impl From<RuntimeError> for CliError {
     }
 }
 
+impl From<crate::config::ConfigError> for CliError {
+    fn from(err: crate::config::ConfigError) -> Self {
+        use crate::config::ConfigError;
+        let message = err.to_string();
+        match err {
+            ConfigError::Invalid(_) => Self::usage(message),
+            ConfigError::MissingFile(_) => {
+                Self::usage(message).with_hint("check --file or USERCTL_FILE")
+            }
+            ConfigError::Io { .. } => Self::failed(message),
+        }
+    }
+}
+
 /// An error with its whole chain of causes on one line, for messages built from library errors.
 pub fn chain(err: &dyn std::error::Error) -> String {
     let mut line = err.to_string();

@@ -3,6 +3,7 @@
 //!
 //! - [`args`]: the command line (`docs/design.md`'s contract).
 //! - [`commands`]: one function per command; they print, everything else returns values.
+//! - [`config`]: the stack file and the layers `up` resolves (flags, env, file, last up).
 //! - [`runtime`]: where the stack runs — Docker containers or local processes — behind one
 //!   [`runtime::Runtime`]; [`runtime::launch`] says once how each service starts.
 //! - [`bench`]: the load generator behind `userctl bench`, with same-run baselines.
@@ -19,6 +20,7 @@ pub mod args;
 pub mod bench;
 pub mod client;
 pub mod commands;
+pub mod config;
 pub mod error;
 pub mod home;
 pub mod output;
@@ -36,7 +38,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     let home = ProjectHome::resolve(&cli.project)?;
     let gateway = cli.gateway;
     match cli.command {
-        Command::Up(args) => commands::stack::up(&home, args).await,
+        Command::Up(args) => commands::stack::up(&home, cli.file.as_deref(), args).await,
         Command::Down(args) => commands::stack::down(&home, args).await,
         Command::Status(args) => commands::stack::status(&home, args).await,
         Command::Logs(args) => commands::stack::logs(&home, args).await,
@@ -46,6 +48,11 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Logout => commands::account::logout(&home),
         Command::Dashboard(args) => commands::dashboard::run(&home, gateway, args).await,
         Command::Bench(args) => commands::bench::run(&home, gateway, args).await,
+        Command::Config(args) => commands::config::show(&home, cli.file.as_deref(), args),
+        Command::Completions(args) => {
+            commands::completions::print(args);
+            Ok(())
+        }
         Command::Supervise => Ok(runtime::local::supervise(&home).await?),
     }
 }

@@ -2,5 +2,7 @@
 
 pub mod account;
 pub mod bench;
+pub mod completions;
+pub mod config;
 pub mod dashboard;
 pub mod stack;

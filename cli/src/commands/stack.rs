@@ -7,18 +7,20 @@ use std::{
 
 use crate::{
     args::{DownArgs, LogsArgs, OutputArgs, OutputFormat, UpArgs},
+    config::StackConfig,
     error::{CliError, Result},
     home::ProjectHome,
     output::{self, Color},
     runtime::{Runtime, StackSpec, progress::Progress},
-    stack::{Health, Ports, Service, ServiceStatus, State},
+    stack::{Health, Service, ServiceStatus, State},
 };
 
-pub async fn up(home: &ProjectHome, args: UpArgs) -> Result<()> {
+pub async fn up(home: &ProjectHome, file: Option<&Path>, args: UpArgs) -> Result<()> {
+    let config = StackConfig::resolve(home, file, &args.stack)?;
     let recorded = home.stack()?;
     let chosen = Runtime::choose(
         home,
-        args.runtime,
+        config.runtime,
         recorded.as_ref().map(|stack| stack.runtime),
     )
     .await?;
@@ -36,27 +38,23 @@ pub async fn up(home: &ProjectHome, args: UpArgs) -> Result<()> {
         ))
         .with_hint("run `userctl down` first, or use another --project"));
     }
-    let store = args.store.unwrap_or(runtime.kind().default_store());
+    let store = config.store.unwrap_or(runtime.kind().default_store());
     let spec = StackSpec {
         home: home.clone(),
         store,
-        ports: Ports {
-            gateway: args.gateway_port,
-            http: args.http_port,
-            cache: args.cache_port,
-            store: args.store_port,
-        },
-        wait_timeout: args.wait_timeout,
-        usersvc: locate_usersvc(args.usersvc)?,
-        redis_image: args.redis_image,
-        postgres_image: args.postgres_image,
-        redis_url: args.redis_url,
-        cors_origins: Vec::new(),
+        ports: config.ports,
+        wait_timeout: config.wait_timeout,
+        usersvc: locate_usersvc(config.usersvc.clone())?,
+        redis_image: config.redis_image.clone(),
+        postgres_image: config.postgres_image.clone(),
+        redis_url: config.redis_url.clone(),
+        cors_origins: config.cors_origins.clone(),
     };
 
     let progress = Progress::new();
     let endpoints = runtime.up(&spec, &progress).await?;
     runtime.record(home, store, &endpoints)?;
+    config.record(home, runtime.kind(), store)?;
     println!(
         "stack {} is up on the {} runtime",
         home.name,

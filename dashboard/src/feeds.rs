@@ -29,7 +29,7 @@ use tonic_health::pb::{
 use userctl_proto::cache::v1::{WatchStatsRequest, cache_stats_client::CacheStatsClient};
 
 use crate::{
-    Endpoints,
+    Endpoints, format,
     model::{GrpcHealth, Update},
     source::{RuntimeSource, Service},
 };
@@ -202,7 +202,12 @@ async fn stream_stats(
             }
             Ok(Ok(None)) => return (received, "the cache ended the stream".into()),
             Ok(Err(status)) => return (received, status_text(&status)),
-            Err(_) => return (received, format!("no stats for {}s", stall.as_secs())),
+            Err(_) => {
+                return (
+                    received,
+                    format!("no stats for {}", format::duration(stall)),
+                );
+            }
         }
     }
 }
@@ -295,7 +300,10 @@ async fn runtime_status(
         let rows = match timeout(RUNTIME_TIMEOUT, runtime.status()).await {
             Ok(Ok(rows)) => Ok(rows),
             Ok(Err(err)) => Err(chain(err.as_ref())),
-            Err(_) => Err(format!("no answer within {}s", RUNTIME_TIMEOUT.as_secs())),
+            Err(_) => Err(format!(
+                "no answer within {}",
+                format::duration(RUNTIME_TIMEOUT)
+            )),
         };
         let wake = if rows.is_ok() {
             delays = backoff();
@@ -327,7 +335,10 @@ async fn logs(
         let lines = match timeout(RUNTIME_TIMEOUT, runtime.recent_logs(service, LOG_TAIL)).await {
             Ok(Ok(lines)) => Ok(lines),
             Ok(Err(err)) => Err(chain(err.as_ref())),
-            Err(_) => Err(format!("no answer within {}s", RUNTIME_TIMEOUT.as_secs())),
+            Err(_) => Err(format!(
+                "no answer within {}",
+                format::duration(RUNTIME_TIMEOUT)
+            )),
         };
         if updates.send(Update::Logs { service, lines }).await.is_err() {
             return;

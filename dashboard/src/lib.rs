@@ -10,7 +10,9 @@
 //! - [`model`]: the data and how updates change it: ratios from counter deltas, events on
 //!   transitions. No I/O, no clock.
 //! - [`app`]: the [`App`] — the model plus what the user is looking at, and what keys do.
-//! - `ui`: rendering, a pure `Widget for &App` (snapshot-tested with `TestBackend`).
+//! - `ui`: rendering, a pure `Widget for &App` (snapshot-tested with `TestBackend`), one
+//!   module per panel.
+//! - [`format`]: how durations, latencies and sizes are printed, here and by `userctl bench`.
 //! - `terminal`: raw mode and the alternate screen, restored on exit, error and panic.
 //!
 //! [`run`] wires them: it redraws only when an update or a key arrives, so an idle dashboard
@@ -19,6 +21,7 @@
 pub mod app;
 mod error;
 mod feeds;
+pub mod format;
 pub mod model;
 pub mod source;
 mod terminal;

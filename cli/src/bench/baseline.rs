@@ -1,15 +1,139 @@
 //! Same-run baselines: what a bare gRPC unary call and a bare Redis GET cost on this machine
 //! now, so the stack's figures read as ratios that survive a noisy machine.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
+use rand::Rng as _;
+use serde::Serialize;
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status, transport::Channel};
-use userctl_proto::bench::v1::{
-    EchoMessage,
-    echo_client::EchoClient,
-    echo_server::{Echo, EchoServer},
+use userctl_proto::{
+    bench::v1::{
+        EchoMessage,
+        echo_client::EchoClient,
+        echo_server::{Echo, EchoServer},
+    },
+    gateway::v1::{WhoAmIRequest, gateway_client::GatewayClient},
 };
+
+use super::{
+    Target,
+    load::{self, Limits, Measurement},
+};
+use crate::{
+    client,
+    error::{CliError, Result},
+};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Baselines {
+    /// Bare gRPC unary echo, 1 in flight (latency) and at the bench's concurrency (throughput).
+    pub echo_single: Measurement,
+    pub echo_loaded: Measurement,
+    /// Redis GET of a cached user's bytes against the stack's Redis, 1 in flight.
+    pub redis_get: Option<Measurement>,
+    pub redis_note: Option<String>,
+    /// One argon2id hash here, in milliseconds (the cost that bounds login).
+    pub argon2_hash_ms: f64,
+}
+
+/// Measures every baseline; `token` is a bench account's, for the whoami payload.
+pub async fn measure(
+    target: &Target,
+    limits: Limits,
+    token: &str,
+    gateway: &GatewayClient<Channel>,
+    progress: &dyn Fn(&str) -> Box<dyn Fn() + Send + Sync>,
+) -> Result<Baselines> {
+    let echo = EchoBaseline::start()
+        .map_err(|err| CliError::failed(format!("cannot start the echo baseline: {err}")))?;
+    let echo_client = echo
+        .client()
+        .await
+        .map_err(|err| CliError::failed(format!("cannot reach the echo baseline: {err}")))?;
+    // The same bytes a whoami answer carries.
+    let mut probe = gateway.clone();
+    let profile = probe
+        .who_am_i(client::authorized(WhoAmIRequest {}, token)?)
+        .await
+        .map_err(|status| client::status_error(&status))?
+        .into_inner();
+    let payload = prost::Message::encode_to_vec(&profile);
+    let echo_op = {
+        let payload = payload.clone();
+        move || {
+            let mut client = echo_client.clone();
+            let payload = payload.clone();
+            async move { client.echo(EchoMessage { payload }).await.is_ok() }
+        }
+    };
+    let single = Limits {
+        concurrency: 1,
+        ..limits
+    };
+    let echo_single = load::drive(single, echo_op.clone(), progress("echo (1)")).await;
+    let echo_loaded = load::drive(limits, echo_op, progress("echo")).await;
+
+    let (redis_get, redis_note) = match &target.redis_url {
+        Some(url) => match redis_baseline(url, payload, single, progress).await {
+            Ok(m) => (Some(m), None),
+            Err(err) => (None, Some(format!("Redis baseline failed: {err}"))),
+        },
+        None => (None, Some("the stack's Redis is not reachable from the host (docker runtime); run the bench on the local runtime for this baseline".into())),
+    };
+    Ok(Baselines {
+        echo_single,
+        echo_loaded,
+        redis_get,
+        redis_note,
+        argon2_hash_ms: argon2_hash_ms(),
+    })
+}
+
+async fn redis_baseline(
+    url: &str,
+    payload: Vec<u8>,
+    limits: Limits,
+    progress: &dyn Fn(&str) -> Box<dyn Fn() + Send + Sync>,
+) -> Result<Measurement, redis::RedisError> {
+    use redis::AsyncCommands as _;
+    let mut conn = redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let key = format!("userctl:bench:{}", rand::rng().random::<u64>());
+    let _: () = conn.set_ex(&key, payload, 120).await?;
+    let op = {
+        let key = key.clone();
+        let conn = conn.clone();
+        move || {
+            let mut conn = conn.clone();
+            let key = key.clone();
+            async move { conn.get::<_, Vec<u8>>(&key).await.is_ok() }
+        }
+    };
+    let measurement = load::drive(limits, op, progress("redis GET (1)")).await;
+    let _: () = conn.del(&key).await?;
+    Ok(measurement)
+}
+
+/// The median of a few argon2id hashes with the gateway's parameters, here and now.
+fn argon2_hash_ms() -> f64 {
+    use argon2::{PasswordHasher as _, password_hash::SaltString};
+    let salt = SaltString::encode_b64(b"bench salt 16 by")
+        .unwrap_or_else(|_| SaltString::from_b64("YmVuY2hzYWx0").expect("salt"));
+    let mut times: Vec<f64> = (0..5)
+        .map(|_| {
+            let started = Instant::now();
+            let _ = argon2::Argon2::default().hash_password(b"bench password", &salt);
+            started.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
 
 /// The echo server runs on one thread of its own, like one service core.
 pub struct EchoBaseline {

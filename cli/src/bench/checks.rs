@@ -1,0 +1,215 @@
+//! The bench's targets: each a measured figure, mostly a ratio to a same-run baseline, and the
+//! bound it must meet.
+
+use serde::Serialize;
+
+use super::{
+    baseline::Baselines,
+    load::Measurement,
+    report::{SingleFlight, WorkloadReport},
+};
+use crate::args::Workload;
+
+/// One target: the measured value and the bound it must meet.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub value: f64,
+    pub goal: String,
+    pub met: bool,
+}
+
+impl Check {
+    fn at_most(name: &'static str, value: f64, bound: f64) -> Self {
+        Self {
+            name,
+            value,
+            goal: format!("<= {bound}"),
+            met: value <= bound,
+        }
+    }
+
+    fn at_least(name: &'static str, value: f64, bound: f64) -> Self {
+        Self {
+            name,
+            value,
+            goal: format!(">= {bound}"),
+            met: value >= bound,
+        }
+    }
+
+    fn exactly(name: &'static str, value: u64, expected: u64) -> Self {
+        Self {
+            name,
+            value: value as f64,
+            goal: format!("== {expected}"),
+            met: value == expected,
+        }
+    }
+}
+
+/// The targets the figures at hand allow judging; a target whose figures are missing (no
+/// Redis baseline, a workload not run) is left out rather than failed.
+pub fn checks(
+    baselines: &Baselines,
+    workloads: &[WorkloadReport],
+    whoami_single: Option<&Measurement>,
+    single_flight: Option<&SingleFlight>,
+    cores: usize,
+) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let find = |w: Workload| workloads.iter().find(|r| r.workload == w);
+    if let Some(whoami) = find(Workload::Whoami) {
+        if let (Some(redis), Some(single)) = (&baselines.redis_get, whoami_single) {
+            // Two gRPC hops and one Redis hop, all with 1 in flight: the rest is our overhead.
+            let floor = 2.0 * baselines.echo_single.p50_us as f64 + redis.p50_us as f64;
+            checks.push(Check::at_most(
+                "whoami p50 / (2 x echo p50 + Redis GET p50)",
+                single.p50_us as f64 / floor,
+                1.2,
+            ));
+        }
+        checks.push(Check::at_least(
+            "whoami throughput / echo throughput",
+            whoami.measurement.rps / baselines.echo_loaded.rps,
+            0.4,
+        ));
+        if let Some(ratio) = whoami.hit_ratio {
+            checks.push(Check::at_least("whoami Zipf hit ratio", ratio, 0.95));
+        }
+    }
+    if let Some(login) = find(Workload::Login) {
+        let ceiling = cores as f64 / (baselines.argon2_hash_ms / 1000.0);
+        checks.push(Check::at_least(
+            "login throughput / (cores / argon2 hash time)",
+            login.measurement.rps / ceiling,
+            0.9,
+        ));
+    }
+    if let Some(sf) = single_flight {
+        checks.push(Check::exactly(
+            "store calls for 1000 concurrent misses on one key",
+            sf.store_calls,
+            1,
+        ));
+    }
+    checks
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    /// A measurement with `rps` requests a second and every percentile at `p50_us`.
+    pub fn measurement(rps: f64, p50_us: u64) -> Measurement {
+        Measurement {
+            requests: 1000,
+            errors: 0,
+            seconds: 1000.0 / rps,
+            rps,
+            p50_us,
+            p90_us: p50_us * 2,
+            p99_us: p50_us * 3,
+            p999_us: p50_us * 4,
+        }
+    }
+
+    /// Echo at 100 µs and 10 000 req/s, Redis GET at 50 µs, one argon2 hash in 50 ms.
+    pub fn baselines() -> Baselines {
+        Baselines {
+            echo_single: measurement(8000.0, 100),
+            echo_loaded: measurement(10_000.0, 400),
+            redis_get: Some(measurement(15_000.0, 50)),
+            redis_note: None,
+            argon2_hash_ms: 50.0,
+        }
+    }
+
+    pub fn workload(workload: Workload, rps: f64, hit_ratio: Option<f64>) -> WorkloadReport {
+        WorkloadReport {
+            workload,
+            measurement: measurement(rps, 1000),
+            hit_ratio,
+            cpu_percent: Vec::new(),
+        }
+    }
+
+    fn find<'a>(checks: &'a [Check], prefix: &str) -> &'a Check {
+        checks
+            .iter()
+            .find(|c| c.name.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no check {prefix:?} in {checks:?}"))
+    }
+
+    #[test]
+    fn every_target_is_judged_when_every_figure_is_there() {
+        let workloads = [
+            workload(Workload::Whoami, 5000.0, Some(0.97)),
+            workload(Workload::Login, 70.0, None),
+        ];
+        // The floor is 2 x 100 + 50 = 250 µs.
+        let single = measurement(3000.0, 275);
+        let sf = SingleFlight {
+            concurrent_misses: 1000,
+            store_calls: 1,
+        };
+        let checks = checks(&baselines(), &workloads, Some(&single), Some(&sf), 4);
+        let names: Vec<&str> = checks.iter().map(|c| c.name).collect();
+        assert_eq!(
+            names,
+            [
+                "whoami p50 / (2 x echo p50 + Redis GET p50)",
+                "whoami throughput / echo throughput",
+                "whoami Zipf hit ratio",
+                "login throughput / (cores / argon2 hash time)",
+                "store calls for 1000 concurrent misses on one key",
+            ]
+        );
+        let latency = find(&checks, "whoami p50");
+        assert!((latency.value - 1.1).abs() < 1e-9, "{latency:?}");
+        assert_eq!(latency.goal, "<= 1.2");
+        assert!(latency.met);
+        let throughput = find(&checks, "whoami throughput");
+        assert!((throughput.value - 0.5).abs() < 1e-9);
+        assert_eq!(throughput.goal, ">= 0.4");
+        assert!(throughput.met);
+        assert_eq!(find(&checks, "whoami Zipf").goal, ">= 0.95");
+        // 4 cores / 50 ms = 80 logins a second at most; 70 is 0.875 of that.
+        let login = find(&checks, "login");
+        assert!((login.value - 0.875).abs() < 1e-9);
+        assert_eq!(login.goal, ">= 0.9");
+        assert!(!login.met);
+        let herd = find(&checks, "store calls");
+        assert_eq!(
+            (herd.value, herd.goal.as_str(), herd.met),
+            (1.0, "== 1", true)
+        );
+    }
+
+    #[test]
+    fn bounds_are_inclusive() {
+        assert!(Check::at_most("x", 1.2, 1.2).met);
+        assert!(!Check::at_most("x", 1.2001, 1.2).met);
+        assert!(Check::at_least("x", 0.4, 0.4).met);
+        assert!(!Check::at_least("x", 0.3999, 0.4).met);
+        assert!(!Check::exactly("x", 2, 1).met);
+    }
+
+    #[test]
+    fn targets_without_their_figures_are_left_out() {
+        let mut no_redis = baselines();
+        no_redis.redis_get = None;
+        let workloads = [workload(Workload::Whoami, 5000.0, None)];
+        let single = measurement(3000.0, 275);
+        let checks = checks(&no_redis, &workloads, Some(&single), None, 4);
+        let names: Vec<&str> = checks.iter().map(|c| c.name).collect();
+        assert_eq!(names, ["whoami throughput / echo throughput"]);
+
+        let only_register = [workload(Workload::Register, 100.0, None)];
+        assert!(checks_of(&only_register).is_empty());
+    }
+
+    fn checks_of(workloads: &[WorkloadReport]) -> Vec<Check> {
+        checks(&baselines(), workloads, None, None, 1)
+    }
+}

@@ -1,0 +1,322 @@
+//! What `userctl bench` found, and how it reads as a table.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use userctl_dashboard::format;
+
+use super::{baseline::Baselines, checks::Check, load::Measurement};
+use crate::{args::Workload, output};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub concurrency: usize,
+    pub cores: usize,
+    pub baselines: Baselines,
+    pub workloads: Vec<WorkloadReport>,
+    /// whoami with 1 in flight: its latency against the unloaded baselines.
+    pub whoami_single: Option<Measurement>,
+    pub single_flight: Option<SingleFlight>,
+    pub idle_rss_kib: Vec<(String, u64)>,
+    pub targets: Vec<Check>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkloadReport {
+    pub workload: Workload,
+    #[serde(flatten)]
+    pub measurement: Measurement,
+    /// hits / (hits + misses) over this workload, from `CacheStats`.
+    pub hit_ratio: Option<f64>,
+    /// CPU of each service over this workload, percent of one core.
+    pub cpu_percent: Vec<(String, f64)>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SingleFlight {
+    pub concurrent_misses: u64,
+    pub store_calls: u64,
+}
+
+impl Report {
+    /// The figures, the notes on what could not be measured, then the targets.
+    pub fn table(&self) -> String {
+        let b = &self.baselines;
+        let mut rows = vec![
+            row("echo (1 in flight)", &b.echo_single, None, None),
+            row(
+                &format!("echo ({} in flight)", self.concurrency),
+                &b.echo_loaded,
+                None,
+                None,
+            ),
+        ];
+        if let Some(redis) = &b.redis_get {
+            rows.push(row("redis GET (1 in flight)", redis, None, None));
+        }
+        if let Some(single) = &self.whoami_single {
+            rows.push(row("whoami (1 in flight)", single, None, None));
+        }
+        for w in &self.workloads {
+            let vs_echo = w.measurement.rps / b.echo_loaded.rps;
+            rows.push(row(
+                &format!("{:?}", w.workload).to_lowercase(),
+                &w.measurement,
+                w.hit_ratio,
+                Some(vs_echo),
+            ));
+        }
+        let mut out = output::table(
+            &[
+                "workload",
+                "req/s",
+                "p50",
+                "p90",
+                "p99",
+                "p99.9",
+                "errors",
+                "hit ratio",
+                "req/s vs echo",
+            ],
+            &rows,
+        );
+        if let Some(note) = &b.redis_note {
+            out.push_str(&format!("\nnote: {note}\n"));
+        }
+        out.push_str(&format!(
+            "\nargon2id hash here: {:.1} ms; cores: {}\n",
+            b.argon2_hash_ms, self.cores
+        ));
+        for w in &self.workloads {
+            if !w.cpu_percent.is_empty() {
+                let cpu: Vec<String> = w
+                    .cpu_percent
+                    .iter()
+                    .map(|(s, p)| format!("{s} {p:.0}%"))
+                    .collect();
+                out.push_str(
+                    &format!("cpu during {:?}: {}\n", w.workload, cpu.join(", ")).to_lowercase(),
+                );
+            }
+        }
+        if !self.idle_rss_kib.is_empty() {
+            let rss: Vec<String> = self
+                .idle_rss_kib
+                .iter()
+                .map(|(s, kib)| format!("{s} {:.1} MB", *kib as f64 / 1024.0))
+                .collect();
+            out.push_str(&format!("idle RSS: {}\n", rss.join(", ")));
+        }
+        out.push('\n');
+        let checks: Vec<Vec<String>> = self
+            .targets
+            .iter()
+            .map(|c| {
+                vec![
+                    c.name.to_owned(),
+                    format!("{:.3}", c.value),
+                    c.goal.clone(),
+                    if c.met {
+                        "met".into()
+                    } else {
+                        "NOT MET".into()
+                    },
+                ]
+            })
+            .collect();
+        out.push_str(&output::table(&["target", "measured", "goal", ""], &checks));
+        out
+    }
+}
+
+fn row(name: &str, m: &Measurement, hit_ratio: Option<f64>, vs_echo: Option<f64>) -> Vec<String> {
+    let latency = |us: u64| format::latency(Duration::from_micros(us));
+    vec![
+        name.to_owned(),
+        format!("{:.0}", m.rps),
+        latency(m.p50_us),
+        latency(m.p90_us),
+        latency(m.p99_us),
+        latency(m.p999_us),
+        m.errors.to_string(),
+        hit_ratio.map_or("-".into(), format::percent),
+        vs_echo.map_or("-".into(), |r| format!("{r:.2}")),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::checks::{
+        checks,
+        tests::{baselines, measurement, workload},
+    };
+
+    fn report() -> Report {
+        let baselines = baselines();
+        let mut whoami = workload(Workload::Whoami, 5000.0, Some(0.973));
+        whoami.cpu_percent = vec![("gateway".into(), 91.6), ("cache".into(), 40.2)];
+        let workloads = vec![whoami, workload(Workload::Login, 70.0, None)];
+        let whoami_single = Some(measurement(3000.0, 275));
+        let single_flight = Some(SingleFlight {
+            concurrent_misses: 1000,
+            store_calls: 1,
+        });
+        let targets = checks(
+            &baselines,
+            &workloads,
+            whoami_single.as_ref(),
+            single_flight.as_ref(),
+            4,
+        );
+        Report {
+            concurrency: 64,
+            cores: 4,
+            baselines,
+            workloads,
+            whoami_single,
+            single_flight,
+            idle_rss_kib: vec![("gateway".into(), 10_240), ("cache".into(), 8_704)],
+            targets,
+        }
+    }
+
+    fn line_starting<'a>(table: &'a str, start: &str) -> &'a str {
+        table
+            .lines()
+            .find(|line| line.starts_with(start))
+            .unwrap_or_else(|| panic!("no line starting {start:?} in\n{table}"))
+    }
+
+    fn cells(line: &str) -> Vec<&str> {
+        line.split("  ")
+            .map(str::trim)
+            .filter(|cell| !cell.is_empty())
+            .collect()
+    }
+
+    #[test]
+    fn the_table_lists_baselines_then_workloads() {
+        let table = report().table();
+        let names: Vec<&str> = table
+            .lines()
+            .take_while(|line| !line.is_empty())
+            .skip(1)
+            .map(|line| cells(line)[0])
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "echo (1 in flight)",
+                "echo (64 in flight)",
+                "redis GET (1 in flight)",
+                "whoami (1 in flight)",
+                "whoami",
+                "login",
+            ]
+        );
+        assert_eq!(
+            cells(line_starting(&table, "WORKLOAD")),
+            [
+                "WORKLOAD",
+                "REQ/S",
+                "P50",
+                "P90",
+                "P99",
+                "P99.9",
+                "ERRORS",
+                "HIT RATIO",
+                "REQ/S VS ECHO"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_workload_row_has_its_latencies_ratio_and_share_of_echo() {
+        let table = report().table();
+        assert_eq!(
+            cells(line_starting(&table, "whoami  ")),
+            [
+                "whoami", "5000", "1.0 ms", "2.0 ms", "3.0 ms", "4.0 ms", "0", "97.3%", "0.50"
+            ]
+        );
+        // Baselines have no hit ratio and are not compared with themselves.
+        assert_eq!(
+            cells(line_starting(&table, "redis GET")),
+            [
+                "redis GET (1 in flight)",
+                "15000",
+                "50 µs",
+                "100 µs",
+                "150 µs",
+                "200 µs",
+                "0",
+                "-",
+                "-"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_notes_name_hash_time_cpu_and_memory() {
+        let table = report().table();
+        assert!(
+            table.contains("\nargon2id hash here: 50.0 ms; cores: 4\n"),
+            "{table}"
+        );
+        assert!(
+            table.contains("\ncpu during whoami: gateway 92%, cache 40%\n"),
+            "{table}"
+        );
+        assert!(
+            table.contains("\nidle RSS: gateway 10.0 MB, cache 8.5 MB\n"),
+            "{table}"
+        );
+        assert!(!table.contains("note:"), "{table}");
+    }
+
+    #[test]
+    fn a_missing_redis_baseline_is_explained() {
+        let mut report = report();
+        report.baselines.redis_get = None;
+        report.baselines.redis_note = Some("no Redis here".into());
+        let table = report.table();
+        assert!(!table.contains("redis GET"), "{table}");
+        assert!(table.contains("\nnote: no Redis here\n"), "{table}");
+    }
+
+    #[test]
+    fn targets_say_met_or_not_met() {
+        let table = report().table();
+        assert_eq!(
+            cells(line_starting(&table, "login throughput")),
+            [
+                "login throughput / (cores / argon2 hash time)",
+                "0.875",
+                ">= 0.9",
+                "NOT MET"
+            ]
+        );
+        assert_eq!(
+            cells(line_starting(&table, "store calls")),
+            [
+                "store calls for 1000 concurrent misses on one key",
+                "1.000",
+                "== 1",
+                "met"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_json_report_keeps_its_field_names() {
+        let json = serde_json::to_value(report()).expect("a report serializes");
+        let whoami = &json["workloads"][0];
+        assert_eq!(whoami["workload"], "whoami");
+        // The measurement is flattened into the workload.
+        assert_eq!(whoami["p50_us"], 1000);
+        assert_eq!(json["baselines"]["argon2_hash_ms"], 50.0);
+        assert_eq!(json["targets"][4]["goal"], "== 1");
+        assert_eq!(json["single_flight"]["store_calls"], 1);
+    }
+}

@@ -1,0 +1,36 @@
+//! The top line (what is watched, how often, live or paused) and the key line at the bottom.
+
+use ratatui::{
+    buffer::Buffer,
+    layout::Rect,
+    style::Modifier,
+    text::{Line, Span},
+    widgets::{Paragraph, Widget},
+};
+
+use super::theme::Theme;
+use crate::{app::App, format};
+
+pub fn header<'a>(app: &'a App, theme: &Theme) -> Line<'a> {
+    let mode = if app.paused() {
+        Span::styled(" PAUSED ", theme.warn.add_modifier(Modifier::REVERSED))
+    } else {
+        Span::styled(" LIVE ", theme.ok)
+    };
+    Line::from(vec![
+        Span::styled(" userctl dashboard", theme.title),
+        Span::raw(format!(
+            " · {} · every {} ",
+            app.header.title,
+            format::duration(app.header.refresh)
+        )),
+        mode,
+        Span::styled(" ? help", theme.dim),
+    ])
+}
+
+pub fn footer(theme: &Theme, area: Rect, buf: &mut Buffer) {
+    Paragraph::new(" q quit  ↑↓ select  enter logs  p pause  ? help")
+        .style(theme.dim)
+        .render(area, buf);
+}

@@ -1,0 +1,249 @@
+//! Snapshots of whole screens (`TestBackend`), and what must hold at every size.
+
+use std::time::Duration;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::{Terminal, backend::TestBackend, style::Color};
+use tokio::time::Instant;
+use userctl_proto::cache::v1::Stats;
+
+use crate::{
+    app::{App, Header},
+    format::percent,
+    model::{GrpcHealth, Update},
+    source::{Service, ServiceRow},
+};
+
+fn row(service: Service, state: &str, health: &str, uptime: u64) -> ServiceRow {
+    ServiceRow {
+        health: health.into(),
+        address: None,
+        restarts: Some(u64::from(service == Service::Cache)),
+        uptime: Some(Duration::from_secs(uptime)),
+        cpu_percent: Some(0.4),
+        memory_bytes: Some(12_900_000),
+        ..ServiceRow::new(service, state)
+    }
+}
+
+fn healthy_rows() -> Vec<ServiceRow> {
+    vec![
+        row(Service::Gateway, "running", "healthy", 3725),
+        row(Service::Cache, "running", "healthy", 3600),
+        row(Service::Store, "running", "healthy", 3725),
+        row(Service::Redis, "running", "healthy", 3730),
+        row(Service::Postgres, "running", "healthy", 3730),
+    ]
+}
+
+fn stats(second: u64, redis_up: bool, redis_errors: u64) -> Stats {
+    Stats {
+        hits: 1000 + second * 95,
+        misses: 100 + second * 5,
+        negative_hits: 3,
+        store_calls: 120 + second * 5,
+        redis_errors,
+        redis_up,
+        coalesced: 2,
+        read_p50_us: 412,
+        read_p99_us: 1830,
+        uptime_secs: 3600 + second,
+        creates: 4,
+    }
+}
+
+/// An app that has watched a healthy stack for `seconds`, one sample a second.
+fn watched(seconds: u64) -> (App, Instant) {
+    let t0 = Instant::now();
+    let header = Header {
+        title: "project demo · docker runtime".into(),
+        refresh: Duration::from_secs(1),
+    };
+    let mut app = App::new(header, false, t0);
+    app.apply(Update::Runtime(Ok(healthy_rows())), t0);
+    for service in [Service::Gateway, Service::Cache, Service::Store] {
+        let health = GrpcHealth::Serving;
+        app.apply(Update::Health { service, health }, t0);
+    }
+    for second in 0..=seconds {
+        let at = t0 + Duration::from_secs(second);
+        app.apply(Update::Stats(stats(second, true, 0)), at);
+    }
+    (app, t0)
+}
+
+fn healthy() -> App {
+    watched(30).0
+}
+
+/// Redis stopped 30 s in: the cache fails open and counts errors.
+fn degraded() -> App {
+    let (mut app, t0) = watched(30);
+    for second in 31..=35 {
+        let at = t0 + Duration::from_secs(second);
+        let mut sample = stats(second, false, (second - 30) * 40);
+        sample.hits = stats(30, true, 0).hits;
+        sample.misses = stats(30, true, 0).misses + (second - 30) * 40;
+        app.apply(Update::Stats(sample), at);
+    }
+    let mut rows = healthy_rows();
+    rows[3] = ServiceRow {
+        uptime: None,
+        ..row(Service::Redis, "exited", "none", 0)
+    };
+    app.apply(Update::Runtime(Ok(rows)), t0 + Duration::from_secs(35));
+    app
+}
+
+/// Everything went away 30 s in: no stats, no health, no runtime.
+fn unreachable() -> App {
+    let (mut app, t0) = watched(30);
+    let at = t0 + Duration::from_secs(31);
+    app.apply(
+        Update::StatsLost("Connection refused (os error 111)".into()),
+        at,
+    );
+    for service in [Service::Gateway, Service::Cache, Service::Store] {
+        let health = GrpcHealth::Unreachable;
+        app.apply(Update::Health { service, health }, at);
+    }
+    app.apply(
+        Update::Runtime(Err("cannot reach the Docker engine".into())),
+        at,
+    );
+    app
+}
+
+fn render(app: &App, width: u16, height: u16) -> Terminal<TestBackend> {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("test terminal");
+    terminal
+        .draw(|frame| frame.render_widget(app, frame.area()))
+        .expect("draw");
+    terminal
+}
+
+fn screen(app: &App, width: u16, height: u16) -> String {
+    render(app, width, height).backend().to_string()
+}
+
+fn press(app: &mut App, code: KeyCode) {
+    app.handle_key(KeyEvent::new(code, KeyModifiers::NONE));
+}
+
+#[test]
+fn a_healthy_stack() {
+    insta::assert_snapshot!(screen(&healthy(), 100, 30));
+}
+
+#[test]
+fn a_healthy_stack_on_an_80x24_terminal() {
+    insta::assert_snapshot!(screen(&healthy(), 80, 24));
+}
+
+#[test]
+fn redis_down_shows_the_cache_failing_open() {
+    insta::assert_snapshot!(screen(&degraded(), 100, 30));
+}
+
+#[test]
+fn an_unreachable_stack_shows_every_source_down() {
+    insta::assert_snapshot!(screen(&unreachable(), 100, 30));
+}
+
+#[test]
+fn before_anything_answers() {
+    let header = Header {
+        title: "project demo · local runtime".into(),
+        refresh: Duration::from_millis(500),
+    };
+    let app = App::new(header, false, Instant::now());
+    insta::assert_snapshot!(screen(&app, 80, 24));
+}
+
+#[test]
+fn the_logs_pane_shows_the_selected_service() {
+    let (mut app, t0) = watched(5);
+    press(&mut app, KeyCode::Down);
+    press(&mut app, KeyCode::Enter);
+    let lines = (1..=40).map(|i| format!("cache log line {i}")).collect();
+    app.apply(
+        Update::Logs {
+            service: Service::Cache,
+            lines: Ok(lines),
+        },
+        t0,
+    );
+    insta::assert_snapshot!(screen(&app, 120, 32));
+    insta::assert_snapshot!("logs_on_a_small_terminal", screen(&app, 60, 16));
+}
+
+#[test]
+fn the_help_overlay() {
+    let mut app = healthy();
+    press(&mut app, KeyCode::Char('?'));
+    insta::assert_snapshot!(screen(&app, 80, 24));
+}
+
+#[test]
+fn paused_is_shown_in_the_header() {
+    let mut app = healthy();
+    press(&mut app, KeyCode::Char('p'));
+    let screen = screen(&app, 80, 24);
+    assert!(screen.contains("PAUSED"), "{screen}");
+}
+
+#[test]
+fn small_terminals_lose_panels_not_their_wits() {
+    let app = degraded();
+    insta::assert_snapshot!("size_1x1", screen(&app, 1, 1));
+    insta::assert_snapshot!("size_10x3", screen(&app, 10, 3));
+    insta::assert_snapshot!("size_30x6", screen(&app, 30, 6));
+    insta::assert_snapshot!("size_50x12", screen(&app, 50, 12));
+    insta::assert_snapshot!("size_70x18", screen(&app, 70, 18));
+}
+
+#[test]
+fn every_size_renders_without_panicking() {
+    let mut app = degraded();
+    press(&mut app, KeyCode::Char('?'));
+    for width in (0..=130).step_by(3) {
+        for height in 0..=40 {
+            render(&app, width, height);
+        }
+    }
+    press(&mut app, KeyCode::Char('?'));
+    press(&mut app, KeyCode::Enter);
+    for width in (0..=130).step_by(7) {
+        for height in 0..=40 {
+            render(&app, width, height);
+        }
+    }
+}
+
+#[test]
+fn the_screen_shows_the_same_ratio_as_get_stats() {
+    let app = healthy();
+    let latest = stats(30, true, 0);
+    let ratio = crate::hit_ratio(latest.hits, latest.misses).expect("reads");
+    let screen = screen(&app, 100, 30);
+    assert!(
+        screen.contains(&format!("since start {}", percent(ratio))),
+        "{screen}"
+    );
+}
+
+#[test]
+fn colour_marks_redis_down_in_red_and_no_color_leaves_it_plain() {
+    let mut app = degraded();
+    let find_down = |terminal: &Terminal<TestBackend>| {
+        let buffer = terminal.backend().buffer();
+        buffer
+            .content()
+            .iter()
+            .position(|cell| cell.symbol() == "✗")
+            .map(|i| buffer.content()[i].fg)
+    };
+    assert_eq!(find_down(&render(&app, 100, 30)), Some(Color::Reset));
+    app.color = true;
+    assert_eq!(find_down(&render(&app, 100, 30)), Some(Color::Red));
+}

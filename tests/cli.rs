@@ -1,15 +1,17 @@
 //! `userctl register/login/whoami/logout` as a user runs them: a real process against a real
-//! stack, judged by exit codes, stdout and stderr.
+//! stack, judged by exit codes, stdout and stderr; and what the CLI leaves behind: no secret
+//! in its output or the services' logs, private files, a Redis that needs its password.
 
 use std::{
     os::unix::fs::PermissionsExt as _,
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use userctl_tests::{
     cli::Userctl,
     database::TestDatabase,
+    e2e::Teardown,
     redis::RedisServer,
     stack::{JWT_SECRET, TestStack},
 };
@@ -202,4 +204,140 @@ async fn a_gateway_that_is_down_is_exit_4_with_a_hint() {
         run.stderr.contains("cannot reach the gateway") && run.stderr.contains("userctl up"),
         "{run:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_stay_out_of_logs_and_their_files_are_private() {
+    // The real thing: `userctl up --runtime local` starts supervised usersvc processes that log
+    // to files, at debug level for our own code; then the account commands run as a user's.
+    let home = tempfile::tempdir().expect("home");
+    let userctl = Userctl::new(home.path());
+    let _teardown = Teardown(userctl.clone());
+    let run = |args: &[&str], stdin: &str| {
+        let mut command = userctl.command(args);
+        command.env("RUST_LOG", "info,usersvc=trace");
+        let stdin = stdin.to_owned();
+        async move {
+            let run = userctl_tests::cli::run_command(command, &stdin).await;
+            (Some(run.code), format!("{}{}", run.stdout, run.stderr))
+        }
+    };
+    let password = "Sup3r-secret-passphrase!";
+    let wrong = "An0ther-secret-guess!";
+    let mut printed = String::new();
+    let mut expect = |(code, output): (Option<i32>, String), want: i32| {
+        assert_eq!(code, Some(want), "{output}");
+        printed.push_str(&output);
+    };
+    expect(run(userctl_tests::e2e::LOCAL_UP, "").await, 0);
+    let email = ["--email", "sec@example.com"];
+    let register_args = [
+        &["register", "--name", "Sec", "--password-stdin"][..],
+        &email,
+    ]
+    .concat();
+    let login_args = [&["login", "--password-stdin"][..], &email].concat();
+    expect(run(&register_args, &format!("{password}\n")).await, 0);
+    expect(run(&register_args, &format!("{password}\n")).await, 1);
+    expect(run(&login_args, &format!("{wrong}\n")).await, 3);
+    expect(run(&login_args, &format!("{password}\n")).await, 0);
+    expect(run(&["whoami"], "").await, 0);
+    let project = userctl.project_dir();
+    let token = std::fs::read_to_string(project.join("token")).expect("saved token");
+    // A forged token (right shape, wrong key) is refused, and not logged either.
+    let forged = {
+        let mut parts: Vec<String> = token.trim().split('.').map(str::to_owned).collect();
+        parts[2] = "A".repeat(43);
+        parts.join(".")
+    };
+    std::fs::write(project.join("token"), &forged).expect("forge");
+    expect(run(&["whoami"], "").await, 3);
+    for service in ["gateway", "cache", "store"] {
+        expect(run(&["logs", service, "--tail", "1000"], "").await, 0);
+    }
+
+    let key = std::fs::read_to_string(project.join("jwt.key")).expect("jwt key");
+    let mut logs = printed;
+    let mut files = Vec::new();
+    for dir in [project.join("local"), project.join("local/logs")] {
+        for entry in std::fs::read_dir(&dir).expect("local dir").flatten() {
+            let path = entry.path();
+            let name = path.display().to_string();
+            if name.ends_with(".log") {
+                logs.push_str(&std::fs::read_to_string(&path).expect("log"));
+                files.push(name);
+            }
+        }
+    }
+    assert!(
+        logs.contains("registered") && logs.contains("logged in"),
+        "the logs saw the requests: {files:?}"
+    );
+    let mut secrets = vec![
+        ("the JWT key", key.trim().to_owned()),
+        ("the password", password.to_owned()),
+        ("the wrong password", wrong.to_owned()),
+        ("the token", token.trim().to_owned()),
+        ("the forged token", forged.clone()),
+        (
+            "a token's signature",
+            token.trim().rsplit('.').next().unwrap_or("").to_owned(),
+        ),
+        ("an argon2 hash", "$argon2id$".to_owned()),
+    ];
+    if let Ok(text) = std::fs::read_to_string(project.join("secrets.json")) {
+        let json: serde_json::Value = serde_json::from_str(&text).expect("secrets JSON");
+        if let Some(redis) = json["redis_password"].as_str() {
+            secrets.push(("the Redis password", redis.to_owned()));
+        }
+    }
+    for (what, secret) in &secrets {
+        assert!(secret.len() >= 8, "{what} is a real secret");
+        assert!(
+            !logs.contains(secret.as_str()),
+            "{what} appears in the logs or output"
+        );
+    }
+    let mut modes = Vec::new();
+    for file in ["jwt.key", "token", "secrets.json", "local/redis.conf"] {
+        let path = project.join(file);
+        if let Ok(meta) = std::fs::metadata(&path) {
+            let mode = meta.permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{file} is private");
+            modes.push(format!("{file} {mode:o}"));
+        }
+    }
+    assert!(modes.iter().any(|m| m.starts_with("jwt.key")), "{modes:?}");
+    // Redis listens on loopback only and answers nobody without the generated password.
+    if let Ok(conf) = std::fs::read_to_string(project.join("local/redis.conf")) {
+        assert!(conf.contains("bind 127.0.0.1"), "{conf}");
+        let port = conf
+            .lines()
+            .find_map(|line| line.strip_prefix("port "))
+            .expect("port line");
+        let reply = redis_ping(&format!("127.0.0.1:{port}")).await;
+        assert!(reply.starts_with("-NOAUTH"), "Redis answered {reply:?}");
+        modes.push(format!("redis without password: {}", reply.trim()));
+    }
+    println!(
+        "{} bytes of logs from {files:?} and command output searched for {} secrets: none found; {}",
+        logs.len(),
+        secrets.len(),
+        modes.join(", ")
+    );
+    userctl.run(&["down", "--volumes"]).await.ok();
+}
+
+async fn redis_ping(addr: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect redis");
+    stream.write_all(b"PING\r\n").await.expect("write");
+    let mut reply = vec![0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut reply))
+        .await
+        .expect("reply in time")
+        .expect("read");
+    String::from_utf8_lossy(&reply[..n]).into_owned()
 }

@@ -16,7 +16,8 @@ use userctl_proto::gateway::v1::{LoginRequest, RegisterRequest, gateway_client::
 use userctl_tests::{
     database::TestDatabase,
     eventually,
-    load::{Call, Load, Summary, whoami},
+    load::{Call, Load, Summary, failures, whoami},
+    outage::{Outage, OutageReport},
     postgres::PostgresServer,
     process::Usersvc,
     redis::RedisServer,
@@ -106,13 +107,6 @@ fn ghost_load(gateway: GatewayClient<Channel>) -> Load {
             }
         }
     })
-}
-
-fn failures(calls: &[Call]) -> Vec<&Status> {
-    calls
-        .iter()
-        .filter_map(|call| call.result.as_ref().err())
-        .collect()
 }
 
 /// Runs `call`, expects the gateway's UNAVAILABLE, and returns how long the answer took.
@@ -211,11 +205,11 @@ async fn whoami_never_fails_while_redis_dies_and_hits_return_soon_after_it_is_ba
     let calls = load.stop().await;
 
     let with_redis = Summary::of(calls.iter().filter(|c| c.started < killed));
-    let outage = Summary::of(
-        calls
-            .iter()
-            .filter(|c| c.started >= killed && c.started < back),
-    );
+    let outage = Outage {
+        from: killed,
+        until: back,
+    };
+    let outage = Summary::of(calls.iter().filter(|c| outage.started_during(c)));
     let after = Summary::of(calls.iter().filter(|c| c.started >= back));
     println!("store path (no cache):  {baseline}");
     println!("cache, Redis up:        {with_redis}");
@@ -336,21 +330,12 @@ async fn a_stopped_store_is_a_prompt_unavailable_and_everything_resumes_when_it_
     ghosts.wait_for_calls(50, CALL_DEADLINE).await;
     let ghosts = ghosts.stop().await;
     let calls = load.stop().await;
-    let during = Summary::of(
-        calls
-            .iter()
-            .filter(|c| c.started >= stopped && c.started < restarted),
-    );
-    let store_down = |call: &&Call| call.started + call.took >= stopped && call.started < restarted;
-    let ghosts_down: Vec<&Call> = ghosts.iter().filter(store_down).collect();
-    let ghosts_up: Vec<&Call> = ghosts.iter().filter(|c| !store_down(c)).collect();
-    println!("cached whoami, whole run:       {}", Summary::of(&calls));
-    println!("cached whoami, store stopped:   {during}");
-    println!(
-        "uncached whoami (needs the store): up {}; stopping, down or restarting {}",
-        Summary::of(ghosts_up.iter().copied()),
-        Summary::of(ghosts_down.iter().copied())
-    );
+    let outage = Outage {
+        from: stopped,
+        until: restarted,
+    };
+    let report = OutageReport::new("store", outage, &calls, &ghosts);
+    report.print();
     println!(
         "UNAVAILABLE after: register {}, login {}, uncached whoami {}; registration works {} after the store restarted",
         ms(register),
@@ -358,27 +343,14 @@ async fn a_stopped_store_is_a_prompt_unavailable_and_everything_resumes_when_it_
         ms(evicted_whoami),
         ms(recovered_in)
     );
-    let failed = failures(&calls);
+    report.assert_cached_reads_never_failed();
     assert!(
-        failed.is_empty(),
-        "cached accounts are served without the store: {:?}",
-        &failed[..failed.len().min(5)]
+        report.cached_during().calls > 0,
+        "load ran while the store was down"
     );
-    assert!(during.calls > 0, "load ran while the store was down");
-    for call in &ghosts_up {
-        assert!(call.result.is_ok(), "with the store up: {:?}", call.result);
-    }
-    for call in &ghosts_down {
-        if let Err(status) = &call.result {
-            assert_eq!(
-                (status.code(), status.message()),
-                (Code::Unavailable, UNAVAILABLE),
-                "a read that needs a stopping or stopped store: {status:?}"
-            );
-        }
-    }
+    report.assert_reads_needing_it_failed_only_as(Code::Unavailable, UNAVAILABLE);
     assert!(
-        ghosts_down.iter().any(|c| c.result.is_err()),
+        report.needing_it_down().iter().any(|c| c.result.is_err()),
         "the outage was felt by reads that need the store"
     );
 }
@@ -491,21 +463,12 @@ async fn a_stopped_database_is_a_prompt_unavailable_and_the_store_reconnects_by_
     ghosts.wait_for_calls(50, CALL_DEADLINE).await;
     let ghosts = ghosts.stop().await;
     let calls = load.stop().await;
-    let during = Summary::of(
-        calls
-            .iter()
-            .filter(|c| c.started >= stopped && c.started < restarted),
-    );
-    let db_down = |call: &&Call| call.started + call.took >= stopped && call.started < restarted;
-    let ghosts_down: Vec<&Call> = ghosts.iter().filter(db_down).collect();
-    let ghosts_up: Vec<&Call> = ghosts.iter().filter(|c| !db_down(c)).collect();
-    println!("cached whoami, whole run:         {}", Summary::of(&calls));
-    println!("cached whoami, database stopped:  {during}");
-    println!(
-        "uncached whoami (needs the database): up {}; stopping, down or restarting {}",
-        Summary::of(ghosts_up.iter().copied()),
-        Summary::of(ghosts_down.iter().copied())
-    );
+    let outage = Outage {
+        from: stopped,
+        until: restarted,
+    };
+    let report = OutageReport::new("database", outage, &calls, &ghosts);
+    report.print();
     println!("a store read cut off by the shutdown: {:?}", cut_off.code());
     println!(
         "UNAVAILABLE after: register {}, login {}; registration works {} after the database restarted",
@@ -513,29 +476,9 @@ async fn a_stopped_database_is_a_prompt_unavailable_and_the_store_reconnects_by_
         ms(unknown),
         ms(recovered_in)
     );
-    let failed = failures(&calls);
-    assert!(
-        failed.is_empty(),
-        "cached accounts are served without the database: {:?}",
-        &failed[..failed.len().min(5)]
-    );
+    report.assert_cached_reads_never_failed();
     // Sessions cut by the shutdown, a pool reconnecting: every failure is UNAVAILABLE.
-    for call in &ghosts_down {
-        if let Err(status) = &call.result {
-            assert_eq!(
-                (status.code(), status.message()),
-                (Code::Unavailable, UNAVAILABLE),
-                "a read that needs a stopping or stopped database: {status:?}"
-            );
-        }
-    }
-    for call in &ghosts_up {
-        assert!(
-            call.result.is_ok(),
-            "with the database up: {:?}",
-            call.result
-        );
-    }
+    report.assert_reads_needing_it_failed_only_as(Code::Unavailable, UNAVAILABLE);
 }
 
 /// The three services as real processes, wired as the runtimes wire them.

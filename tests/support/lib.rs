@@ -9,11 +9,15 @@
 //! - [`process`]: a real `usersvc` process, its log kept, signalled as an orchestrator would.
 //! - [`postgres`]: a private Postgres server that a test can stop and start (a database outage).
 //! - [`load`]: bounded load with every call timed, and the figures the fault tests print.
+//! - [`outage`]: a dependency outage under load, cut into phases, printed and checked.
+//! - [`hostile`]: the forged requests and the no-leak check the hostile-client tests share.
 
 pub mod cli;
 pub mod database;
 pub mod e2e;
+pub mod hostile;
 pub mod load;
+pub mod outage;
 pub mod postgres;
 pub mod process;
 pub mod redis;

@@ -103,6 +103,14 @@ impl Load {
     }
 }
 
+/// Failed calls, in order.
+pub fn failures(calls: &[Call]) -> Vec<&Status> {
+    calls
+        .iter()
+        .filter_map(|call| call.result.as_ref().err())
+        .collect()
+}
+
 /// Figures for a set of calls.
 #[derive(Debug, Clone, Copy)]
 pub struct Summary {

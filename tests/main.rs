@@ -1,0 +1,22 @@
+//! The integration and end-to-end tests, one module per concern, linked into one binary: one
+//! link step instead of one per file, and one process that runs them all side by side. A test
+//! keeps nothing in the process that another could see: no environment variable is set, there
+//! is no global, and every Redis, database, stack, home directory and project is its own.
+//!
+//! Run one module with `scripts/test -p userctl-tests -- cache::`, one test by its full name.
+
+mod accounts;
+mod cache;
+mod cli;
+mod dashboard;
+mod docker_runtime;
+mod enumeration_timing;
+mod faults;
+mod http;
+mod input_validation;
+mod local_runtime;
+mod malformed_bytes;
+mod no_lost_writes;
+mod reflection;
+mod throttling;
+mod tokens;

@@ -3,16 +3,18 @@
 //! keeps nothing in the process that another could see: no environment variable is set, there
 //! is no global, and every Redis, database, stack, home directory and project is its own.
 //!
-//! Run one module with `scripts/test -p userctl-tests -- cache::`, one test by its full name.
+//! Run one module with `scripts/test -p userctl-tests --test e2e -- cache::`, one test by its full name.
 
 mod accounts;
 mod cache;
 mod cli;
+mod config;
 mod dashboard;
 mod docker_runtime;
 mod enumeration_timing;
 mod faults;
 mod http;
+mod images;
 mod input_validation;
 mod local_runtime;
 mod malformed_bytes;

@@ -5,6 +5,7 @@
 //! - [`envelope`]: the JSON wire format (`{"Result", "Error"}`) and request-body extraction.
 //! - [`routes`]: the handlers, each a thin shell over a [`GatewayService`] method.
 //! - [`metrics`]: `/metrics` and the per-request span, deadline and counts.
+//! - [`page`]: the reference page at `/` (with `/app.js` and `/app.css`) built on the JSON API.
 //! - `openapi.json`: the hand-written OpenAPI 3 document served at `/api/openapi.json`.
 //!
 //! Its own listener (`--http-listen`), started and drained with the gRPC server by the same
@@ -12,6 +13,7 @@
 
 pub mod envelope;
 pub mod metrics;
+pub mod page;
 pub mod routes;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -53,7 +55,9 @@ pub struct HttpState {
 pub fn router(state: HttpState, cors: Option<CorsLayer>) -> Router {
     let metrics = state.metrics.clone();
     let mut router = Router::new()
-        .route("/", get(routes::index))
+        .route("/", get(page::index))
+        .route("/app.js", get(page::script))
+        .route("/app.css", get(page::stylesheet))
         .route("/api", get(routes::welcome))
         .route("/api/", get(routes::welcome))
         .route("/api/auth/register", post(routes::register))

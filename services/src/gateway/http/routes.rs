@@ -63,10 +63,6 @@ struct Status {
     status: &'static str,
 }
 
-pub async fn index() -> &'static str {
-    "userctl gateway: the HTTP/JSON API is under /api/ (described at /api/openapi.json)\n"
-}
-
 pub async fn welcome() -> Response {
     #[derive(Serialize)]
     #[serde(rename_all = "PascalCase")]

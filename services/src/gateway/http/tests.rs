@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt as _;
 use userctl_proto::user::v1::user_store_client::UserStoreClient;
 
-use super::{HttpState, OPENAPI_JSON, cors, metrics::Metrics, router};
+use super::{HttpState, OPENAPI_JSON, cors, metrics::Metrics, page, router};
 use crate::gateway::{
     password::Passwords, service::GatewayService, throttle::LoginThrottle, token::JwtKey,
 };
@@ -328,4 +328,62 @@ fn only_plain_origins_can_be_configured() {
     }
     assert!(cors(&[]).expect("none").is_none());
     assert!(cors(&[String::new()]).expect("blank").is_none());
+}
+
+#[tokio::test]
+async fn the_page_and_its_files_are_served_as_documented_with_security_headers() {
+    let document: Value = serde_json::from_str(OPENAPI_JSON).expect("openapi.json parses");
+    let app = app(&[]);
+    for path in ["/", "/app.js", "/app.css"] {
+        let documented = document["paths"][path]["get"]["responses"]["200"]["content"]
+            .as_object()
+            .and_then(|content| content.keys().next().cloned())
+            .unwrap_or_else(|| panic!("{path}: no documented media type"));
+        let (status, headers, body) = send(&app, get(path)).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        let content_type = headers[header::CONTENT_TYPE].to_str().expect("ascii");
+        assert!(
+            content_type.starts_with(&documented),
+            "{path}: {content_type} is not {documented}"
+        );
+        assert_eq!(
+            headers[header::CONTENT_SECURITY_POLICY],
+            page::CONTENT_SECURITY_POLICY
+        );
+        assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert_eq!(headers[header::REFERRER_POLICY], "no-referrer");
+        assert!(!body.is_empty(), "{path}");
+    }
+    assert!(page::CONTENT_SECURITY_POLICY.starts_with("default-src 'self';"));
+}
+
+/// The policy allows this origin's files only: the page must load nothing else and hold no
+/// inline script or style, which the browser would refuse.
+#[tokio::test]
+async fn the_page_loads_only_files_this_router_serves() {
+    let app = app(&[]);
+    let (_, _, body) = send(&app, get("/")).await;
+    let html = String::from_utf8(body).expect("utf-8");
+    assert!(!html.contains("<style"), "inline style");
+    assert!(!html.contains(" style="), "inline style");
+    let mut references = Vec::new();
+    for attribute in ["src=\"", "href=\""] {
+        for (at, _) in html.match_indices(attribute) {
+            let rest = &html[at + attribute.len()..];
+            let end = rest.find('"').expect("closed attribute");
+            references.push(rest[..end].to_owned());
+        }
+    }
+    assert!(references.contains(&"/app.js".to_owned()), "{references:?}");
+    for reference in &references {
+        assert!(
+            reference.starts_with('/'),
+            "{reference} is not this origin's"
+        );
+        let (status, _, _) = send(&app, get(reference)).await;
+        assert_eq!(status, StatusCode::OK, "{reference}");
+    }
+    for script in html.split("<script").skip(1) {
+        assert!(script.trim_start().starts_with("src="), "inline script");
+    }
 }

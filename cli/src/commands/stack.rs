@@ -7,7 +7,7 @@ use std::{
 
 use crate::{
     args::{DownArgs, LogsArgs, OutputArgs, OutputFormat, UpArgs},
-    config::StackConfig,
+    config::{Origin, StackConfig},
     error::{CliError, Result},
     home::ProjectHome,
     output::{self, Color},
@@ -44,7 +44,7 @@ pub async fn up(home: &ProjectHome, file: Option<&Path>, args: UpArgs) -> Result
         store,
         ports: config.ports,
         wait_timeout: config.wait_timeout,
-        usersvc: locate_usersvc(config.usersvc.clone())?,
+        usersvc: locate_usersvc(config.usersvc.clone(), &config.origin("usersvc"))?,
         redis_image: config.redis_image.clone(),
         postgres_image: config.postgres_image.clone(),
         redis_url: config.redis_url.clone(),
@@ -158,16 +158,19 @@ async fn existing_runtime(home: &ProjectHome) -> Result<Runtime> {
 
 /// `--usersvc`, else `usersvc` beside this executable (as cargo builds and installs them), else
 /// on PATH.
-fn locate_usersvc(flag: Option<PathBuf>) -> Result<PathBuf> {
+/// The `usersvc` binary: as configured (`from` names where that setting came from, for the
+/// error), else beside this executable, else on PATH.
+fn locate_usersvc(configured: Option<PathBuf>, from: &Origin) -> Result<PathBuf> {
     let hint = "build it with `cargo build --release -p usersvc`, or pass --usersvc PATH";
-    if let Some(path) = flag {
+    if let Some(path) = configured {
         return if path.is_file() {
             Ok(path)
         } else {
-            Err(
-                CliError::usage(format!("--usersvc {} is not a file", path.display()))
-                    .with_hint(hint),
-            )
+            Err(CliError::usage(format!(
+                "usersvc {} (from {from}) is not a file",
+                path.display()
+            ))
+            .with_hint(hint))
         };
     }
     let beside = std::env::current_exe()

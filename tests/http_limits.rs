@@ -1,5 +1,6 @@
-//! What one client can cost the gateway's HTTP door, measured over raw TCP sockets as an
-//! attacker would send bytes: made-up methods must not grow `/metrics`.
+//! What one client can cost or trick the gateway's HTTP door, over raw TCP sockets as an
+//! attacker would send bytes: made-up methods must not grow `/metrics`, and an ambiguous
+//! request is refused rather than guessed at.
 
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use tokio::{
 };
 use userctl_tests::{
     database::TestDatabase,
+    hostile::{login, register},
     redis::RedisServer,
     stack::{StackOptions, TestStack},
 };
@@ -107,4 +109,43 @@ async fn made_up_methods_and_paths_do_not_grow_the_metrics() {
         "/metrics grew to {} bytes",
         after.len()
     );
+}
+
+#[tokio::test]
+async fn two_authorization_headers_are_refused() {
+    let door = Door::start().await;
+    let mut gateway = door.stack.gateway().await;
+    let password = "correct horse battery staple";
+    gateway
+        .register(register("two@example.com", "Two", password))
+        .await
+        .expect("register");
+    let token = gateway
+        .login(login("two@example.com", password))
+        .await
+        .expect("login")
+        .into_inner()
+        .access_token;
+    let one = door
+        .send(&format!(
+            "GET /api/auth/user-profile HTTP/1.1\r\nAuthorization: Bearer {token}"
+        ))
+        .await;
+    assert!(one.starts_with("HTTP/1.1 200"), "one valid header: {one}");
+
+    for (first, second) in [
+        (format!("Bearer {token}"), "Bearer forged".to_owned()),
+        ("Bearer forged".to_owned(), format!("Bearer {token}")),
+        (format!("Bearer {token}"), format!("Bearer {token}")),
+    ] {
+        let answer = door
+            .send(&format!(
+                "GET /api/auth/user-profile HTTP/1.1\r\nAuthorization: {first}\r\nAuthorization: {second}"
+            ))
+            .await;
+        assert!(
+            answer.starts_with("HTTP/1.1 401"),
+            "two authorization headers were not refused: {answer}"
+        );
+    }
 }

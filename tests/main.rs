@@ -15,6 +15,7 @@ mod docker_runtime;
 mod enumeration_timing;
 mod faults;
 mod http;
+mod http_limits;
 mod images;
 mod input_validation;
 mod local_runtime;

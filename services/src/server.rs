@@ -1,14 +1,27 @@
 //! What every service's gRPC server has in common: health, reflection (v1 and v1alpha), request
-//! limits, and a shutdown that drains in-flight requests.
+//! limits, a deadline for a new connection's HTTP/2 preface, and a shutdown that drains
+//! in-flight requests.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
 
-use tokio::net::TcpListener;
+use futures::Stream;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    time::Sleep,
+};
 use tokio_util::sync::CancellationToken;
 use tonic::{
     codegen::{Service, http},
     server::NamedService,
     service::Routes,
+    transport::server::{Connected, TcpConnectInfo},
 };
 use tonic_health::server::HealthReporter;
 
@@ -17,6 +30,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for in-flight requests and open streams (Health/Watch, WatchStats)
 /// before it gives up on them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new connection has to send the HTTP/2 preface, unless
+/// [`Server::handshake_timeout`] says otherwise.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The client's HTTP/2 connection preface, `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n` (RFC 9113 §3.4).
+const PREFACE_LEN: usize = 24;
 /// Largest request any service accepts; the biggest legitimate one is a few hundred bytes.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
@@ -42,6 +60,7 @@ pub struct Server {
     routes: Routes,
     health: HealthReporter,
     serving: Vec<&'static str>,
+    handshake_timeout: Duration,
 }
 
 impl Server {
@@ -58,7 +77,15 @@ impl Server {
             routes,
             health,
             serving: Vec::new(),
+            handshake_timeout: HANDSHAKE_TIMEOUT,
         })
+    }
+
+    /// How long a new connection has to send the HTTP/2 preface before it is closed: without
+    /// one, a client that connects and says nothing holds its connection forever.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
     }
 
     /// Adds a service; it reports SERVING (by name and as the server's overall health) once
@@ -91,6 +118,7 @@ impl Server {
             routes,
             health,
             serving,
+            handshake_timeout,
         } = self;
         let routes = with_reflection(routes, &serving)?;
         for name in &serving {
@@ -117,10 +145,7 @@ impl Server {
                 }
             }
         };
-        // Without TCP_NODELAY a small response can wait for the peer's delayed ACK (~40 ms):
-        // it showed as a 40 ms p99 in the bench.
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = incoming(listener, handshake_timeout);
         let server = tonic::transport::Server::builder()
             .timeout(REQUEST_TIMEOUT)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -135,6 +160,117 @@ impl Server {
             }
         }
         Ok(())
+    }
+}
+
+/// Every accepted connection, with TCP_NODELAY (without it a small response can wait for the
+/// peer's delayed ACK, ~40 ms: it showed as a 40 ms p99 in the bench) and a preface deadline.
+fn incoming(
+    listener: TcpListener,
+    handshake_timeout: Duration,
+) -> impl Stream<Item = io::Result<PrefaceDeadline>> {
+    futures::stream::unfold(listener, move |listener| async move {
+        let accepted = listener.accept().await.and_then(|(stream, _)| {
+            stream.set_nodelay(true)?;
+            Ok(PrefaceDeadline::new(stream, handshake_timeout))
+        });
+        Some((accepted, listener))
+    })
+}
+
+/// A connection that fails its reads once `deadline` passes before the first
+/// [`PREFACE_LEN`] bytes have arrived, so the HTTP/2 server closes it; after that it is the
+/// plain stream. hyper's HTTP/2 server has no such timeout of its own, and its keepalive pings
+/// start only after the handshake.
+struct PrefaceDeadline {
+    stream: TcpStream,
+    /// `None` once the preface has arrived.
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// Preface bytes still to come.
+    awaited: usize,
+}
+
+impl PrefaceDeadline {
+    fn new(stream: TcpStream, timeout: Duration) -> Self {
+        Self {
+            stream,
+            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+            awaited: PREFACE_LEN,
+        }
+    }
+}
+
+impl AsyncRead for PrefaceDeadline {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.stream).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let read = buf.filled().len() - before;
+                self.awaited = self.awaited.saturating_sub(read);
+                if self.awaited == 0 {
+                    self.deadline = None;
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => {
+                let expired = self
+                    .deadline
+                    .as_mut()
+                    .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
+                if expired {
+                    tracing::debug!("closing a connection that sent no HTTP/2 preface in time");
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no HTTP/2 preface in time",
+                    )));
+                }
+                Poll::Pending
+            }
+            other => other,
+        }
+    }
+}
+
+impl AsyncWrite for PrefaceDeadline {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// The peer's address, as for a plain `TcpStream`: the login throttle counts by it.
+impl Connected for PrefaceDeadline {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
     }
 }
 

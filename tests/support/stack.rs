@@ -35,6 +35,10 @@ pub struct StackOptions {
     pub failed_logins_per_peer: NonZeroU32,
     /// Browser origins the HTTP API allows (CORS); none by default, as in production.
     pub cors_origins: Vec<String>,
+    /// The gateway's `--header-timeout` (HTTP headers, HTTP/2 preface).
+    pub header_timeout: Duration,
+    /// The gateway's `--http-max-connections`.
+    pub http_max_connections: u32,
 }
 
 impl Default for StackOptions {
@@ -46,6 +50,8 @@ impl Default for StackOptions {
             failed_logins_per_account: NonZeroU32::new(5).expect("non-zero"),
             failed_logins_per_peer: NonZeroU32::new(30).expect("non-zero"),
             cors_origins: Vec::new(),
+            header_timeout: Duration::from_secs(10),
+            http_max_connections: 1024,
         }
     }
 }
@@ -282,6 +288,8 @@ fn gateway_config(users_addr: &str, key_file: &Path, options: &StackOptions) -> 
         hash_concurrency: None,
         failed_logins_per_account: options.failed_logins_per_account,
         failed_logins_per_peer: options.failed_logins_per_peer,
+        header_timeout: options.header_timeout,
+        http_max_connections: options.http_max_connections,
     }
 }
 

@@ -53,6 +53,25 @@ pub struct Config {
     /// Failed logins per minute from one peer address before it is throttled.
     #[arg(long, env = "USERSVC_FAILED_LOGINS_PER_PEER", default_value = "30")]
     pub failed_logins_per_peer: NonZeroU32,
+
+    /// Longest a connection may take to send a request's headers (HTTP/1.1) or its HTTP/2
+    /// preface (gRPC). The wait for the next request on a kept-alive HTTP connection counts
+    /// too, so an idle HTTP connection is closed after this long.
+    #[arg(long, env = "USERSVC_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
+    pub header_timeout: Duration,
+
+    /// HTTP connections served at once; further ones wait in the listen backlog.
+    #[arg(long, env = "USERSVC_HTTP_MAX_CONNECTIONS", default_value = "1024", value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_max_connections: u32,
+}
+
+/// A duration such as `10s` or `500ms`; zero would close every connection before it spoke.
+fn parse_timeout(value: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(value) {
+        Ok(timeout) if timeout.is_zero() => Err("must be more than zero, e.g. 10s".into()),
+        Ok(timeout) => Ok(timeout),
+        Err(err) => Err(format!("{err}; expected a duration such as 10s or 500ms")),
+    }
 }
 
 fn parse_http_listen(value: &str) -> Result<Option<SocketAddr>, std::net::AddrParseError> {
@@ -92,6 +111,24 @@ mod tests {
             parse(&["--http-listen", "0.0.0.0:8080"]).http_listen,
             Some("0.0.0.0:8080".parse().expect("address"))
         );
+    }
+
+    #[test]
+    fn connection_limits_have_defaults_and_refuse_zero() {
+        let config = parse(&[]);
+        assert_eq!(config.header_timeout, Duration::from_secs(10));
+        assert_eq!(config.http_max_connections, 1024);
+        let config = parse(&["--header-timeout", "500ms", "--http-max-connections", "2"]);
+        assert_eq!(config.header_timeout, Duration::from_millis(500));
+        assert_eq!(config.http_max_connections, 2);
+        let args = [
+            "usersvc",
+            "--jwt-secret-file",
+            "k",
+            "--http-max-connections",
+            "0",
+        ];
+        assert!(Cli::try_parse_from(args).is_err());
     }
 
     #[test]

@@ -10,7 +10,10 @@ use userctl_proto::{
 
 use super::{
     Config,
-    http::{self, HttpServer, HttpState, InvalidOrigin, metrics::Metrics, metrics::MetricsError},
+    http::{
+        self, HttpLimits, HttpServer, HttpState, InvalidOrigin, metrics::Metrics,
+        metrics::MetricsError,
+    },
     password::{PasswordError, Passwords},
     service::GatewayService,
     throttle::LoginThrottle,
@@ -104,9 +107,12 @@ pub async fn build(config: &Config) -> Result<Gateway, StartupError> {
     let metrics = Arc::new(Metrics::new()?);
     let gateway = GatewayService::new(users, passwords, key, throttle, metrics.login_counters());
 
-    let grpc = Server::bind(config.listen).await?.add_service(
-        GatewayServer::new(gateway.clone()).max_decoding_message_size(MAX_REQUEST_BYTES),
-    );
+    let grpc = Server::bind(config.listen)
+        .await?
+        .handshake_timeout(config.header_timeout)
+        .add_service(
+            GatewayServer::new(gateway.clone()).max_decoding_message_size(MAX_REQUEST_BYTES),
+        );
     let http = match config.http_listen {
         Some(addr) => {
             let state = HttpState {
@@ -115,8 +121,12 @@ pub async fn build(config: &Config) -> Result<Gateway, StartupError> {
                 metrics,
             };
             let router = http::router(state, cors);
+            let limits = HttpLimits {
+                header_timeout: config.header_timeout,
+                max_connections: usize::try_from(config.http_max_connections).unwrap_or(usize::MAX),
+            };
             Some(
-                HttpServer::bind(addr, router)
+                HttpServer::bind(addr, router, limits)
                     .await
                     .map_err(StartupError::Http)?,
             )

@@ -10,7 +10,7 @@ use std::{sync::Arc, time::Instant};
 
 use axum::{
     extract::{MatchedPath, Request, State},
-    http::{StatusCode, header},
+    http::{Method, StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -109,7 +109,7 @@ pub async fn observe(
     request: Request,
     next: Next,
 ) -> Response {
-    let method = request.method().clone();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -117,7 +117,7 @@ pub async fn observe(
         .to_owned();
     let span = tracing::info_span!(
         "http",
-        %method,
+        method,
         route,
         status = tracing::field::Empty,
         latency_ms = tracing::field::Empty
@@ -143,11 +143,30 @@ pub async fn observe(
     });
     metrics
         .requests
-        .with_label_values(&[method.as_str(), route.as_str(), status.as_str()])
+        .with_label_values(&[method, route.as_str(), status.as_str()])
         .inc();
     metrics
         .latency
-        .with_label_values(&[method.as_str(), route.as_str()])
+        .with_label_values(&[method, route.as_str()])
         .observe(elapsed.as_secs_f64());
     response
+}
+
+/// The method as a label: the nine standard methods by name, anything else as one `other`,
+/// since a client can send any token as a method and each new label value is a new series
+/// kept for the life of the process. (The route is bounded the same way: a route template, or
+/// one `unmatched`.)
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
 }

@@ -9,7 +9,8 @@
 //! - `openapi.json`: the hand-written OpenAPI 3 document served at `/api/openapi.json`.
 //!
 //! Its own listener (`--http-listen`), started and drained with the gRPC server by the same
-//! cancellation token.
+//! cancellation token, with its own accept loop for the limits a client must not escape
+//! ([`HttpLimits`]).
 
 pub mod envelope;
 pub mod metrics;
@@ -20,14 +21,20 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     Router,
-    extract::DefaultBodyLimit,
+    extract::{ConnectInfo, DefaultBodyLimit},
     http::{HeaderValue, Method, header},
     middleware,
     routing::{get, post},
 };
-use tokio::net::TcpListener;
+use hyper::{body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    server::graceful::GracefulShutdown,
+};
+use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
+use tower::ServiceExt as _;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use self::metrics::Metrics;
@@ -38,6 +45,8 @@ use crate::server::{MAX_REQUEST_BYTES, ServeError};
 pub const OPENAPI_JSON: &str = include_str!("openapi.json");
 /// How long shutdown waits for in-flight HTTP requests, as for gRPC.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait after a failed accept (e.g. out of file descriptors) before the next.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How long a browser may cache a CORS preflight answer.
 const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
 
@@ -123,16 +132,32 @@ fn parse_origin(origin: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(origin).ok()
 }
 
+/// What one client may hold of the HTTP door.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Longest the gateway waits for a request's headers, counted from when it starts waiting
+    /// (so also between requests on a kept-alive connection): a client sending a byte every
+    /// few seconds, or nothing at all, loses its connection.
+    pub header_timeout: Duration,
+    /// Connections served at once; the next waits in the listen backlog until one closes.
+    pub max_connections: usize,
+}
+
 /// A bound, not yet serving HTTP server.
 pub struct HttpServer {
     listener: TcpListener,
     addr: SocketAddr,
     router: Router,
+    limits: HttpLimits,
 }
 
 impl HttpServer {
     /// Binds `addr` (port 0 picks a free port).
-    pub async fn bind(addr: SocketAddr, router: Router) -> Result<Self, ServeError> {
+    pub async fn bind(
+        addr: SocketAddr,
+        router: Router,
+        limits: HttpLimits,
+    ) -> Result<Self, ServeError> {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServeError::Bind { addr, source })?;
@@ -141,6 +166,7 @@ impl HttpServer {
             listener,
             addr,
             router,
+            limits,
         })
     }
 
@@ -151,19 +177,65 @@ impl HttpServer {
     /// Serves until `shutdown` is cancelled, then stops accepting and waits up to
     /// [`DRAIN_TIMEOUT`] for in-flight requests.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        let app = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let server = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future();
-        tokio::select! {
-            result = server => result,
-            _ = async { shutdown.cancelled().await; tokio::time::sleep(DRAIN_TIMEOUT).await } => {
-                tracing::warn!(timeout = ?DRAIN_TIMEOUT, "HTTP drain timed out; closing connections");
-                Ok(())
+        let Self {
+            listener,
+            router,
+            limits,
+            ..
+        } = self;
+        let permits = Arc::new(Semaphore::new(limits.max_connections));
+        let connections = GracefulShutdown::new();
+        let mut http = http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout);
+        loop {
+            // The permit is taken before accepting, so a full house leaves new connections in
+            // the kernel's backlog rather than accepting and dropping them.
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = async {
+                    let permit = permits.clone().acquire_owned().await;
+                    (permit, listener.accept().await)
+                } => accepted,
+            };
+            let (permit, (stream, peer)) = match accepted {
+                (Ok(permit), Ok(accepted)) => (permit, accepted),
+                (_, Err(err)) => {
+                    // Out of file descriptors, or a connection reset before it was accepted:
+                    // the listener itself is fine, so keep serving after a breath.
+                    tracing::warn!(%err, "cannot accept an HTTP connection");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+                (Err(_closed), _) => break,
+            };
+            // As on the gRPC door: small answers must not wait for the peer's delayed ACK.
+            if let Err(err) = stream.set_nodelay(true) {
+                tracing::debug!(%err, "cannot set TCP_NODELAY");
             }
+            let router = router.clone();
+            let service = service_fn(move |request: hyper::Request<Incoming>| {
+                let mut request = request.map(axum::body::Body::new);
+                request.extensions_mut().insert(ConnectInfo(peer));
+                router.clone().oneshot(request)
+            });
+            let connection =
+                connections.watch(http.serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(async move {
+                if let Err(err) = connection.await {
+                    tracing::debug!(%err, %peer, "HTTP connection ended");
+                }
+                drop(permit);
+            });
         }
+        drop(listener);
+        if tokio::time::timeout(DRAIN_TIMEOUT, connections.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(timeout = ?DRAIN_TIMEOUT, "HTTP drain timed out; closing connections");
+        }
+        Ok(())
     }
 }
 

@@ -123,14 +123,19 @@ pub async fn login(
 }
 
 /// Only the `Authorization` header is read: never a query string or cookie, which leak into
-/// logs and invite CSRF.
+/// logs and invite CSRF. Two of them are refused rather than one picked: a proxy and the
+/// gateway could each pick a different one.
 pub async fn user_profile(
     State(state): State<HttpState>,
     headers: HeaderMap,
 ) -> Result<Response, GatewayError> {
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .map(|value| value.as_bytes());
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let authorization = values.next().map(|value| value.as_bytes());
+    if values.next().is_some() {
+        return Err(GatewayError::BadToken(
+            "more than one authorization header".into(),
+        ));
+    }
     let profile = state.gateway.who_am_i(authorization).await?;
     Ok(envelope::success(User::from(profile)))
 }

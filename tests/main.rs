@@ -23,3 +23,4 @@ mod no_lost_writes;
 mod reflection;
 mod throttling;
 mod tokens;
+mod wipes;

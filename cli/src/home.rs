@@ -153,6 +153,12 @@ impl ProjectHome {
         Ok(path)
     }
 
+    /// Forgets the JWT key with the data it signed tokens for, so the next `up` generates a
+    /// new one: a token from before a wipe must not verify once account ids start over.
+    pub fn forget_jwt_key(&self) -> Result<bool> {
+        remove_optional(&self.jwt_key_path())
+    }
+
     /// The stack's generated passwords, created the first time.
     pub fn ensure_secrets(&self) -> Result<Secrets> {
         if let Some(text) = read_optional(&self.secrets_path())?

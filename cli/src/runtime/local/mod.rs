@@ -113,21 +113,25 @@ impl LocalRuntime {
         Ok(plan.endpoints())
     }
 
-    pub async fn down(&self, volumes: bool) -> Result<(), RuntimeError> {
+    /// Stops the stack; with `volumes` also deletes its SQLite database. Returns the files of
+    /// data it deleted. Works as well on a stack that is already stopped.
+    pub async fn down(&self, volumes: bool) -> Result<Vec<String>, RuntimeError> {
         self.stop().await?;
+        let mut deleted = Vec::new();
         if volumes {
             let dir = self.dir();
-            for name in [
-                "userctl.db",
-                "userctl.db-wal",
-                "userctl.db-shm",
-                "redis.conf",
-                "plan.json",
-            ] {
+            for name in ["userctl.db", "userctl.db-wal", "userctl.db-shm"] {
+                let path = dir.join(name);
+                if remove_if_present(&path)? {
+                    deleted.push(format!("SQLite file {}", path.display()));
+                }
+            }
+            // Derived from the plan, not data: removed without a word.
+            for name in ["redis.conf", "plan.json"] {
                 remove_if_present(&dir.join(name))?;
             }
         }
-        Ok(())
+        Ok(deleted)
     }
 
     pub async fn status(&self) -> Result<Vec<ServiceStatus>, RuntimeError> {
@@ -456,7 +460,7 @@ impl LocalRuntime {
                 }
             }
         }
-        remove_if_present(&plan::state_path(&dir))
+        remove_if_present(&plan::state_path(&dir)).map(|_| ())
     }
 }
 
@@ -490,10 +494,11 @@ fn last_lines(dir: &Path, service: Service, n: usize) -> Vec<String> {
     lines[lines.len().saturating_sub(n)..].to_vec()
 }
 
-fn remove_if_present(path: &Path) -> Result<(), RuntimeError> {
+/// Whether there was a file to remove.
+fn remove_if_present(path: &Path) -> Result<bool, RuntimeError> {
     match fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(err) => Err(RuntimeError::other(
             format!("removing {}", path.display()),
             err,

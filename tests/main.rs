@@ -22,5 +22,7 @@ mod local_runtime;
 mod malformed_bytes;
 mod no_lost_writes;
 mod reflection;
+mod supervisor_death;
 mod throttling;
 mod tokens;
+mod wipes;

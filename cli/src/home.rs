@@ -14,7 +14,7 @@
 use std::{
     fs, io,
     io::Write as _,
-    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
+    os::unix::fs::DirBuilderExt as _,
     path::{Path, PathBuf},
 };
 
@@ -153,6 +153,12 @@ impl ProjectHome {
         Ok(path)
     }
 
+    /// Forgets the JWT key with the data it signed tokens for, so the next `up` generates a
+    /// new one: a token from before a wipe must not verify once account ids start over.
+    pub fn forget_jwt_key(&self) -> Result<bool> {
+        remove_optional(&self.jwt_key_path())
+    }
+
     /// The stack's generated passwords, created the first time.
     pub fn ensure_secrets(&self) -> Result<Secrets> {
         if let Some(text) = read_optional(&self.secrets_path())?
@@ -205,22 +211,18 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
             .create(parent)
             .map_err(|err| io_error("create", parent, err))?;
     }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    // A temporary name of its own per write (in the same directory, so the rename is atomic):
+    // concurrent saves of one file must not share, and remove, each other's temporary file.
+    let parent = path.parent().unwrap_or(Path::new("."));
     let write = || -> io::Result<()> {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
+        // Created with mode 0600.
+        let mut file = tempfile::NamedTempFile::new_in(parent)?;
         file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
+        file.as_file().sync_all()?;
+        file.persist(path).map_err(|err| err.error)?;
+        Ok(())
     };
-    write().map_err(|err| {
-        let _ = fs::remove_file(&tmp);
-        io_error("write", path, err)
-    })
+    write().map_err(|err| io_error("write", path, err))
 }
 
 fn read_optional(path: &Path) -> Result<Option<String>> {
@@ -267,6 +269,29 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600, "{}", path.display());
         }
         assert_eq!(home.token().expect("read").as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn concurrent_saves_of_one_file_all_succeed_and_leave_one_whole_version() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        let versions: Vec<String> = (0..16)
+            .map(|i| format!("version {i} ").repeat(500))
+            .collect();
+        std::thread::scope(|scope| {
+            for version in &versions {
+                let path = &path;
+                scope.spawn(move || {
+                    for _ in 0..20 {
+                        write_private(path, version.as_bytes()).expect("a concurrent save");
+                    }
+                });
+            }
+        });
+        let text = fs::read_to_string(&path).expect("read");
+        assert!(versions.contains(&text), "one whole version, not a mix");
+        let left: Vec<_> = fs::read_dir(dir.path()).expect("dir").flatten().collect();
+        assert_eq!(left.len(), 1, "no temporary file left behind: {left:?}");
     }
 
     #[test]

@@ -12,6 +12,26 @@ pub fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// Whether `pid` has exited and waits for its parent to reap it.
+pub fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| Some(stat.rsplit_once(')')?.1.split_whitespace().next()? == "Z"))
+        .unwrap_or(false)
+}
+
+/// The process group of `pid`.
+pub fn process_group(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the name: state, ppid, then pgrp (field 5 of the whole line).
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok()
+}
+
 /// Resident memory of `pid` (`VmRSS`), in bytes.
 pub fn resident_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -42,11 +62,14 @@ mod tests {
         assert!(cpu_ticks(std::process::id()).is_some());
         assert!(resident_bytes(std::process::id()).is_some_and(|bytes| bytes > 0));
         assert!(ticks_per_second() > 0.0);
+        let group = nix::unistd::getpgrp().as_raw();
+        assert_eq!(process_group(std::process::id()), u32::try_from(group).ok());
     }
 
     #[test]
     fn a_process_that_is_not_there_has_neither() {
         assert_eq!(cpu_ticks(u32::MAX), None);
         assert_eq!(resident_bytes(u32::MAX), None);
+        assert_eq!(process_group(u32::MAX), None);
     }
 }

@@ -11,8 +11,8 @@ use crate::{
     error::{CliError, Result},
     home::ProjectHome,
     output::{self, Color},
-    runtime::{Runtime, StackSpec, progress::Progress},
-    stack::{Health, Service, ServiceStatus, State},
+    runtime::{Runtime, StackSpec, local::LocalRuntime, progress::Progress},
+    stack::{Health, RuntimeKind, Service, ServiceStatus, State},
 };
 
 pub async fn up(home: &ProjectHome, file: Option<&Path>, args: UpArgs) -> Result<()> {
@@ -68,17 +68,45 @@ pub async fn up(home: &ProjectHome, file: Option<&Path>, args: UpArgs) -> Result
 }
 
 pub async fn down(home: &ProjectHome, args: DownArgs) -> Result<()> {
+    let recorded = home.stack()?;
     let runtime = existing_runtime(home).await?;
-    runtime.down(args.volumes).await?;
+    let mut deleted = runtime.down(args.volumes).await?;
     home.forget_stack()?;
-    if args.volumes {
-        // The data these protected is gone; the next `up` generates fresh ones.
-        home.forget_secrets()?;
-        println!("stack {} is down; its data was deleted", home.name);
-    } else {
+    if !args.volumes {
         println!(
             "stack {} is down; its data is kept (`down --volumes` deletes it)",
             home.name
+        );
+        return Ok(());
+    }
+    if recorded.is_none() {
+        // With no record (a stack already brought down), the data may be on either runtime.
+        // Auto picks Docker when an engine answers, so also wipe what a local stack left; when
+        // it picked local, no engine answered and Docker volumes cannot be reached.
+        match runtime.kind() {
+            RuntimeKind::Docker => {
+                deleted.extend(LocalRuntime::new(home.clone()).down(true).await?);
+            }
+            RuntimeKind::Local => eprintln!(
+                "no Docker engine answered: Docker volumes of project {}, if any, are kept",
+                home.name
+            ),
+        }
+    }
+    // The data these protected is gone; the next `up` generates fresh ones.
+    if home.forget_secrets()? {
+        deleted.push("the generated passwords".to_owned());
+    }
+    if home.forget_jwt_key()? {
+        deleted.push("the JWT signing key (tokens issued before no longer verify)".to_owned());
+    }
+    if deleted.is_empty() {
+        println!("stack {} is down; it had no data to delete", home.name);
+    } else {
+        println!(
+            "stack {} is down; deleted {}",
+            home.name,
+            deleted.join(", ")
         );
     }
     Ok(())

@@ -206,7 +206,9 @@ impl Runtime {
         }
     }
 
-    pub async fn down(&self, volumes: bool) -> Result<(), RuntimeError> {
+    /// Stops the stack; with `volumes` also deletes its data. Returns what it deleted, one
+    /// description each, so `down` never claims more than it did.
+    pub async fn down(&self, volumes: bool) -> Result<Vec<String>, RuntimeError> {
         match self {
             Self::Docker(docker) => docker.down(volumes).await,
             Self::Local(local) => local.down(volumes).await,

@@ -126,7 +126,9 @@ impl DockerRuntime {
     }
 
     /// Stops and removes the project's containers and network; its volumes only with `volumes`.
-    pub async fn down(&self, volumes: bool) -> Result<(), RuntimeError> {
+    /// Returns the volumes it removed. Volumes are found by label, so this works as well on a
+    /// stack that is already stopped or was never recorded.
+    pub async fn down(&self, volumes: bool) -> Result<Vec<String>, RuntimeError> {
         let containers = self.containers().await?;
         // The services first, so they drain in-flight requests while their databases still answer.
         let (services, databases): (Vec<_>, Vec<_>) = containers
@@ -157,6 +159,7 @@ impl DockerRuntime {
                 .map_err(|err| engine(format!("removing network {network}"), err))?;
         }
 
+        let mut deleted = Vec::new();
         if volumes {
             let listed = self
                 .docker
@@ -168,18 +171,24 @@ impl DockerRuntime {
                 .await
                 .map_err(|err| engine("listing volumes", err))?;
             for volume in listed.volumes.unwrap_or_default() {
-                ignore_missing(
-                    self.docker
-                        .remove_volume(
-                            &volume.name,
-                            None::<bollard::query_parameters::RemoveVolumeOptions>,
-                        )
-                        .await,
-                )
-                .map_err(|err| engine(format!("removing volume {}", volume.name), err))?;
+                match self
+                    .docker
+                    .remove_volume(
+                        &volume.name,
+                        None::<bollard::query_parameters::RemoveVolumeOptions>,
+                    )
+                    .await
+                {
+                    Ok(()) => deleted.push(format!("docker volume {}", volume.name)),
+                    // Gone meanwhile: not ours to report as deleted.
+                    Err(err) if is_not_found(&err) => {}
+                    Err(err) => {
+                        return Err(engine(format!("removing volume {}", volume.name), err));
+                    }
+                }
             }
         }
-        Ok(())
+        Ok(deleted)
     }
 
     /// One row per service, "absent" for those with no container.

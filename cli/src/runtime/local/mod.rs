@@ -86,6 +86,9 @@ impl LocalRuntime {
             }
             // Changed or broken: start over with the new plan.
             self.stop().await?;
+        } else {
+            // A supervisor that died may have left services serving the same SQLite file.
+            self.stop().await?;
         }
 
         let plan = Plan {
@@ -113,27 +116,31 @@ impl LocalRuntime {
         Ok(plan.endpoints())
     }
 
-    pub async fn down(&self, volumes: bool) -> Result<(), RuntimeError> {
+    /// Stops the stack; with `volumes` also deletes its SQLite database. Returns the files of
+    /// data it deleted. Works as well on a stack that is already stopped.
+    pub async fn down(&self, volumes: bool) -> Result<Vec<String>, RuntimeError> {
         self.stop().await?;
+        let mut deleted = Vec::new();
         if volumes {
             let dir = self.dir();
-            for name in [
-                "userctl.db",
-                "userctl.db-wal",
-                "userctl.db-shm",
-                "redis.conf",
-                "plan.json",
-            ] {
+            for name in ["userctl.db", "userctl.db-wal", "userctl.db-shm"] {
+                let path = dir.join(name);
+                if remove_if_present(&path)? {
+                    deleted.push(format!("SQLite file {}", path.display()));
+                }
+            }
+            // Derived from the plan, not data: removed without a word.
+            for name in ["redis.conf", "plan.json"] {
                 remove_if_present(&dir.join(name))?;
             }
         }
-        Ok(())
+        Ok(deleted)
     }
 
     pub async fn status(&self) -> Result<Vec<ServiceStatus>, RuntimeError> {
         let dir = self.dir();
         let plan = Plan::load(&dir)?;
-        let state = SupervisorState::load(&dir)?.filter(|state| pid_alive(state.pid));
+        let state = SupervisorState::load(&dir)?.map(tracked);
         let now = now_secs();
         let mut statuses = Vec::new();
         for service in Service::ALL {
@@ -289,7 +296,7 @@ impl LocalRuntime {
         let state = SupervisorState::load(&self.dir())
             .ok()
             .flatten()
-            .filter(|state| pid_alive(state.pid));
+            .map(tracked);
         state
             .map(|state| {
                 state
@@ -446,18 +453,65 @@ impl LocalRuntime {
                     ),
                 ));
             }
-        } else {
-            for process in &state.services {
-                if let Some(child) = process.pid.filter(|pid| pid_alive(*pid)) {
-                    let _ = nix::sys::signal::kill(
-                        Pid::from_raw(i32::try_from(child).unwrap_or(i32::MAX)),
-                        Signal::SIGTERM,
-                    );
-                }
-            }
         }
-        remove_if_present(&plan::state_path(&dir))
+        // A supervisor that died (now or before) may have left services running.
+        stop_survivors(&state).await?;
+        remove_if_present(&plan::state_path(&dir)).map(|_| ())
     }
+}
+
+/// `state` as far as it is still true: all of it while its supervisor lives; once it died,
+/// only the services that outlived it.
+fn tracked(mut state: SupervisorState) -> SupervisorState {
+    if !pid_alive(state.pid) {
+        let left: Vec<u32> = survivors(&state);
+        state
+            .services
+            .retain(|process| process.pid.is_some_and(|pid| left.contains(&pid)));
+    }
+    state
+}
+
+/// The recorded service processes still alive in the supervisor's process group (its pid:
+/// `up` starts it as a group leader and its children stay in the group). The group check
+/// tells a survivor from an unrelated process that got a recorded pid again.
+fn survivors(state: &SupervisorState) -> Vec<u32> {
+    state
+        .services
+        .iter()
+        .filter_map(|process| process.pid)
+        .filter(|pid| pid_alive(*pid) && procfs::process_group(*pid) == Some(state.pid))
+        .collect()
+}
+
+/// Stops what a dead supervisor left running: SIGTERM to its whole process group (so they
+/// drain), SIGKILL to what still runs after [`STOP_TIMEOUT`].
+async fn stop_survivors(state: &SupervisorState) -> Result<(), RuntimeError> {
+    if survivors(state).is_empty() {
+        return Ok(());
+    }
+    let group = Pid::from_raw(-i32::try_from(state.pid).unwrap_or(i32::MAX));
+    let _ = nix::sys::signal::kill(group, Signal::SIGTERM);
+    let gone = || async {
+        if survivors(state).is_empty() {
+            Ok(())
+        } else {
+            Err(())
+        }
+    };
+    let attempts = (STOP_TIMEOUT.as_millis() / POLL.as_millis()) as usize;
+    if gone
+        .retry(
+            ConstantBuilder::default()
+                .with_delay(POLL)
+                .with_max_times(attempts),
+        )
+        .await
+        .is_err()
+    {
+        let _ = nix::sys::signal::kill(group, Signal::SIGKILL);
+    }
+    Ok(())
 }
 
 /// `requested`, checked free; or with 0, a free port chosen now.
@@ -476,12 +530,12 @@ fn free_port(service: Service, requested: u16) -> Result<u16, RuntimeError> {
 }
 
 fn pid_alive(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
+    let Ok(raw) = i32::try_from(pid) else {
         return false;
     };
-    // Signal 0 checks existence; a zombie child of ours would still count, but the
-    // supervisor is never our child for long (it is re-parented once we exit).
-    nix::sys::signal::kill(Pid::from_raw(pid), None).is_ok()
+    // Signal 0 checks existence, which a zombie still has: a killed supervisor whose new
+    // parent does not reap it is dead all the same.
+    nix::sys::signal::kill(Pid::from_raw(raw), None).is_ok() && !procfs::is_zombie(pid)
 }
 
 fn last_lines(dir: &Path, service: Service, n: usize) -> Vec<String> {
@@ -490,10 +544,11 @@ fn last_lines(dir: &Path, service: Service, n: usize) -> Vec<String> {
     lines[lines.len().saturating_sub(n)..].to_vec()
 }
 
-fn remove_if_present(path: &Path) -> Result<(), RuntimeError> {
+/// Whether there was a file to remove.
+fn remove_if_present(path: &Path) -> Result<bool, RuntimeError> {
     match fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(err) => Err(RuntimeError::other(
             format!("removing {}", path.display()),
             err,

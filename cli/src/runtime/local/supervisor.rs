@@ -52,6 +52,9 @@ pub async fn supervise(home: &ProjectHome) -> Result<()> {
     })?;
     let logs = dir.join("logs");
     fs::create_dir_all(&logs).map_err(|err| crate::home::io_error("create", &logs, err))?;
+    // Held until this process exits (however it exits): two supervisors on one data directory
+    // would run two stacks on one SQLite file.
+    let _lock = lock(home, &dir)?;
 
     let state: SharedState = Arc::new(Mutex::new(SupervisorState {
         pid: std::process::id(),
@@ -74,6 +77,27 @@ pub async fn supervise(home: &ProjectHome) -> Result<()> {
     }
     let _ = fs::remove_file(plan::state_path(&dir));
     Ok(())
+}
+
+fn lock(home: &ProjectHome, dir: &Path) -> Result<fs::File> {
+    let path = dir.join("supervisor.lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|err| crate::home::io_error("open", &path, err))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(RuntimeError::other(
+            format!("supervising project {}", home.name),
+            format!(
+                "another supervisor already runs the stack in {}; stop it with `userctl down`",
+                dir.display()
+            ),
+        )),
+        Err(fs::TryLockError::Error(err)) => Err(crate::home::io_error("lock", &path, err).into()),
+    }
 }
 
 /// The processes of `plan`, in start order.

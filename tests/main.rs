@@ -17,6 +17,7 @@ mod faults;
 mod http;
 mod images;
 mod input_validation;
+mod invisible_characters;
 mod local_runtime;
 mod malformed_bytes;
 mod no_lost_writes;

@@ -23,4 +23,5 @@ mod malformed_bytes;
 mod no_lost_writes;
 mod reflection;
 mod throttling;
+mod token_claims;
 mod tokens;

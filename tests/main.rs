@@ -22,6 +22,7 @@ mod local_runtime;
 mod malformed_bytes;
 mod no_lost_writes;
 mod reflection;
+mod throttle_logs;
 mod throttling;
 mod token_claims;
 mod tokens;

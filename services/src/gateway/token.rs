@@ -122,11 +122,11 @@ impl JwtKey {
     }
 }
 
-/// The id in a `sub` exactly as `issue` writes it: `"01"`, `"+1"`, `" 1"` and `"0"` are not
-/// user ids, so no second spelling of a subject ever verifies.
+/// The id in a `sub` exactly as `issue` writes it: `"01"`, `"+1"` and `" 1"` are not user 1,
+/// so no second spelling of a subject ever verifies.
 fn user_id(sub: &str) -> Option<i64> {
     let id: i64 = sub.parse().ok()?;
-    (id > 0 && id.to_string() == sub).then_some(id)
+    (id.to_string() == sub).then_some(id)
 }
 
 fn now_secs() -> u64 {
@@ -218,13 +218,16 @@ mod tests {
     fn only_the_canonical_spelling_of_a_user_id_is_a_subject() {
         assert_eq!(user_id("7"), Some(7));
         assert_eq!(user_id("9223372036854775807"), Some(i64::MAX));
+        // No account has these ids; the lookup refuses them as it refuses any unknown id.
+        assert_eq!(user_id("0"), Some(0));
+        assert_eq!(user_id("-1"), Some(-1));
         for sub in [
             "01",
             "+1",
             " 1",
             "1 ",
-            "0",
-            "-1",
+            "-01",
+            "-0",
             "00",
             "1e0",
             "",

@@ -66,6 +66,46 @@ fn visible_len(text: &str) -> usize {
     len
 }
 
+/// Characters a terminal acts on instead of showing: controls (C0, DEL, C1 such as the 8-bit
+/// CSI), line and paragraph separators, and bidi embeddings, overrides and isolates, which
+/// reorder whatever is printed after them. Text from a server passes through
+/// [`printable`] or [`printable_json`] so it can never drive the user's terminal.
+fn is_unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// `text` with every unprintable character written as `\u{…}`.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if is_unprintable(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Serialised JSON with every unprintable character left raw by the serialiser written as a
+/// `\uXXXX` escape: the value a script decodes is unchanged. They can only occur inside strings,
+/// and all are in the Basic Multilingual Plane, so one escape each is valid JSON.
+pub fn printable_json(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if is_unprintable(c) && c != '\n' {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Seconds since the epoch as RFC 3339 (UTC).
 pub fn timestamp(secs: i64) -> String {
     let time =
@@ -88,5 +128,28 @@ mod tests {
             text,
             "SERVICE  STATE\ngateway  running\nredis    \x1b[31mexited\x1b[0m\n"
         );
+    }
+
+    #[test]
+    fn printable_escapes_what_a_terminal_would_act_on() {
+        assert_eq!(
+            printable("Ann\x1b[2J\u{9b}31m\u{202E}Lee\u{7f}\n"),
+            "Ann\\u{1b}[2J\\u{9b}31m\\u{202e}Lee\\u{7f}\\u{a}"
+        );
+        assert_eq!(printable("Zoë 李 👩\u{200D}💻"), "Zoë 李 👩\u{200D}💻");
+    }
+
+    #[test]
+    fn printable_json_decodes_to_the_same_value() {
+        let name = "Ann\x1b[2J\u{9b}\u{202E}\u{2028}Lee";
+        let json = printable_json(
+            &serde_json::to_string_pretty(&serde_json::json!({ "n": name })).expect("json"),
+        );
+        assert!(
+            !json.chars().any(|c| is_unprintable(c) && c != '\n'),
+            "{json:?}"
+        );
+        let back: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+        assert_eq!(back["n"], name);
     }
 }

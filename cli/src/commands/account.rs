@@ -31,7 +31,11 @@ pub async fn register(
         .await
         .map_err(|status| client::status_error(&status))?
         .into_inner();
-    println!("registered {} (id {})", profile.email, profile.id);
+    println!(
+        "registered {} (id {})",
+        output::printable(&profile.email),
+        profile.id
+    );
     Ok(())
 }
 
@@ -51,7 +55,7 @@ pub async fn login(home: &ProjectHome, gateway: Option<String>, args: LoginArgs)
     home.save_token(&response.access_token)?;
     println!(
         "logged in as {}; the token expires at {}",
-        args.email.trim().to_lowercase(),
+        output::printable(&args.email.trim().to_lowercase()),
         output::timestamp(response.expires_at)
     );
     Ok(())
@@ -92,17 +96,15 @@ pub async fn whoami(home: &ProjectHome, gateway: Option<String>, args: OutputArg
                 full_name: &profile.full_name,
                 created_at: output::timestamp(profile.created_at),
             };
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&json)
-                    .map_err(|err| CliError::failed(err.to_string()))?
-            );
+            let text = serde_json::to_string_pretty(&json)
+                .map_err(|err| CliError::failed(err.to_string()))?;
+            println!("{}", output::printable_json(&text));
         }
         OutputFormat::Table => {
             let rows = vec![
                 vec!["id".into(), profile.id.to_string()],
-                vec!["email".into(), profile.email],
-                vec!["name".into(), profile.full_name],
+                vec!["email".into(), output::printable(&profile.email)],
+                vec!["name".into(), output::printable(&profile.full_name)],
                 vec!["created".into(), output::timestamp(profile.created_at)],
             ];
             print!("{}", output::table(&["field", "value"], &rows));

@@ -75,7 +75,12 @@ impl LoginThrottle {
     }
 
     fn lock(&self, key: Key, wait: Duration) {
-        tracing::warn!(?key, retry_after = ?wait, "too many failed logins; throttling");
+        // An address in a log is personal data and tells a reader which accounts exist.
+        let key_for_log = match &key {
+            Key::Account(email) => format!("account {}", crate::email::log_id(email)),
+            Key::Peer(peer) => format!("peer {peer}"),
+        };
+        tracing::warn!(key = %key_for_log, retry_after = ?wait, "too many failed logins; throttling");
         if self.locked.len() > SWEEP_ABOVE {
             let now = Instant::now();
             self.locked.retain(|_, until| *until > now);

@@ -1,5 +1,6 @@
 //! Access tokens: HS256 JWTs with `sub`, `iss`, `aud`, `iat`, `nbf` and `exp`. Verification pins
-//! the algorithm and requires and checks every one of those claims, with no leeway.
+//! the algorithm and requires and checks every one of those claims, with no leeway: a token is
+//! valid while `now < exp`, and its `sub` is a user id written the one way `issue` writes it.
 
 use std::{
     fmt, fs, io,
@@ -44,6 +45,8 @@ pub enum TokenError {
     Invalid(#[from] jsonwebtoken::errors::Error),
     #[error("the subject is not a user id")]
     BadSubject,
+    #[error("the token expired")]
+    Expired,
 }
 
 /// Signs and verifies tokens with one HS256 key.
@@ -93,10 +96,7 @@ impl JwtKey {
 
     /// A token for `user_id` and its expiry in seconds since the epoch.
     pub fn issue(&self, user_id: i64) -> Result<(String, u64), jsonwebtoken::errors::Error> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
+        let now = now_secs();
         let exp = now + self.ttl.as_secs();
         let claims = Claims {
             sub: user_id.to_string(),
@@ -112,9 +112,28 @@ impl JwtKey {
 
     /// The user id a valid token was issued for.
     pub fn verify(&self, token: &str) -> Result<i64, TokenError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)?;
-        data.claims.sub.parse().map_err(|_| TokenError::BadSubject)
+        let claims =
+            jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)?.claims;
+        // The library accepts `exp == now`; a token's last valid second is `exp - 1`.
+        if claims.exp <= now_secs() {
+            return Err(TokenError::Expired);
+        }
+        user_id(&claims.sub).ok_or(TokenError::BadSubject)
     }
+}
+
+/// The id in a `sub` exactly as `issue` writes it: `"01"`, `"+1"` and `" 1"` are not user 1,
+/// so no second spelling of a subject ever verifies.
+fn user_id(sub: &str) -> Option<i64> {
+    let id: i64 = sub.parse().ok()?;
+    (id.to_string() == sub).then_some(id)
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
 }
 
 #[cfg(test)]
@@ -171,6 +190,7 @@ mod tests {
         let now = now();
         let broken = [
             ("exp", serde_json::json!(now - 1)),
+            ("exp", serde_json::json!(now)),
             ("nbf", serde_json::json!(now + 60)),
             ("aud", serde_json::json!("someone-else")),
             ("iss", serde_json::json!("someone-else")),
@@ -191,6 +211,29 @@ mod tests {
                 key.verify(&sign(&claims, SECRET)).is_err(),
                 "missing {claim} accepted"
             );
+        }
+    }
+
+    #[test]
+    fn only_the_canonical_spelling_of_a_user_id_is_a_subject() {
+        assert_eq!(user_id("7"), Some(7));
+        assert_eq!(user_id("9223372036854775807"), Some(i64::MAX));
+        // No account has these ids; the lookup refuses them as it refuses any unknown id.
+        assert_eq!(user_id("0"), Some(0));
+        assert_eq!(user_id("-1"), Some(-1));
+        for sub in [
+            "01",
+            "+1",
+            " 1",
+            "1 ",
+            "-01",
+            "-0",
+            "00",
+            "1e0",
+            "",
+            "9223372036854775808",
+        ] {
+            assert_eq!(user_id(sub), None, "{sub:?} accepted");
         }
     }
 

@@ -1,6 +1,7 @@
 //! Input rules for the public API. Every rule a request breaks is reported, each naming its
 //! field, so a client can show all of them at once.
 
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 use userctl_proto::gateway::v1::{LoginRequest, RegisterRequest};
 
 pub const MIN_PASSWORD_CHARS: usize = 8;
@@ -83,7 +84,10 @@ fn check_email(email: &str) -> Result<(), &'static str> {
     let Some((local, domain)) = email.split_once('@') else {
         return Err("must look like name@example.com");
     };
-    let bad_char = |c: char| c.is_whitespace() || c.is_control() || c == '@';
+    if email.chars().any(is_invisible) {
+        return Err("must not contain invisible, control or line-separator characters");
+    }
+    let bad_char = |c: char| c.is_whitespace() || c == '@';
     let plausible = !local.is_empty()
         && local.len() <= 64
         && !local.contains(bad_char)
@@ -106,10 +110,37 @@ fn check_full_name(full_name: &str) -> Result<(), &'static str> {
     if full_name.chars().count() > MAX_FULL_NAME_CHARS {
         return Err("must be at most 100 characters");
     }
-    if full_name.contains(char::is_control) {
+    if full_name.contains(char::is_control) || full_name.contains(is_line_separator) {
         return Err("must not contain control characters");
     }
+    if full_name.contains(is_bidi_control) {
+        return Err("must not contain bidirectional overrides or isolates");
+    }
     Ok(())
+}
+
+/// Characters that change nothing visible, so two addresses that print alike could be two
+/// accounts: format (Cf: U+200B, U+FEFF, U+00AD, U+202E...), control (Cc) and the line and
+/// paragraph separators (U+2028, U+2029).
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c.general_category(),
+        GeneralCategory::Format
+            | GeneralCategory::Control
+            | GeneralCategory::LineSeparator
+            | GeneralCategory::ParagraphSeparator
+    )
+}
+
+fn is_line_separator(c: char) -> bool {
+    matches!(c, '\u{2028}' | '\u{2029}')
+}
+
+/// Embeddings, overrides and isolates reorder the text printed after a name (a name ending in
+/// U+202E shows the next column backwards). Other format characters stay allowed in names:
+/// ZWJ and ZWNJ are part of emoji sequences and of how Persian and Indic scripts are written.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 fn check_password(password: &str) -> Result<(), &'static str> {
@@ -164,6 +195,13 @@ mod tests {
             "a@@example.com",
             "a@exa..mple.com",
             "a\u{7}@example.com",
+            "a\u{200B}@example.com",
+            "a\u{FEFF}@example.com",
+            "a\u{AD}@example.com",
+            "a@exam\u{202E}ple.com",
+            "a\u{2028}@example.com",
+            "a\u{2029}@example.com",
+            "a\u{2060}@example.com",
         ] {
             assert!(check_email(email).is_err(), "{email:?} accepted");
         }
@@ -183,5 +221,27 @@ mod tests {
     fn names_with_control_characters_are_refused() {
         assert!(check_full_name("Ann\nLee").is_err());
         assert!(check_full_name(&"a".repeat(101)).is_err());
+        assert!(check_full_name("Ann\u{1b}[31mLee").is_err());
+        assert!(check_full_name("Ann\u{2028}Lee").is_err());
+    }
+
+    #[test]
+    fn names_with_bidi_overrides_or_isolates_are_refused() {
+        for c in ('\u{202A}'..='\u{202E}').chain('\u{2066}'..='\u{2069}') {
+            assert!(check_full_name(&format!("Ann{c}Lee")).is_err(), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn names_keep_letters_of_every_script_and_emoji_sequences() {
+        for name in [
+            "Zoë Ångström",
+            "李小龍",
+            "محمد",
+            "क्षत्रिय",
+            "👩\u{200D}💻 Ann",
+        ] {
+            assert!(check_full_name(name).is_ok(), "{name:?} refused");
+        }
     }
 }

@@ -1,4 +1,4 @@
-use std::{net::SocketAddr, num::NonZeroU32, path::PathBuf, time::Duration};
+use std::{fmt, net::SocketAddr, num::NonZeroU32, path::PathBuf, str::FromStr, time::Duration};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
@@ -53,6 +53,31 @@ pub struct Config {
     /// Failed logins per minute from one peer address before it is throttled.
     #[arg(long, env = "USERSVC_FAILED_LOGINS_PER_PEER", default_value = "30")]
     pub failed_logins_per_peer: NonZeroU32,
+
+    /// Redis that keeps the login throttle's counters, shared by every gateway on it (the same
+    /// URL the cache is given). Without it, or while it is down, each gateway limits on its own.
+    #[arg(long, env = "USERSVC_REDIS_URL")]
+    pub redis_url: Option<RedisUrl>,
+}
+
+/// A Redis URL, which may carry a password: its `Debug` shows the scheme only, since the
+/// gateway logs its config at start.
+#[derive(Clone)]
+pub struct RedisUrl(pub String);
+
+impl FromStr for RedisUrl {
+    type Err = std::convert::Infallible;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        Ok(Self(value.to_owned()))
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = self.0.split_once("://").map_or("?", |(scheme, _)| scheme);
+        write!(f, "{scheme}://…")
+    }
 }
 
 fn parse_http_listen(value: &str) -> Result<Option<SocketAddr>, std::net::AddrParseError> {
@@ -92,6 +117,17 @@ mod tests {
             parse(&["--http-listen", "0.0.0.0:8080"]).http_listen,
             Some("0.0.0.0:8080".parse().expect("address"))
         );
+    }
+
+    #[test]
+    fn the_redis_url_is_optional_and_never_printed() {
+        assert!(parse(&[]).redis_url.is_none());
+        let config = parse(&["--redis-url", "redis://:hunter2@redis:6379"]);
+        assert_eq!(
+            config.redis_url.as_ref().map(|url| url.0.as_str()),
+            Some("redis://:hunter2@redis:6379")
+        );
+        assert!(!format!("{config:?}").contains("hunter2"));
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod accounts;
 mod browser;
 mod cache;
 mod cli;
+mod concurrent_throttle;
 mod config;
 mod dashboard;
 mod docker_runtime;

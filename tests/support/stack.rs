@@ -67,6 +67,8 @@ pub struct TestStack {
     /// The store runs apart from `tasks` so that it alone can be stopped and restarted.
     store: Option<StoreTask>,
     database_url: String,
+    /// The throttle's counters, shared by every gateway of the stack.
+    redis_url: String,
     options: StackOptions,
     key_file: PathBuf,
     _key_dir: TempDir,
@@ -119,9 +121,14 @@ impl TestStack {
         let key_dir = tempfile::tempdir().expect("temp dir for the key");
         let key_file = key_dir.path().join("jwt.key");
         std::fs::write(&key_file, JWT_SECRET).expect("write key");
-        let gateway = gateway::build(&gateway_config(&cache_addr, &key_file, &options))
-            .await
-            .expect("gateway starts");
+        let gateway = gateway::build(&gateway_config(
+            &cache_addr,
+            &redis.url(),
+            &key_file,
+            &options,
+        ))
+        .await
+        .expect("gateway starts");
         let gateway_addr = url(gateway.local_addr().expect("gateway address"));
         // Bound already, so connections queue until it serves: no readiness wait is needed.
         let http_addr = url(gateway.http_addr().expect("the test gateway serves HTTP"));
@@ -151,6 +158,7 @@ impl TestStack {
             tasks,
             store: Some(store_task),
             database_url: db.url().to_owned(),
+            redis_url: redis.url(),
             options,
             key_file,
             _key_dir: key_dir,
@@ -189,6 +197,7 @@ impl TestStack {
     pub async fn gateway_without_cache(&mut self) -> GatewayClient<Channel> {
         let gateway = gateway::build(&gateway_config(
             &self.store_addr,
+            &self.redis_url,
             &self.key_file,
             &self.options,
         ))
@@ -276,7 +285,12 @@ async fn start_store(
     (StoreTask { shutdown, task }, bound)
 }
 
-fn gateway_config(users_addr: &str, key_file: &Path, options: &StackOptions) -> gateway::Config {
+fn gateway_config(
+    users_addr: &str,
+    redis_url: &str,
+    key_file: &Path,
+    options: &StackOptions,
+) -> gateway::Config {
     gateway::Config {
         listen: "127.0.0.1:0".parse().expect("address"),
         // Port 0 as for gRPC, so stacks side by side never collide on 8080.
@@ -290,6 +304,7 @@ fn gateway_config(users_addr: &str, key_file: &Path, options: &StackOptions) -> 
         failed_logins_per_peer: options.failed_logins_per_peer,
         header_timeout: options.header_timeout,
         http_max_connections: options.http_max_connections,
+        redis_url: Some(gateway::config::RedisUrl(redis_url.to_owned())),
     }
 }
 

@@ -81,6 +81,8 @@ pub fn launch(wiring: &Wiring<'_>, service: Service) -> Option<Launch> {
             vec![
                 ("USERSVC_LISTEN", listen(wiring.listen.gateway)),
                 ("USERSVC_CACHE_ADDR", wiring.cache_addr.clone()),
+                // The throttle's counters, shared by every gateway replica.
+                ("USERSVC_REDIS_URL", wiring.redis_url.clone()),
                 ("USERSVC_JWT_SECRET_FILE", wiring.jwt_key_file.clone()),
                 ("USERSVC_HTTP_LISTEN", listen(wiring.listen.http)),
             ],
@@ -142,6 +144,11 @@ mod tests {
         assert_eq!(
             env(&launches[2], "USERSVC_CACHE_ADDR").as_deref(),
             Some("http://cache:50052")
+        );
+        assert_eq!(
+            env(&launches[2], "USERSVC_REDIS_URL"),
+            env(&launches[1], "USERSVC_REDIS_URL"),
+            "the gateway's throttle shares the cache's Redis"
         );
         assert_eq!(
             env(&launches[0], "USERSVC_LISTEN").as_deref(),

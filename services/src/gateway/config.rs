@@ -1,4 +1,4 @@
-use std::{net::SocketAddr, num::NonZeroU32, path::PathBuf, time::Duration};
+use std::{fmt, net::SocketAddr, num::NonZeroU32, path::PathBuf, str::FromStr, time::Duration};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
@@ -63,6 +63,11 @@ pub struct Config {
     /// HTTP connections served at once; further ones wait in the listen backlog.
     #[arg(long, env = "USERSVC_HTTP_MAX_CONNECTIONS", default_value = "1024", value_parser = clap::value_parser!(u32).range(1..))]
     pub http_max_connections: u32,
+
+    /// Redis that keeps the login throttle's counters, shared by every gateway on it (the same
+    /// URL the cache is given). Without it, or while it is down, each gateway limits on its own.
+    #[arg(long, env = "USERSVC_REDIS_URL")]
+    pub redis_url: Option<RedisUrl>,
 }
 
 /// A duration such as `10s` or `500ms`; zero would close every connection before it spoke.
@@ -71,6 +76,26 @@ fn parse_timeout(value: &str) -> Result<Duration, String> {
         Ok(timeout) if timeout.is_zero() => Err("must be more than zero, e.g. 10s".into()),
         Ok(timeout) => Ok(timeout),
         Err(err) => Err(format!("{err}; expected a duration such as 10s or 500ms")),
+    }
+}
+
+/// A Redis URL, which may carry a password: its `Debug` shows the scheme only, since the
+/// gateway logs its config at start.
+#[derive(Clone)]
+pub struct RedisUrl(pub String);
+
+impl FromStr for RedisUrl {
+    type Err = std::convert::Infallible;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        Ok(Self(value.to_owned()))
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = self.0.split_once("://").map_or("?", |(scheme, _)| scheme);
+        write!(f, "{scheme}://…")
     }
 }
 
@@ -129,6 +154,17 @@ mod tests {
             "0",
         ];
         assert!(Cli::try_parse_from(args).is_err());
+    }
+
+    #[test]
+    fn the_redis_url_is_optional_and_never_printed() {
+        assert!(parse(&[]).redis_url.is_none());
+        let config = parse(&["--redis-url", "redis://:hunter2@redis:6379"]);
+        assert_eq!(
+            config.redis_url.as_ref().map(|url| url.0.as_str()),
+            Some("redis://:hunter2@redis:6379")
+        );
+        assert!(!format!("{config:?}").contains("hunter2"));
     }
 
     #[test]

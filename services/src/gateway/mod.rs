@@ -5,7 +5,7 @@
 //! - [`validate`]: what a well-formed registration or login looks like.
 //! - [`password`]: argon2id hashing off the async runtime, with bounded concurrency.
 //! - [`token`]: HS256 JWTs, strictly validated.
-//! - [`throttle`]: failed-login budgets per account and per peer.
+//! - [`throttle`]: login budgets per account and per peer, reserved before verifying, in Redis.
 //! - [`service`]: Register, Login, WhoAmI: one implementation for both transports.
 //! - [`http`]: the HTTP/JSON front door (the original design's routes), beside gRPC.
 //! - [`error`]: every failure, mapped to a gRPC status and to an HTTP response in one place.

@@ -82,20 +82,21 @@ impl GatewayService {
         peer: Option<IpAddr>,
     ) -> Result<LoginResponse, GatewayError> {
         let email = validate::login(&request).map_err(GatewayError::Invalid)?;
-        if let Err(retry_after) = self.throttle.check(&email, peer) {
-            self.counters.throttled.inc();
-            return Err(GatewayError::Throttled(retry_after));
-        }
-        let found = match self.read_user(Key::Email(email.clone())).await {
-            Ok(user) => Some(user),
-            Err(status) if status.code() == Code::NotFound => None,
-            Err(status) => return Err(GatewayError::upstream(status)),
+        // Reserved before any password work, so concurrent guesses cannot overtake the count.
+        let reservation = match self.throttle.reserve(&email, peer).await {
+            Ok(reservation) => reservation,
+            Err(retry_after) => {
+                self.counters.throttled.inc();
+                return Err(GatewayError::Throttled(retry_after));
+            }
         };
-        // Verify even when the account is unknown, so both failures take as long.
-        let user_id = found.as_ref().map(|user| user.id);
-        let hash = found.map(|user| user.password_hash);
-        if !self.passwords.verify(request.password, hash).await? {
-            self.throttle.failed(&email, peer);
+        let judged = self.judge(&email, request.password).await;
+        if !matches!(judged, Ok((_, false))) {
+            // Only a wrong password spends the budget, not a success or our own failure.
+            self.throttle.release(reservation).await;
+        }
+        let (user_id, matched) = judged?;
+        if !matched {
             self.counters.failed.inc();
             return Err(GatewayError::BadCredentials);
         }
@@ -110,6 +111,24 @@ impl GatewayService {
             token_type: "Bearer".into(),
             expires_at: i64::try_from(expires_at).unwrap_or(i64::MAX),
         })
+    }
+
+    /// Whether `password` is the account's, and its id if it exists.
+    async fn judge(
+        &self,
+        email: &str,
+        password: String,
+    ) -> Result<(Option<i64>, bool), GatewayError> {
+        let found = match self.read_user(Key::Email(email.to_owned())).await {
+            Ok(user) => Some(user),
+            Err(status) if status.code() == Code::NotFound => None,
+            Err(status) => return Err(GatewayError::upstream(status)),
+        };
+        // Verify even when the account is unknown, so both failures take as long.
+        let user_id = found.as_ref().map(|user| user.id);
+        let hash = found.map(|user| user.password_hash);
+        let matched = self.passwords.verify(password, hash).await?;
+        Ok((user_id, matched))
     }
 
     /// The profile behind `authorization` (the raw `authorization` header or metadata value).

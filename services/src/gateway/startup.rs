@@ -36,6 +36,8 @@ pub enum StartupError {
     Metrics(#[from] MetricsError),
     #[error("invalid --cors-origin")]
     Cors(#[from] InvalidOrigin),
+    #[error("invalid --redis-url")]
+    Redis(#[from] redis::RedisError),
     #[error(transparent)]
     Serve(#[from] ServeError),
     #[error("cannot serve HTTP (--http-listen; an empty value turns HTTP off)")]
@@ -103,7 +105,8 @@ pub async fn build(config: &Config) -> Result<Gateway, StartupError> {
     let throttle = LoginThrottle::new(
         config.failed_logins_per_account,
         config.failed_logins_per_peer,
-    );
+        config.redis_url.as_ref().map(|url| url.0.as_str()),
+    )?;
     let metrics = Arc::new(Metrics::new()?);
     let gateway = GatewayService::new(users, passwords, key, throttle, metrics.login_counters());
 

@@ -28,7 +28,7 @@ fn app(origins: &[&str]) -> Router {
         UserStoreClient::new(cache.clone()),
         Passwords::new(1).expect("passwords"),
         JwtKey::new(&[7; 32], Duration::from_secs(60)).expect("key"),
-        LoginThrottle::new(nz(5), nz(30)),
+        LoginThrottle::new(nz(5), nz(30), None).expect("no redis to open"),
         metrics.login_counters(),
     );
     let origins: Vec<String> = origins.iter().map(|origin| (*origin).to_owned()).collect();

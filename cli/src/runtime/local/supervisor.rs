@@ -277,12 +277,13 @@ fn update(
     save(state, dir);
 }
 
+/// Writes the state while holding its lock: each process's task saves after its own update,
+/// and a snapshot written outside the lock could land after a newer one and lose an entry.
 fn save(state: &SharedState, dir: &Path) {
-    let snapshot = state
+    let state = state
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .clone();
-    if let Err(err) = snapshot.save(dir) {
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Err(err) = state.save(dir) {
         eprintln!("userctl supervise: {err}");
     }
 }

@@ -57,7 +57,7 @@ pub fn login(request: &LoginRequest) -> Result<String, Violations> {
     } else if email.contains(char::is_control) {
         // No account can have one (registration refuses them), so this reveals nothing; it
         // spares a lookup, and a NUL used to reach Postgres and fail as INTERNAL
-        // (tests/hostile_input.rs).
+        // (tests/input_validation.rs).
         violations.push(("email", "must not contain control characters"));
     }
     if request.password.is_empty() {

@@ -11,7 +11,7 @@ use super::{
 /// Longest email the store accepts (RFC 5321's path limit).
 pub const MAX_EMAIL_BYTES: usize = 254;
 /// The gateway allows 100 characters, and a character is up to 4 bytes in UTF-8. (It was 200
-/// bytes, so a valid name of emoji failed as INTERNAL: found by tests/hostile_input.rs.)
+/// bytes, so a valid name of emoji failed as INTERNAL: found by tests/input_validation.rs.)
 pub const MAX_FULL_NAME_BYTES: usize = 400;
 pub const MAX_PASSWORD_HASH_BYTES: usize = 512;
 
@@ -29,7 +29,7 @@ impl StoreService {
         // The gateway validates properly; the store only refuses what would corrupt its table.
         let email = crate::email::normalize(&request.email);
         // Postgres text cannot hold NUL: refuse it here rather than fail in the database as
-        // INTERNAL (found by tests/hostile_input.rs).
+        // INTERNAL (found by tests/input_validation.rs).
         for (field, value) in [
             ("email", &email),
             ("full_name", &request.full_name),

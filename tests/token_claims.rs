@@ -1,6 +1,6 @@
 //! The edges of the claims a token carries, against a running gateway: a token is dead in the
 //! second its `exp` names, and a `sub` is a user id spelled only as the gateway spells it, so
-//! `"01"` is not a second name for user 1. Tokens are signed with the stack's key, as in
+//! `"01"` is not a second name for user 1; and a call carries one token, never two. Tokens are signed with the stack's key, as in
 //! tokens.rs, so the claim under test is the only thing wrong.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -102,5 +102,37 @@ async fn a_subject_is_a_user_id_only_in_its_canonical_spelling() {
             .expect_err(&format!("sub {sub:?} is not user 1"));
         assert_eq!(status.code(), Code::Unauthenticated, "{sub:?}");
         assert_eq!(status.message(), "invalid or expired token; log in again");
+    }
+}
+
+#[tokio::test]
+async fn a_call_with_two_authorization_entries_is_refused_whichever_is_valid() {
+    let (_db, _redis, stack) = stack_with_user_1().await;
+    let mut gateway = stack.gateway().await;
+    let live = bearer(&claims("1", since_epoch().as_secs() + 60));
+    let valid = live
+        .metadata()
+        .get("authorization")
+        .expect("a bearer")
+        .clone();
+    gateway
+        .who_am_i(live)
+        .await
+        .expect("the control: one valid entry is accepted");
+
+    let forged: tonic::metadata::MetadataValue<_> = "Bearer forged".parse().expect("ascii");
+    for (first, second) in [
+        (valid.clone(), forged.clone()),
+        (forged.clone(), valid.clone()),
+        (valid.clone(), valid.clone()),
+    ] {
+        let mut request = Request::new(WhoAmIRequest {});
+        request.metadata_mut().append("authorization", first);
+        request.metadata_mut().append("authorization", second);
+        let status = gateway
+            .who_am_i(request)
+            .await
+            .expect_err("two authorization entries must be refused");
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     }
 }

@@ -92,7 +92,9 @@ impl Inner {
             {
                 Some(id) => self.read_by_id(id).await,
                 None => {
-                    tracing::warn!(key, "unreadable email index entry; reading the store");
+                    // The key holds the address: name the account by its keyed hash instead.
+                    let account = crate::email::log_id(&email);
+                    tracing::warn!(%account, "unreadable email index entry; reading the store");
                     self.load(key, Key::Email(email), true).await
                 }
             },

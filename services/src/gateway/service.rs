@@ -207,7 +207,12 @@ impl Gateway for GatewayService {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn who_am_i(&self, request: Request<WhoAmIRequest>) -> Result<Response<Profile>, Status> {
-        let authorization = request.metadata().get("authorization");
+        // Two entries could be read differently by a proxy and by us: refuse, as HTTP does.
+        let mut entries = request.metadata().get_all("authorization").iter();
+        let authorization = entries.next();
+        if entries.next().is_some() {
+            return Err(GatewayError::BadToken("more than one authorization entry".into()).into());
+        }
         Ok(Response::new(
             self.who_am_i(authorization.map(|value| value.as_bytes()))
                 .await?,

@@ -8,7 +8,7 @@ use reqwest::{Method, header};
 use serde_json::Value;
 use userctl_tests::{
     cli::{Run, Userctl, run_command},
-    e2e::Teardown,
+    e2e::{self, Teardown},
 };
 
 /// The variables of the layering, removed so the machine's own cannot leak into a test.
@@ -231,28 +231,12 @@ async fn up_allows_the_cors_origin_given_and_a_bare_up_after_down_brings_the_sam
     let frontend = "http://127.0.0.1:3999";
     let other = "http://127.0.0.1:4000";
 
-    let up = run_in(
-        &userctl,
-        cwd.path(),
-        &[
-            "up",
-            "--runtime",
-            "local",
-            "--gateway-port",
-            "0",
-            "--http-port",
-            "0",
-            "--cache-port",
-            "0",
-            "--store-port",
-            "0",
-            "--cors-origin",
-            frontend,
-        ],
-        &[],
-    )
-    .await
-    .ok();
+    let up_args: Vec<&str> = e2e::LOCAL_UP
+        .iter()
+        .copied()
+        .chain(["--cors-origin", frontend])
+        .collect();
+    let up = run_in(&userctl, cwd.path(), &up_args, &[]).await.ok();
     let http = http_address(&up);
     assert_eq!(preflight(&http, frontend).await.as_deref(), Some(frontend));
     assert_eq!(

@@ -1,23 +1,30 @@
 //! Characters that print as nothing, or that drive a terminal, never make an account and never
 //! reach the user's terminal raw: emails refuse every format, control and separator character
 //! (so two addresses that look alike are never two accounts), names refuse controls and bidi
-//! overrides, and `userctl whoami` escapes whatever a server sends.
+//! overrides, and `userctl` escapes whatever a server sends, in its output and its error lines.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
-use tonic::Code;
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Request, Response, Status};
 use tonic_types::StatusExt as _;
-use userctl_proto::{gateway::v1::RegisterRequest, user::v1::CreateUserRequest};
+use userctl_proto::{
+    gateway::v1::{
+        LoginRequest, LoginResponse, Profile, RegisterRequest, WhoAmIRequest,
+        gateway_server::{Gateway, GatewayServer},
+    },
+    user::v1::CreateUserRequest,
+};
 use userctl_tests::{
     cli::Userctl,
     database::TestDatabase,
     redis::RedisServer,
     stack::{JWT_SECRET, TestStack},
 };
-use usersvc::gateway::password::Passwords;
+use usersvc::{gateway::password::Passwords, server::Server};
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -222,4 +229,111 @@ async fn whoami_never_writes_raw_control_characters_sent_by_the_server() {
         profile["full_name"], hostile,
         "JSON decodes to what the server sent"
     );
+}
+
+/// A gateway that answers every call with an error whose message would drive a terminal: what
+/// an attacker's server, or one `--gateway` points at by mistake, can send.
+struct HostileGateway;
+
+const HOSTILE_MESSAGE: &str =
+    "denied\u{1b}]0;pwned\u{7}\u{1b}[2J\u{9b}31m\u{202E}reversed\u{2028}end";
+
+#[tonic::async_trait]
+impl Gateway for HostileGateway {
+    async fn register(&self, _: Request<RegisterRequest>) -> Result<Response<Profile>, Status> {
+        Err(Status::already_exists(HOSTILE_MESSAGE))
+    }
+
+    async fn login(&self, _: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
+        Err(Status::unauthenticated(HOSTILE_MESSAGE))
+    }
+
+    async fn who_am_i(&self, _: Request<WhoAmIRequest>) -> Result<Response<Profile>, Status> {
+        Err(Status::unavailable(HOSTILE_MESSAGE))
+    }
+}
+
+#[tokio::test]
+async fn error_lines_never_write_raw_control_characters_sent_by_the_server() {
+    let server = Server::bind("127.0.0.1:0".parse().expect("address"))
+        .await
+        .expect("bind")
+        .add_service(GatewayServer::new(HostileGateway));
+    let gateway = format!("http://{}", server.local_addr().expect("address"));
+    let shutdown = CancellationToken::new();
+    let serving = tokio::spawn(server.run_until_stopped(shutdown.clone()));
+
+    let home = tempfile::tempdir().expect("home");
+    let userctl = Userctl::new(home.path());
+    std::fs::create_dir_all(userctl.project_dir()).expect("project dir");
+    std::fs::write(userctl.project_dir().join("token"), "a.b.c").expect("token");
+    let email = "eve@example.com";
+    let runs = [
+        (
+            "register",
+            userctl
+                .run_with_stdin(
+                    &[
+                        "--gateway",
+                        &gateway,
+                        "register",
+                        "--email",
+                        email,
+                        "--name",
+                        "Eve",
+                        "--password-stdin",
+                    ],
+                    PASSWORD,
+                )
+                .await
+                .expect_code(1),
+        ),
+        (
+            "login",
+            userctl
+                .run_with_stdin(
+                    &[
+                        "--gateway",
+                        &gateway,
+                        "login",
+                        "--email",
+                        email,
+                        "--password-stdin",
+                    ],
+                    PASSWORD,
+                )
+                .await
+                .expect_code(3),
+        ),
+        (
+            "whoami",
+            userctl
+                .run(&["--gateway", &gateway, "whoami"])
+                .await
+                .expect_code(4),
+        ),
+    ];
+    for (command, run) in runs {
+        let raw: Vec<char> = run
+            .stderr
+            .trim_end_matches('\n')
+            .chars()
+            .filter(|&c| {
+                c.is_control()
+                    || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+            })
+            .collect();
+        assert!(
+            raw.is_empty(),
+            "{command} wrote {raw:?} raw: {:?}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains(r"denied\u{1b}]0;pwned\u{7}"),
+            "{command} still shows the message, escaped: {:?}",
+            run.stderr
+        );
+    }
+    shutdown.cancel();
+    serving.await.expect("server task").expect("server stops");
 }

@@ -6,6 +6,7 @@ use std::{fmt, process::ExitCode};
 
 use crate::{
     home::HomeError,
+    output,
     runtime::RuntimeError,
     stack::{BUILD_IMAGES_COMMAND, StoreKind},
 };
@@ -161,14 +162,32 @@ pub fn chain(err: &dyn std::error::Error) -> String {
 
 /// Prints `error: …` on one line and returns the exit code.
 pub fn report(err: &CliError) -> ExitCode {
-    let line = err.to_string().replace('\n', " ");
-    eprintln!("error: {line}");
+    eprintln!("{}", line(err));
     ExitCode::from(err.exit as u8)
+}
+
+/// The one line `report` prints. Messages can carry a server's text (a status message), so
+/// every character a terminal would act on is escaped, as for any other text from a server.
+fn line(err: &CliError) -> String {
+    format!(
+        "error: {}",
+        output::printable(&err.to_string().replace('\n', " "))
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_line_is_one_line_with_no_raw_control_characters() {
+        let err =
+            CliError::auth("Eve\u{1b}[2J\u{9b}31m\u{202E}x\nsecond line").with_hint("a \u{7} hint");
+        assert_eq!(
+            line(&err),
+            r"error: Eve\u{1b}[2J\u{9b}31m\u{202e}x second line; a \u{7} hint"
+        );
+    }
 
     #[test]
     fn an_unavailable_image_names_the_command_that_builds_it() {

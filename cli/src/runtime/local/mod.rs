@@ -428,23 +428,7 @@ impl LocalRuntime {
         let pid = Pid::from_raw(i32::try_from(state.pid).unwrap_or(i32::MAX));
         if pid_alive(state.pid) {
             let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
-            let gone = || async {
-                if pid_alive(state.pid) {
-                    Err(())
-                } else {
-                    Ok(())
-                }
-            };
-            let attempts = (STOP_TIMEOUT.as_millis() / POLL.as_millis()) as usize;
-            if gone
-                .retry(
-                    ConstantBuilder::default()
-                        .with_delay(POLL)
-                        .with_max_times(attempts),
-                )
-                .await
-                .is_err()
-            {
+            if !within_stop_timeout(|| !pid_alive(state.pid)).await {
                 return Err(RuntimeError::other(
                     "stopping the local stack",
                     format!(
@@ -492,26 +476,25 @@ async fn stop_survivors(state: &SupervisorState) -> Result<(), RuntimeError> {
     }
     let group = Pid::from_raw(-i32::try_from(state.pid).unwrap_or(i32::MAX));
     let _ = nix::sys::signal::kill(group, Signal::SIGTERM);
-    let gone = || async {
-        if survivors(state).is_empty() {
-            Ok(())
-        } else {
-            Err(())
-        }
-    };
+    if !within_stop_timeout(|| survivors(state).is_empty()).await {
+        let _ = nix::sys::signal::kill(group, Signal::SIGKILL);
+    }
+    Ok(())
+}
+
+/// Whether `stopped` came true within [`STOP_TIMEOUT`], checked every [`POLL`]: how `down`
+/// waits for signalled processes to exit.
+async fn within_stop_timeout(stopped: impl Fn() -> bool) -> bool {
+    let check = || async { if stopped() { Ok(()) } else { Err(()) } };
     let attempts = (STOP_TIMEOUT.as_millis() / POLL.as_millis()) as usize;
-    if gone
+    check
         .retry(
             ConstantBuilder::default()
                 .with_delay(POLL)
                 .with_max_times(attempts),
         )
         .await
-        .is_err()
-    {
-        let _ = nix::sys::signal::kill(group, Signal::SIGKILL);
-    }
-    Ok(())
+        .is_ok()
 }
 
 /// `requested`, checked free; or with 0, a free port chosen now.

@@ -10,22 +10,7 @@ use userctl_tests::{
     eventually,
 };
 
-const UP: &[&str] = &[
-    "--runtime",
-    "docker",
-    "--redis-image",
-    "userctl-local/redis:7",
-    "--postgres-image",
-    "userctl-local/postgres:15",
-    "--gateway-port",
-    "0",
-    "--cache-port",
-    "0",
-    "--store-port",
-    "0",
-    "--http-port",
-    "0",
-];
+const UP: &[&str] = e2e::DOCKER_UP.split_at(1).1;
 
 /// Names of every Docker object labelled with `project`.
 fn labelled(project: &str) -> Vec<String> {

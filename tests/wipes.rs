@@ -72,26 +72,7 @@ async fn down_volumes_on_a_stopped_docker_stack_deletes_its_volumes_and_names_th
     let home = tempfile::tempdir().expect("home");
     let userctl = Userctl::new(home.path());
     let _teardown = Teardown(userctl.clone());
-    userctl
-        .run(&[
-            "up",
-            "--runtime",
-            "docker",
-            "--redis-image",
-            "userctl-local/redis:7",
-            "--postgres-image",
-            "userctl-local/postgres:15",
-            "--gateway-port",
-            "0",
-            "--cache-port",
-            "0",
-            "--store-port",
-            "0",
-            "--http-port",
-            "0",
-        ])
-        .await
-        .ok();
+    userctl.run(e2e::DOCKER_UP).await.ok();
     userctl.run(&["down"]).await.ok();
     let volumes = docker_volumes(&userctl.project);
     assert!(!volumes.is_empty(), "down keeps the volumes");

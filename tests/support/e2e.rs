@@ -21,6 +21,26 @@ pub const LOCAL_UP: &[&str] = &[
     "0",
 ];
 
+/// `userctl up` on the docker runtime with the locally built Redis and Postgres images (the
+/// README's test command builds them) and every port chosen free.
+pub const DOCKER_UP: &[&str] = &[
+    "up",
+    "--runtime",
+    "docker",
+    "--redis-image",
+    "userctl-local/redis:7",
+    "--postgres-image",
+    "userctl-local/postgres:15",
+    "--gateway-port",
+    "0",
+    "--cache-port",
+    "0",
+    "--store-port",
+    "0",
+    "--http-port",
+    "0",
+];
+
 /// Runs `userctl down --volumes` when dropped, so a failing test leaves nothing behind.
 pub struct Teardown(pub Userctl);
 

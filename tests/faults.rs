@@ -594,16 +594,17 @@ async fn sigterm_lets_in_flight_requests_finish_and_every_service_exits_zero() {
     .expect("every registration is waiting on the database");
     load.wait_for_calls(100, CALL_DEADLINE).await;
 
-    // Edge first, as an orchestrator stops a pipeline: the gateway, then (once it takes no new
-    // requests) what it depends on. Each signal lands while the registrations are in flight in
-    // that process. (Stopping all at once is the ignored test below.)
+    // Edge first, as an orchestrator stops a pipeline, back to back: each service serves on
+    // for its drain grace (docs/design.md, "Replicas") before it stops accepting, and waiting
+    // out one grace per hop would outlast the registrations' 3 s deadline between services.
+    // Each signal lands while the registrations are in flight in that process.
     let signalled = Instant::now();
     gateway_process.terminate();
+    cache.terminate();
+    store.terminate();
     stops_accepting(&gateway_process.addr).await;
     // Whoami calls were in flight at the signal; stop sending new ones into a closed port.
     let calls = load.stop().await;
-    cache.terminate();
-    store.terminate();
     stops_accepting(&cache.addr).await;
     stops_accepting(&store.addr).await;
     assert!(

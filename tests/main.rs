@@ -24,6 +24,7 @@ mod local_runtime;
 mod malformed_bytes;
 mod no_lost_writes;
 mod reflection;
+mod replicas;
 mod supervisor_death;
 mod throttle_logs;
 mod throttling;

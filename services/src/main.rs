@@ -83,7 +83,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Gateway(config) => {
             tracing::info!(?config, "starting gateway");
-            let gateway = gateway::build(&config)
+            let gateway = gateway::build(&config, &shutdown)
                 .await
                 .context("cannot start the gateway")?;
             match gateway.http_addr() {

@@ -1,6 +1,8 @@
 //! What every service's gRPC server has in common: health, reflection (v1 and v1alpha), request
-//! limits, a deadline for a new connection's HTTP/2 preface, and a shutdown that drains
-//! in-flight requests.
+//! limits, a deadline for a new connection's HTTP/2 preface, a maximum connection age, and a
+//! shutdown that drains in order (docs/design.md, "Replicas"): report NOT_SERVING, wait
+//! [`DRAIN_GRACE`] for balanced clients to move away, then stop accepting and finish what is in
+//! flight.
 
 use std::{
     io,
@@ -30,6 +32,16 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for in-flight requests and open streams (Health/Watch, WatchStats)
 /// before it gives up on them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a stopping server keeps serving after it reports NOT_SERVING, before it stops
+/// accepting: balanced clients watching its health leave it within milliseconds, so this covers
+/// those that poll instead (a proxy's health check, a re-resolving client) and calls already on
+/// their way. The HTTP door waits as long.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(1);
+/// Age at which a connection is asked to go away (GOAWAY), so a long-lived client spreads over
+/// the replicas that exist now rather than those it met first (after a rolling restart).
+const MAX_CONNECTION_AGE: Duration = Duration::from_secs(300);
+/// How long an aged connection's in-flight calls may still run: as long as any request may.
+const MAX_CONNECTION_AGE_GRACE: Duration = REQUEST_TIMEOUT;
 /// How long a new connection has to send the HTTP/2 preface, unless
 /// [`Server::handshake_timeout`] says otherwise.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -110,8 +122,9 @@ impl Server {
         self.listener.local_addr().map_err(ServeError::LocalAddr)
     }
 
-    /// Serves until `shutdown` is cancelled, then reports NOT_SERVING, stops accepting, and
-    /// waits up to [`DRAIN_TIMEOUT`] for in-flight requests.
+    /// Serves until `shutdown` is cancelled, then reports NOT_SERVING, keeps serving for
+    /// [`DRAIN_GRACE`], stops accepting, and waits up to [`DRAIN_TIMEOUT`] for in-flight
+    /// requests.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), ServeError> {
         let Self {
             listener,
@@ -143,19 +156,23 @@ impl Server {
                         .set_service_status(name, tonic_health::ServingStatus::NotServing)
                         .await;
                 }
+                tracing::info!(grace = ?DRAIN_GRACE, "reported NOT_SERVING; serving on while clients move away");
+                tokio::time::sleep(DRAIN_GRACE).await;
             }
         };
         let incoming = incoming(listener, handshake_timeout);
         let server = tonic::transport::Server::builder()
             .timeout(REQUEST_TIMEOUT)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .max_connection_age(MAX_CONNECTION_AGE)
+            .max_connection_age_grace(MAX_CONNECTION_AGE_GRACE)
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, draining);
 
         tokio::pin!(server);
         tokio::select! {
             result = &mut server => result?,
-            _ = async { shutdown.cancelled().await; tokio::time::sleep(DRAIN_TIMEOUT).await } => {
+            _ = async { shutdown.cancelled().await; tokio::time::sleep(DRAIN_GRACE + DRAIN_TIMEOUT).await } => {
                 tracing::warn!(timeout = ?DRAIN_TIMEOUT, "drain timed out; closing open streams");
             }
         }

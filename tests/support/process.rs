@@ -105,6 +105,17 @@ impl Usersvc {
         .expect("send SIGTERM");
     }
 
+    /// Sends SIGKILL: the process dies at once, with calls in flight and no drain, as in a
+    /// crash or `docker kill`.
+    pub fn kill(&self) {
+        let pid = self.child.id().expect("running process") as i32;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("send SIGKILL");
+    }
+
     /// Waits for the process to exit, at most `within`.
     pub async fn wait(&mut self, within: Duration) -> Option<ExitStatus> {
         tokio::time::timeout(within, self.child.wait())

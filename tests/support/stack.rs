@@ -1,7 +1,9 @@
 //! The whole stack in this process: store, cache and gateway on 127.0.0.1:0, wired exactly as
 //! `usersvc` wires them, each stopped (and drained) when the test ends. The store can be stopped
 //! and started again on its address while the rest keeps running, as a crashed or redeployed
-//! store would be.
+//! store would be. With [`StackOptions::caches`] or [`StackOptions::stores`] above one, each
+//! service runs as that many replicas, and the next hop is given every replica's address as a
+//! comma-separated list; one replica can be stopped (drained) while the rest keep serving.
 
 use std::{
     net::SocketAddr,
@@ -39,6 +41,10 @@ pub struct StackOptions {
     pub header_timeout: Duration,
     /// The gateway's `--http-max-connections`.
     pub http_max_connections: u32,
+    /// Cache replicas (at least one).
+    pub caches: usize,
+    /// Store replicas (at least one), all on the stack's one database.
+    pub stores: usize,
 }
 
 impl Default for StackOptions {
@@ -52,6 +58,8 @@ impl Default for StackOptions {
             cors_origins: Vec::new(),
             header_timeout: Duration::from_secs(10),
             http_max_connections: 1024,
+            caches: 1,
+            stores: 1,
         }
     }
 }
@@ -60,12 +68,20 @@ pub struct TestStack {
     pub gateway_addr: String,
     /// The gateway's HTTP/JSON API, `http://127.0.0.1:PORT` (no trailing slash).
     pub http_addr: String,
+    /// The first cache replica.
     pub cache_addr: String,
+    /// The first store replica.
     pub store_addr: String,
+    /// Every cache replica, in start order.
+    pub cache_addrs: Vec<String>,
+    /// Every store replica, in start order.
+    pub store_addrs: Vec<String>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
-    /// The store runs apart from `tasks` so that it alone can be stopped and restarted.
-    store: Option<StoreTask>,
+    /// The cache replicas run apart from `tasks` so that each can be stopped on its own.
+    caches: Vec<Option<ReplicaTask>>,
+    /// The store replicas, likewise; the first can also be restarted.
+    stores: Vec<Option<ReplicaTask>>,
     database_url: String,
     /// The throttle's counters, shared by every gateway of the stack.
     redis_url: String,
@@ -74,8 +90,8 @@ pub struct TestStack {
     _key_dir: TempDir,
 }
 
-/// A running store: its own token (a child of the stack's) and its task.
-struct StoreTask {
+/// A running replica: its own token (a child of the stack's) and its task.
+struct ReplicaTask {
     shutdown: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -90,43 +106,37 @@ impl TestStack {
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
 
-        let (store_task, store_listen) = start_store(any_port, db.url(), &shutdown).await;
-        let store_addr = url(store_listen);
-
-        let (cache, probe) = cache::build(
-            &cache::Config {
-                listen: any_port,
-                redis_url: redis.url(),
-                store_addr: store_addr.clone(),
-                ttl: options.cache_ttl,
-                negative_ttl: options.negative_ttl,
-                redis_timeout: Duration::from_millis(100),
-            },
-            shutdown.clone(),
-        )
-        .await
-        .expect("cache starts");
-        let cache_addr = url(cache.local_addr().expect("cache address"));
-        tasks.push(tokio::spawn({
-            let shutdown = shutdown.clone();
-            async move {
-                cache
-                    .run_until_stopped(shutdown)
-                    .await
-                    .expect("cache serves");
-                probe.await.expect("redis probe stops");
-            }
-        }));
+        let mut stores = Vec::new();
+        let mut store_addrs = Vec::new();
+        for _ in 0..options.stores.max(1) {
+            let (store, listen) = start_store(any_port, db.url(), &shutdown).await;
+            stores.push(Some(store));
+            store_addrs.push(url(listen));
+        }
+        let mut caches = Vec::new();
+        let mut cache_addrs = Vec::new();
+        for _ in 0..options.caches.max(1) {
+            let (cache, listen) = start_cache(
+                any_port,
+                &redis.url(),
+                &store_addrs.join(","),
+                &options,
+                &shutdown,
+            )
+            .await;
+            caches.push(Some(cache));
+            cache_addrs.push(url(listen));
+        }
+        let store_addr = store_addrs[0].clone();
+        let cache_addr = cache_addrs[0].clone();
 
         let key_dir = tempfile::tempdir().expect("temp dir for the key");
         let key_file = key_dir.path().join("jwt.key");
         std::fs::write(&key_file, JWT_SECRET).expect("write key");
-        let gateway = gateway::build(&gateway_config(
-            &cache_addr,
-            &redis.url(),
-            &key_file,
-            &options,
-        ))
+        let gateway = gateway::build(
+            &gateway_config(&cache_addrs.join(","), &redis.url(), &key_file, &options),
+            &shutdown,
+        )
         .await
         .expect("gateway starts");
         let gateway_addr = url(gateway.local_addr().expect("gateway address"));
@@ -142,7 +152,11 @@ impl TestStack {
             }
         }));
 
-        for addr in [&store_addr, &cache_addr, &gateway_addr] {
+        for addr in store_addrs
+            .iter()
+            .chain(&cache_addrs)
+            .chain([&gateway_addr])
+        {
             crate::eventually(Duration::from_secs(10), || {
                 usersvc::health::probe(addr, Duration::from_secs(1))
             })
@@ -154,9 +168,12 @@ impl TestStack {
             http_addr,
             cache_addr,
             store_addr,
+            cache_addrs,
+            store_addrs,
             shutdown,
             tasks,
-            store: Some(store_task),
+            caches,
+            stores,
             database_url: db.url().to_owned(),
             redis_url: redis.url(),
             options,
@@ -168,10 +185,32 @@ impl TestStack {
     /// Stops the store as a deploy would (it drains in-flight requests, then closes its
     /// listener and database pool); the cache and gateway keep running. Idempotent.
     pub async fn stop_store(&mut self) {
-        if let Some(store) = self.store.take() {
-            store.shutdown.cancel();
-            store.task.await.expect("store task ends cleanly");
+        self.stop_store_replica(0).await;
+    }
+
+    /// Stops store replica `i` as a deploy would (reports NOT_SERVING, waits for clients to
+    /// move away, drains). Idempotent.
+    pub async fn stop_store_replica(&mut self, i: usize) {
+        if let Some(store) = self.stores[i].take() {
+            store.stop().await;
         }
+    }
+
+    /// Stops cache replica `i` as a deploy would (reports NOT_SERVING, waits for clients to
+    /// move away, drains). Idempotent.
+    pub async fn stop_cache_replica(&mut self, i: usize) {
+        if let Some(cache) = self.caches[i].take() {
+            cache.stop().await;
+        }
+    }
+
+    /// The counters of cache replica `i`.
+    pub async fn replica_stats(&self, i: usize) -> Stats {
+        CacheStatsClient::new(channel(&self.cache_addrs[i]).await)
+            .get_stats(GetStatsRequest {})
+            .await
+            .expect("GetStats")
+            .into_inner()
     }
 
     /// Starts the store again on the address it had, so the cache's channel finds it.
@@ -183,7 +222,7 @@ impl TestStack {
             .parse()
             .expect("store address");
         let (store, _) = start_store(listen, &self.database_url, &self.shutdown).await;
-        self.store = Some(store);
+        self.stores[0] = Some(store);
         crate::eventually(Duration::from_secs(10), || {
             usersvc::health::probe(&self.store_addr, Duration::from_secs(1))
         })
@@ -195,12 +234,15 @@ impl TestStack {
     /// of going through the cache (docs/design.md allows either): the store path, as a baseline
     /// for what the cache adds or saves. It stops with the stack.
     pub async fn gateway_without_cache(&mut self) -> GatewayClient<Channel> {
-        let gateway = gateway::build(&gateway_config(
-            &self.store_addr,
-            &self.redis_url,
-            &self.key_file,
-            &self.options,
-        ))
+        let gateway = gateway::build(
+            &gateway_config(
+                &self.store_addr,
+                &self.redis_url,
+                &self.key_file,
+                &self.options,
+            ),
+            &self.shutdown,
+        )
         .await
         .expect("store-path gateway starts");
         let addr = url(gateway.local_addr().expect("gateway address"));
@@ -244,8 +286,12 @@ impl TestStack {
     /// Cancels every service and waits for each to drain and exit.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
-        let store = self.store.take().map(|store| store.task);
-        for task in self.tasks.drain(..).chain(store) {
+        let replicas = self.stores.iter_mut().chain(&mut self.caches);
+        let replicas: Vec<JoinHandle<()>> = replicas
+            .filter_map(|replica| replica.take())
+            .map(|replica| replica.task)
+            .collect();
+        for task in self.tasks.drain(..).chain(replicas) {
             task.await.expect("service task ends cleanly");
         }
     }
@@ -257,12 +303,56 @@ impl Drop for TestStack {
     }
 }
 
+impl ReplicaTask {
+    /// Cancels its token and waits for it to drain and exit.
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.expect("replica task ends cleanly");
+    }
+}
+
+/// Builds and runs a cache on `listen` until `parent` (or the cache's own token) is cancelled.
+async fn start_cache(
+    listen: SocketAddr,
+    redis_url: &str,
+    store_addrs: &str,
+    options: &StackOptions,
+    parent: &CancellationToken,
+) -> (ReplicaTask, SocketAddr) {
+    let shutdown = parent.child_token();
+    let (cache, probe) = cache::build(
+        &cache::Config {
+            listen,
+            redis_url: redis_url.to_owned(),
+            store_addr: store_addrs.to_owned(),
+            ttl: options.cache_ttl,
+            negative_ttl: options.negative_ttl,
+            redis_timeout: Duration::from_millis(100),
+        },
+        shutdown.clone(),
+    )
+    .await
+    .expect("cache starts");
+    let bound = cache.local_addr().expect("cache address");
+    let task = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            cache
+                .run_until_stopped(shutdown)
+                .await
+                .expect("cache serves");
+            probe.await.expect("redis probe stops");
+        }
+    });
+    (ReplicaTask { shutdown, task }, bound)
+}
+
 /// Builds and runs a store on `listen` until `parent` (or the store's own token) is cancelled.
 async fn start_store(
     listen: SocketAddr,
     database_url: &str,
     parent: &CancellationToken,
-) -> (StoreTask, SocketAddr) {
+) -> (ReplicaTask, SocketAddr) {
     let (store, database) = store::build(&store::Config {
         listen,
         database_url: database_url.to_owned(),
@@ -282,7 +372,7 @@ async fn start_store(
             database.close().await;
         }
     });
-    (StoreTask { shutdown, task }, bound)
+    (ReplicaTask { shutdown, task }, bound)
 }
 
 fn gateway_config(

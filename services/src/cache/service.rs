@@ -141,8 +141,16 @@ impl Inner {
                     return Ok(Some(user));
                 }
                 CacheStats::count(&self.stats.store_calls);
-                let request = ReadUserRequest { key: Some(lookup) };
-                let loaded = match self.store.clone().read_user(request).await {
+                // A read: retried once on another store replica after a transport failure.
+                let read = crate::client::idempotent(|deadline| {
+                    let mut store = self.store.clone();
+                    let mut request = Request::new(ReadUserRequest {
+                        key: Some(lookup.clone()),
+                    });
+                    request.set_timeout(deadline);
+                    async move { store.read_user(request).await }
+                });
+                let loaded = match read.await {
                     Ok(response) => Ok(Some(response.into_inner())),
                     Err(status) if status.code() == Code::NotFound => Ok(None),
                     Err(status) => Err(from_store(status)),
@@ -187,13 +195,16 @@ impl Inner {
     async fn create(&self, request: CreateUserRequest) -> Result<User, Status> {
         CacheStats::count(&self.stats.creates);
         CacheStats::count(&self.stats.store_calls);
-        let user = self
-            .store
-            .clone()
-            .create_user(request)
-            .await
-            .map_err(from_store)?
-            .into_inner();
+        // Never retried: the first attempt may have stored the user (docs/design.md).
+        let mut store = self.store.clone();
+        let user = crate::client::once(|deadline| async move {
+            let mut request = Request::new(request);
+            request.set_timeout(deadline);
+            store.create_user(request).await
+        })
+        .await
+        .map_err(from_store)?
+        .into_inner();
         // Forget any cached "no such user" for this account. If Redis is down this fails
         // (and is counted); such an entry then lives at most `negative_ttl`.
         let _ = self

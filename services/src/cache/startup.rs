@@ -31,8 +31,9 @@ pub enum StartupError {
     Serve(#[from] ServeError),
 }
 
-/// Binds the listener and starts the Redis probe, which stops with `shutdown`. Neither Redis
-/// nor the store needs to be up yet.
+/// Binds the listener and starts the Redis probe and (when `--store-addr` names several
+/// replicas) their discovery, which stop with `shutdown`. Neither Redis nor the store needs to
+/// be up yet.
 pub async fn build(
     config: &Config,
     shutdown: CancellationToken,
@@ -40,7 +41,7 @@ pub async fn build(
     let stats = Arc::new(CacheStats::default());
     let redis = RedisCache::new(&config.redis_url, config.redis_timeout, stats.clone())
         .map_err(StartupError::RedisUrl)?;
-    let store = UserStoreClient::new(client::channel(&config.store_addr)?);
+    let store = UserStoreClient::new(client::connect(&config.store_addr, &shutdown)?);
 
     let probe = tokio::spawn(probe_redis(redis.clone(), shutdown.clone()));
     let cache = CacheService::new(redis, store, stats.clone(), config.ttl, config.negative_ttl);

@@ -13,6 +13,8 @@ use userctl_proto::{
     },
 };
 
+use crate::client;
+
 use super::{
     error::GatewayError, password::Passwords, throttle::LoginThrottle, token::JwtKey, validate,
 };
@@ -65,12 +67,16 @@ impl GatewayService {
             full_name: registration.full_name,
             password_hash,
         };
-        let user = self
-            .users
-            .clone()
-            .create_user(request)
-            .await
-            .map_err(GatewayError::upstream)?;
+        // Never retried: a registration that reached the cache may have been stored, and a
+        // second attempt would answer ALREADY_EXISTS for the caller's own account.
+        let mut users = self.users.clone();
+        let user = client::once(|deadline| async move {
+            let mut request = Request::new(request);
+            request.set_timeout(deadline);
+            users.create_user(request).await
+        })
+        .await
+        .map_err(GatewayError::upstream)?;
         let profile = profile(user.into_inner());
         tracing::info!(user_id = profile.id, "registered");
         Ok(profile)
@@ -151,9 +157,18 @@ impl GatewayService {
         }
     }
 
+    /// A read: retried once on another cache replica when the first fails in transport.
     async fn read_user(&self, key: Key) -> Result<User, Status> {
-        let request = ReadUserRequest { key: Some(key) };
-        Ok(self.users.clone().read_user(request).await?.into_inner())
+        let response = client::idempotent(|deadline| {
+            let mut users = self.users.clone();
+            let mut request = Request::new(ReadUserRequest {
+                key: Some(key.clone()),
+            });
+            request.set_timeout(deadline);
+            async move { users.read_user(request).await }
+        })
+        .await?;
+        Ok(response.into_inner())
     }
 }
 

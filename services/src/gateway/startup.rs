@@ -94,13 +94,15 @@ impl Gateway {
 }
 
 /// Loads the signing key (refusing a short one) and binds both listeners. The cache need not be
-/// up yet: the channel connects on first use.
-pub async fn build(config: &Config) -> Result<Gateway, StartupError> {
+/// up yet: the channel connects on first use. The cache replicas' discovery (when
+/// `--cache-addr` names several) stops with `shutdown`, which must be the token the gateway is
+/// then run with: `/readyz` reports the drain from it.
+pub async fn build(config: &Config, shutdown: &CancellationToken) -> Result<Gateway, StartupError> {
     let key = JwtKey::from_file(&config.jwt_secret_file, config.token_ttl)?;
     let cors = http::cors(&config.cors_origins)?;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let passwords = Passwords::new(config.hash_concurrency.unwrap_or(cores))?;
-    let cache = client::channel(&config.cache_addr)?;
+    let cache = client::connect(&config.cache_addr, shutdown)?;
     let users = UserStoreClient::new(cache.clone());
     let throttle = LoginThrottle::new(
         config.failed_logins_per_account,
@@ -122,6 +124,7 @@ pub async fn build(config: &Config) -> Result<Gateway, StartupError> {
                 gateway,
                 cache,
                 metrics,
+                draining: shutdown.clone(),
             };
             let router = http::router(state, cors);
             let limits = HttpLimits {

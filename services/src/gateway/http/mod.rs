@@ -39,7 +39,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use self::metrics::Metrics;
 use super::service::GatewayService;
-use crate::server::{MAX_REQUEST_BYTES, ServeError};
+use crate::server::{DRAIN_GRACE, MAX_REQUEST_BYTES, ServeError};
 
 /// The API's description; a test checks it against the router.
 pub const OPENAPI_JSON: &str = include_str!("openapi.json");
@@ -58,6 +58,9 @@ pub struct HttpState {
     /// The cache channel the service uses, for `/readyz` to health-check.
     pub cache: Channel,
     pub metrics: Arc<Metrics>,
+    /// Cancelled when the gateway starts to drain: `/readyz` then answers 503, so a proxy
+    /// checking it moves away during the grace period.
+    pub draining: CancellationToken,
 }
 
 /// The routes, with the body limit, CORS for `cors` (when there is one) and observation.
@@ -174,8 +177,9 @@ impl HttpServer {
         self.addr
     }
 
-    /// Serves until `shutdown` is cancelled, then stops accepting and waits up to
-    /// [`DRAIN_TIMEOUT`] for in-flight requests.
+    /// Serves until `shutdown` is cancelled and [`DRAIN_GRACE`] has passed (`/readyz` says 503
+    /// meanwhile), then stops accepting and waits up to [`DRAIN_TIMEOUT`] for in-flight
+    /// requests: the gRPC door's order.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let Self {
             listener,
@@ -188,11 +192,16 @@ impl HttpServer {
         let mut http = http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout);
+        let stopping = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(DRAIN_GRACE).await;
+        };
+        tokio::pin!(stopping);
         loop {
             // The permit is taken before accepting, so a full house leaves new connections in
             // the kernel's backlog rather than accepting and dropping them.
             let accepted = tokio::select! {
-                _ = shutdown.cancelled() => break,
+                () = &mut stopping => break,
                 accepted = async {
                     let permit = permits.clone().acquire_owned().await;
                     (permit, listener.accept().await)

@@ -167,8 +167,16 @@ pub async fn healthz() -> Response {
     envelope::success(Status { status: "alive" })
 }
 
-/// The gateway can do its work: the cache (its one dependency) answers its health check.
+/// The gateway can do its work: it is not draining, and the cache (its one dependency) answers
+/// its health check.
 pub async fn readyz(State(state): State<HttpState>) -> Response {
+    if state.draining.is_cancelled() {
+        return envelope::failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            "this gateway is shutting down; retry shortly",
+        );
+    }
     let mut client = HealthClient::new(state.cache.clone());
     let check = client.check(HealthCheckRequest {
         service: String::new(),

@@ -36,6 +36,7 @@ fn app(origins: &[&str]) -> Router {
         gateway,
         cache,
         metrics,
+        draining: tokio_util::sync::CancellationToken::new(),
     };
     router(state, cors(&origins).expect("valid origins"))
 }

@@ -1,0 +1,258 @@
+//! The address rules, the membership rule and name re-resolution. This machine has no name
+//! that resolves to several addresses, so the resolver here is a table the test changes; the
+//! servers behind it are real.
+
+use std::sync::Mutex;
+
+use tonic_health::pb::health_client::HealthClient;
+
+use super::*;
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn found(ports: &[u16]) -> HashMap<SocketAddr, String> {
+    ports
+        .iter()
+        .map(|port| (addr(*port), format!("http://{}", addr(*port))))
+        .collect()
+}
+
+fn inserted(changes: &[Change<SocketAddr, String>]) -> Vec<SocketAddr> {
+    let mut addrs: Vec<_> = changes
+        .iter()
+        .filter_map(|change| match change {
+            Change::Insert(addr, _) => Some(*addr),
+            Change::Remove(_) => None,
+        })
+        .collect();
+    addrs.sort();
+    addrs
+}
+
+fn removed(changes: &[Change<SocketAddr, String>]) -> Vec<SocketAddr> {
+    let mut addrs: Vec<_> = changes
+        .iter()
+        .filter_map(|change| match change {
+            Change::Remove(addr) => Some(*addr),
+            Change::Insert(..) => None,
+        })
+        .collect();
+    addrs.sort();
+    addrs
+}
+
+#[test]
+fn one_url_with_an_ip_address_is_a_plain_channel_as_before() {
+    for url in [
+        "http://127.0.0.1:50052",
+        "http://[::1]:50052",
+        " http://10.0.0.1:1 ",
+    ] {
+        assert_eq!(
+            Replicas::parse(url).expect("valid"),
+            Replicas::Single(url.trim().to_owned()),
+            "{url}"
+        );
+    }
+}
+
+#[test]
+fn a_list_or_a_name_is_balanced() {
+    let Replicas::Balanced(targets) =
+        Replicas::parse("http://127.0.0.1:1, http://cache:50052").expect("valid")
+    else {
+        panic!("a list is balanced");
+    };
+    assert_eq!(
+        targets,
+        [
+            Target {
+                scheme: "http".into(),
+                host: "127.0.0.1".into(),
+                port: 1
+            },
+            Target {
+                scheme: "http".into(),
+                host: "cache".into(),
+                port: 50052
+            },
+        ]
+    );
+    assert!(matches!(
+        Replicas::parse("http://localhost:50052"),
+        Ok(Replicas::Balanced(targets)) if targets.len() == 1
+    ));
+}
+
+#[test]
+fn a_list_with_an_empty_or_unusable_entry_is_refused_naming_it() {
+    for (value, named) in [
+        ("http://127.0.0.1:1,", ""),
+        ("http://127.0.0.1:1,cache:50052", "cache:50052"),
+        (
+            "http://127.0.0.1:1,http://cache:1/path",
+            "http://cache:1/path",
+        ),
+        ("not a url", "not a url"),
+    ] {
+        let err = Replicas::parse(value).expect_err(value).to_string();
+        assert!(err.contains(&format!("{named:?}")), "{value}: {err}");
+    }
+}
+
+#[test]
+fn the_balance_holds_the_serving_replicas_or_every_replica_when_none_serves() {
+    let mut membership = Membership::default();
+    let joined = membership.resolved(found(&[1, 2]));
+    assert_eq!(joined.len(), 2);
+    // Nothing has answered yet: both, so the first calls fail fast if neither is up.
+    assert_eq!(inserted(&membership.rebalance()), [addr(1), addr(2)]);
+
+    let generation = |port| membership.known[&addr(port)].generation;
+    let (one, two) = (generation(1), generation(2));
+    membership.report(addr(1), one, Health::Serving);
+    membership.report(addr(2), two, Health::Down);
+    assert_eq!(removed(&membership.rebalance()), [addr(2)]);
+
+    // The serving one goes down too: every known replica again.
+    membership.report(addr(1), one, Health::Down);
+    assert_eq!(inserted(&membership.rebalance()), [addr(2)]);
+    membership.report(addr(2), two, Health::Serving);
+    assert_eq!(removed(&membership.rebalance()), [addr(1)]);
+}
+
+#[test]
+fn a_replica_that_stops_resolving_leaves_and_its_watcher_stops() {
+    let mut membership = Membership::default();
+    let joined = membership.resolved(found(&[1, 2]));
+    membership.rebalance();
+    let watcher_of_two = joined
+        .iter()
+        .find(|joined| joined.addr == addr(2))
+        .map(|joined| (joined.generation, joined.watcher.clone()))
+        .expect("joined");
+
+    assert!(membership.resolved(found(&[1])).is_empty());
+    assert_eq!(removed(&membership.rebalance()), [addr(2)]);
+    assert!(watcher_of_two.1.is_cancelled());
+
+    // It resolves again: a new member, whose old watcher's reports no longer count.
+    let joined = membership.resolved(found(&[1, 2]));
+    assert_eq!(joined.len(), 1);
+    membership.report(
+        addr(1),
+        membership.known[&addr(1)].generation,
+        Health::Serving,
+    );
+    membership.report(addr(2), watcher_of_two.0, Health::Serving);
+    let changes = membership.rebalance();
+    assert!(inserted(&changes).is_empty(), "{changes:?}");
+}
+
+/// A resolver answering from a table the test edits, failing for names it lacks.
+fn table(entries: &Arc<Mutex<HashMap<String, Vec<SocketAddr>>>>) -> Resolver {
+    let entries = entries.clone();
+    Arc::new(move |host, _port| {
+        let answer = entries.lock().expect("table").get(&host).cloned();
+        Box::pin(async move {
+            answer.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such name"))
+        })
+    })
+}
+
+#[tokio::test]
+async fn a_name_is_re_resolved_and_a_failed_lookup_keeps_what_it_resolved_to_last() {
+    let entries = Arc::new(Mutex::new(HashMap::from([(
+        "cache.test".to_owned(),
+        vec![addr(1), addr(2)],
+    )])));
+    let (changes, _receiver) = mpsc::channel(8);
+    let mut discovery = Discovery {
+        targets: vec![
+            Target::parse("http://cache.test:50052").expect("target"),
+            Target::parse("http://127.0.0.1:3").expect("target"),
+        ],
+        resolver: table(&entries),
+        changes,
+        membership: Membership::default(),
+        last_resolved: HashMap::new(),
+    };
+    let mut resolved: Vec<_> = discovery.resolve().await.into_values().collect();
+    resolved.sort();
+    // The resolver's port is the URL's: the table's ports stand for the replicas' own.
+    assert_eq!(
+        resolved,
+        [
+            "http://127.0.0.1:1",
+            "http://127.0.0.1:2",
+            "http://127.0.0.1:3"
+        ]
+    );
+
+    entries.lock().expect("table").clear();
+    assert_eq!(
+        discovery.resolve().await.len(),
+        3,
+        "a failed lookup keeps the last answer"
+    );
+
+    entries
+        .lock()
+        .expect("table")
+        .insert("cache.test".into(), vec![addr(2)]);
+    let mut resolved: Vec<_> = discovery.resolve().await.into_keys().collect();
+    resolved.sort();
+    assert_eq!(resolved, [addr(2), addr(3)]);
+}
+
+/// A real server with health only, on 127.0.0.1:0.
+async fn health_server() -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<()>) {
+    let server = crate::server::Server::bind(addr(0)).await.expect("bind");
+    let bound = server.local_addr().expect("address");
+    let stop = CancellationToken::new();
+    let task = tokio::spawn({
+        let stop = stop.clone();
+        async move { server.run_until_stopped(stop).await.expect("serves") }
+    });
+    (bound, stop, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_drains_leaves_the_balance_before_it_stops_answering() {
+    let (first, stop_first, first_task) = health_server().await;
+    let (second, _stop_second, _second_task) = health_server().await;
+    let entries = Arc::new(Mutex::new(HashMap::from([(
+        "users.test".to_owned(),
+        vec![first, second],
+    )])));
+    let shutdown = CancellationToken::new();
+    let targets = vec![Target::parse("http://users.test:1").expect("target")];
+    // The table answers with the servers' own addresses, ports and all.
+    let channel = balanced(targets, table(&entries), &shutdown);
+    let mut client = HealthClient::new(channel);
+    let check = || HealthCheckRequest {
+        service: String::new(),
+    };
+    client.check(check()).await.expect("both serve");
+
+    let drained = tokio::spawn(async move {
+        stop_first.cancel();
+        first_task.await.expect("drains");
+    });
+    let mut failed = 0;
+    while !drained.is_finished() {
+        if client.check(check()).await.is_err() {
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 0, "calls failed while a replica drained");
+    for _ in 0..20 {
+        client
+            .check(check())
+            .await
+            .expect("the other replica answers");
+    }
+    shutdown.cancel();
+}

@@ -5,7 +5,7 @@
 //!
 //! | holder | its certificate is for | used as |
 //! | --- | --- | --- |
-//! | `store` | `store` | server (to the cache) |
+//! | `store` | `store` | server (to the cache); client only for its own health check |
 //! | `cache` | `cache` | server (to the gateway, dashboard, bench) and client (to the store) |
 //! | `gateway` | `gateway` | client (to the cache); its own ports stay plaintext |
 //! | `userctl` | `userctl` | client: the dashboard, the bench, `status` health checks |
@@ -85,8 +85,9 @@ impl Holder {
     fn usages(self) -> Vec<ExtendedKeyUsagePurpose> {
         use ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
         match self {
-            Self::Store => vec![ServerAuth],
-            Self::Cache => vec![ServerAuth, ClientAuth],
+            // The store calls no one, but its container's health check presents its
+            // certificate: it must be usable as a client too.
+            Self::Store | Self::Cache => vec![ServerAuth, ClientAuth],
             Self::Gateway | Self::Userctl => vec![ClientAuth],
         }
     }

@@ -132,3 +132,47 @@ async fn no_engine_is_exit_4_in_one_line() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_published_cache_and_store_ports_answer_only_the_stacks_certificates() {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    use userctl_proto::user::v1::{
+        ReadUserRequest, read_user_request::Key, user_store_client::UserStoreClient,
+    };
+    use userctl_tests::tls::{Caller, channel};
+
+    let home = tempfile::tempdir().expect("home");
+    let userctl = Userctl::new(home.path());
+    let _teardown = Teardown(userctl.clone());
+    let up: Vec<&str> = std::iter::once("up").chain(UP.iter().copied()).collect();
+    userctl.run(&up).await.ok();
+    let tls_dir = userctl.project_dir().join("tls");
+    let rows = e2e::status(&userctl).await;
+    for service in ["cache", "store"] {
+        let addr = e2e::row(&rows, service)["address"]
+            .as_str()
+            .expect("published")
+            .to_owned();
+        let read = ReadUserRequest {
+            key: Some(Key::Id(1)),
+        };
+        for (who, caller) in [
+            ("plaintext", Caller::Plaintext),
+            ("no certificate", Caller::NoCertificate),
+            ("another CA", Caller::from_another_ca("gateway")),
+        ] {
+            let answered = UserStoreClient::new(channel(&addr, service, &tls_dir, &caller))
+                .read_user(read.clone())
+                .await;
+            assert!(answered.is_err(), "{service} answered {who}: {answered:?}");
+        }
+        // The same port answers the stack's own certificate, checked by the service's name.
+        let userctl_cert = Caller::holder(&tls_dir, "userctl");
+        HealthClient::new(channel(&addr, service, &tls_dir, &userctl_cert))
+            .check(HealthCheckRequest::default())
+            .await
+            .unwrap_or_else(|status| {
+                panic!("{service} health with the userctl certificate: {status:?}")
+            });
+    }
+}

@@ -462,13 +462,43 @@ async fn every_public_entry_point_answers_bad_input_with_its_documented_status()
                 create_user(create(&format!("big-{layer}@example.com"), &big(CAP), hash)),
             ),
             case!(
-                format!("{layer} create: SQL in every field"),
+                format!("{layer} create: SQL in the email and the name"),
                 OK,
                 c(),
                 create_user(create(
                     &format!("';delete/**/from/**/users;--{layer}@example.com"),
                     "'); DELETE FROM users; --",
+                    hash,
+                )),
+            ),
+            case!(
+                format!("{layer} create: SQL after the hash"),
+                Invalid,
+                c(),
+                create_user(create(
+                    &format!("sqlhash-{layer}@example.com"),
+                    "N",
                     &format!("{hash}'--"),
+                )),
+            ),
+            case!(
+                format!("{layer} create: argon2id weaker than the stack's (m=8, t=1)"),
+                Invalid,
+                c(),
+                create_user(create(
+                    &format!("weak-{layer}@example.com"),
+                    "N",
+                    "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+                )),
+            ),
+            case!(
+                format!("{layer} create: a bcrypt hash"),
+                Invalid,
+                c(),
+                create_user(create(
+                    &format!("bcrypt-{layer}@example.com"),
+                    "N",
+                    "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW",
                 )),
             ),
             case!(

@@ -19,6 +19,7 @@ mod http;
 mod http_limits;
 mod images;
 mod input_validation;
+mod internal_tls;
 mod invisible_characters;
 mod local_runtime;
 mod malformed_bytes;

@@ -12,7 +12,7 @@ use userctl_proto::gateway::v1::gateway_client::GatewayClient;
 
 use crate::{
     error::{CliError, Exit, Result},
-    home::ProjectHome,
+    home::{ProjectHome, TlsIdentity},
     stack::{GATEWAY_PORT, loopback_url},
 };
 
@@ -49,6 +49,36 @@ pub async fn connect(addr: &str) -> Result<Channel> {
         CliError::unreachable(format!("cannot reach the gateway at {addr}"))
             .with_hint("is the stack up? run `userctl up`")
     })
+}
+
+/// A connected channel to the stack's cache or store, whose certificate must be for
+/// `server_name`: over mutual TLS with `identity` (the `userctl` certificate `up` made), or
+/// plaintext without one. Exit 4 when it does not answer.
+pub async fn connect_internal(
+    addr: &str,
+    server_name: &str,
+    identity: Option<&TlsIdentity>,
+) -> Result<Channel> {
+    let invalid = || {
+        CliError::usage(format!(
+            "invalid {server_name} address {addr:?}; expected a URL such as http://127.0.0.1:50052"
+        ))
+    };
+    let endpoint = match identity {
+        Some(identity) => identity
+            .endpoint(addr, server_name)
+            .map_err(|_| invalid())?,
+        None => Endpoint::from_shared(addr.to_owned()).map_err(|_| invalid())?,
+    };
+    endpoint
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(CALL_TIMEOUT)
+        .connect()
+        .await
+        .map_err(|_| {
+            CliError::unreachable(format!("cannot reach the {server_name} at {addr}"))
+                .with_hint("is the stack up? run `userctl up`")
+        })
 }
 
 pub async fn gateway(addr: &str) -> Result<GatewayClient<Channel>> {

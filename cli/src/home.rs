@@ -1,12 +1,13 @@
 //! Where `userctl` keeps its state: `USERCTL_HOME` (default: the platform data dir, e.g.
 //! `~/.local/share/userctl`), one directory per project. Secrets (the saved token, the JWT key,
-//! generated database passwords) are written atomically with mode 0600.
+//! generated database passwords, TLS keys) are written atomically with mode 0600.
 //!
 //! ```text
 //! $USERCTL_HOME/<project>/
 //!   token          the access token of the last login
 //!   jwt.key        the gateway's HS256 key, generated on first `up`
 //!   secrets.json   generated Redis and Postgres passwords
+//!   tls/           the stack's CA and certificates, generated on first `up` (see pki.rs)
 //!   stack.json     which runtime `up` used and the addresses it chose
 //!   local/         the local runtime: supervisor state, logs, SQLite file
 //! ```
@@ -20,8 +21,12 @@ use std::{
 
 use rand::{Rng as _, distr::Alphanumeric};
 use serde::{Deserialize, Serialize};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-use crate::stack::{RuntimeKind, StoreKind};
+use crate::{
+    pki::{self, Holder},
+    stack::{RuntimeKind, StoreKind},
+};
 
 /// What can go wrong with the files under `USERCTL_HOME`.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +46,8 @@ pub enum HomeError {
         what: &'static str,
         source: serde_json::Error,
     },
+    #[error("cannot generate the stack's certificates: {0}")]
+    Certificates(#[from] rcgen::Error),
 }
 
 pub type Result<T, E = HomeError> = std::result::Result<T, E>;
@@ -62,6 +69,42 @@ pub struct StackRecord {
     /// The gateway's HTTP/JSON front door, when it has one.
     #[serde(default)]
     pub http: Option<String>,
+}
+
+/// The stack's TLS files as (name, content), in [`pki::files`] order.
+pub type TlsFiles = Vec<(&'static str, Vec<u8>)>;
+
+/// A TLS identity of the stack, as PEM: the CA to check servers against, and a certificate and
+/// key to present. The key is never printed.
+#[derive(Clone)]
+pub struct TlsIdentity {
+    pub ca: Vec<u8>,
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+}
+
+impl TlsIdentity {
+    /// An endpoint that calls `addr` (`http://` or `https://`, the same here) over mutual TLS,
+    /// presenting this identity and checking that the server's certificate is for
+    /// `server_name`, wherever it answers.
+    pub fn endpoint(
+        &self,
+        addr: &str,
+        server_name: &str,
+    ) -> Result<Endpoint, tonic::transport::Error> {
+        let rest = addr.split_once("://").map_or(addr, |(_, rest)| rest);
+        let config = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.ca))
+            .identity(Identity::from_pem(&self.cert, &self.key))
+            .domain_name(server_name);
+        Endpoint::from_shared(format!("https://{rest}"))?.tls_config(config)
+    }
+}
+
+impl std::fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsIdentity").finish_non_exhaustive()
+    }
 }
 
 /// Passwords generated for the stack's Redis and Postgres, kept so data volumes stay usable.
@@ -157,6 +200,70 @@ impl ProjectHome {
     /// new one: a token from before a wipe must not verify once account ids start over.
     pub fn forget_jwt_key(&self) -> Result<bool> {
         remove_optional(&self.jwt_key_path())
+    }
+
+    pub fn tls_dir(&self) -> PathBuf {
+        self.dir.join("tls")
+    }
+
+    /// The stack's CA and certificates (see [`pki`]), issued the first time, and issued anew
+    /// when any file of the set is missing (a set is only ever used whole). Returns the
+    /// directory.
+    pub fn ensure_tls(&self) -> Result<PathBuf> {
+        let dir = self.tls_dir();
+        let complete = pki::files().iter().all(|name| dir.join(name).is_file());
+        if !complete {
+            self.ensure_dir(&dir)?;
+            for (name, pem) in pki::issue(&self.name)? {
+                write_private(&dir.join(name), pem.as_bytes())?;
+            }
+        }
+        Ok(dir)
+    }
+
+    /// The bytes of every TLS file in [`pki::files`] order, for a runtime to hash or upload;
+    /// None before the first `up`.
+    pub fn tls_files(&self) -> Result<Option<TlsFiles>> {
+        let dir = self.tls_dir();
+        let mut files = Vec::new();
+        for name in pki::files() {
+            let path = dir.join(name);
+            match fs::read(&path) {
+                Ok(bytes) => files.push((name, bytes)),
+                Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(err) => return Err(io_error("read", &path, err)),
+            }
+        }
+        Ok(Some(files))
+    }
+
+    /// What `holder` presents, and the CA it trusts; None before the first `up`.
+    pub fn tls_identity(&self, holder: Holder) -> Result<Option<TlsIdentity>> {
+        let dir = self.tls_dir();
+        let read = |name: &str| match fs::read(dir.join(name)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(io_error("read", &dir.join(name), err)),
+        };
+        let (Some(ca), Some(cert), Some(key)) = (
+            read(pki::CA_CERT)?,
+            read(holder.cert_file())?,
+            read(holder.key_file())?,
+        ) else {
+            return Ok(None);
+        };
+        Ok(Some(TlsIdentity { ca, cert, key }))
+    }
+
+    /// Forgets the CA and certificates with the data of the stack they protected, so the next
+    /// `up` makes a new CA: nothing from before a wipe is trusted after it.
+    pub fn forget_tls(&self) -> Result<bool> {
+        let dir = self.tls_dir();
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(true),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(err) => Err(io_error("remove", &dir, err)),
+        }
     }
 
     /// The stack's generated passwords, created the first time.
@@ -292,6 +399,38 @@ mod tests {
         assert!(versions.contains(&text), "one whole version, not a mix");
         let left: Vec<_> = fs::read_dir(dir.path()).expect("dir").flatten().collect();
         assert_eq!(left.len(), 1, "no temporary file left behind: {left:?}");
+    }
+
+    #[test]
+    fn the_certificates_are_made_once_private_and_forgotten_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = ProjectHome {
+            name: "t".into(),
+            dir: dir.path().join("t"),
+        };
+        assert!(home.tls_files().expect("read").is_none());
+        let tls = home.ensure_tls().expect("issue");
+        let first = home.tls_files().expect("read").expect("a whole set");
+        for (name, _) in &first {
+            let mode = fs::metadata(tls.join(name))
+                .expect("metadata")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}");
+        }
+        home.ensure_tls().expect("reuse");
+        let again = home.tls_files().expect("read").expect("a whole set");
+        assert_eq!(first, again, "reused, not reissued");
+        assert!(home.tls_identity(Holder::Userctl).expect("read").is_some());
+
+        assert!(home.forget_tls().expect("forget"));
+        assert!(
+            !home.forget_tls().expect("forget"),
+            "nothing left to forget"
+        );
+        home.ensure_tls().expect("issue");
+        let after = home.tls_files().expect("read").expect("a whole set");
+        assert_ne!(first[0].1, after[0].1, "a new CA after forgetting");
     }
 
     #[test]

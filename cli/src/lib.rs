@@ -9,12 +9,13 @@
 //! - [`bench`]: the load generator behind `userctl bench`, with same-run baselines.
 //! - [`client`]: the gateway client and what its statuses mean to a user.
 //! - [`output`]: tables and colours for what commands print.
-//! - [`home`]: state under `USERCTL_HOME`: token, JWT key, generated passwords, addresses.
+//! - [`home`]: state under `USERCTL_HOME`: token, JWT key, generated passwords, addresses,
+//!   the stack's certificates. [`pki`]: the stack's CA and what it issues (no I/O).
 //! - [`stack`]: the shared words (services, runtimes, ports, images, state, health); depends
 //!   on nothing else here. [`procfs`]: the one reader of `/proc`.
 //! - [`error`]: one error type carrying the exit code; library errors get theirs here.
 //!
-//! Modules point one way: commands → runtime / client / bench / output → home → stack.
+//! Modules point one way: commands → runtime / client / bench / output → home → pki → stack.
 
 pub mod args;
 pub mod bench;
@@ -24,6 +25,7 @@ pub mod config;
 pub mod error;
 pub mod home;
 pub mod output;
+pub mod pki;
 pub mod procfs;
 pub mod runtime;
 pub mod stack;

@@ -2,6 +2,7 @@
 //!
 //! - `CacheStats/WatchStats` on the cache (the counters, every refresh interval);
 //! - `grpc.health.v1.Health/Watch` on the gateway, cache and store (pushed on change);
+//!   the cache and store over mutual TLS when the stack has certificates;
 //! - the runtime's status, polled every refresh interval;
 //! - the selected service's recent logs, while the logs pane is open.
 //!
@@ -21,7 +22,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tonic::{
     Status,
-    transport::{Channel, Endpoint},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
 };
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -29,7 +30,7 @@ use tonic_health::pb::{
 use userctl_proto::cache::v1::{WatchStatsRequest, cache_stats_client::CacheStatsClient};
 
 use crate::{
-    Endpoints, format,
+    ClientTls, Endpoints, format,
     model::{GrpcHealth, Update},
     source::{RuntimeSource, Service},
 };
@@ -77,6 +78,7 @@ impl Feeds {
     /// Starts every feed. `logs_wanted` names the service whose logs to fetch, if any.
     pub fn start(
         endpoints: &Endpoints,
+        tls: Option<ClientTls>,
         refresh: Duration,
         runtime: Arc<dyn RuntimeSource>,
         updates: mpsc::Sender<Update>,
@@ -91,11 +93,14 @@ impl Feeds {
                 store: watch::Sender::new(endpoints.store.clone()),
             },
         };
+        let tls = tls.map(Arc::new);
         let cache = feeds.addresses.cache.subscribe();
-        feeds.spawn(stats(cache, refresh, updates.clone()));
+        let cache_tls = Peer::new(Service::Cache, tls.clone());
+        feeds.spawn(stats(cache, cache_tls, refresh, updates.clone()));
         for service in [Service::Gateway, Service::Cache, Service::Store] {
             if let Some(addr) = feeds.addresses.of(service).map(watch::Sender::subscribe) {
-                feeds.spawn(health(service, addr, updates.clone()));
+                let peer = Peer::new(service, tls.clone());
+                feeds.spawn(health(service, addr, peer, updates.clone()));
             }
         }
         feeds.spawn(runtime_status(runtime.clone(), refresh, updates.clone()));
@@ -155,6 +160,7 @@ impl Feeds {
 
 async fn stats(
     mut addr: watch::Receiver<String>,
+    peer: Peer,
     refresh: Duration,
     updates: mpsc::Sender<Update>,
 ) {
@@ -164,7 +170,7 @@ async fn stats(
     let mut delays = backoff();
     loop {
         let current = addr.borrow_and_update().clone();
-        let (received, reason) = stream_stats(&current, interval_ms, stall, &updates).await;
+        let (received, reason) = stream_stats(&current, &peer, interval_ms, stall, &updates).await;
         if received {
             delays = backoff();
         }
@@ -178,11 +184,12 @@ async fn stats(
 /// Forwards one `WatchStats` stream; returns whether it delivered anything and why it ended.
 async fn stream_stats(
     addr: &str,
+    peer: &Peer,
     interval_ms: u32,
     stall: Duration,
     updates: &mpsc::Sender<Update>,
 ) -> (bool, String) {
-    let channel = match connect(addr).await {
+    let channel = match connect(addr, peer).await {
         Ok(channel) => channel,
         Err(reason) => return (false, reason),
     };
@@ -215,12 +222,13 @@ async fn stream_stats(
 async fn health(
     service: Service,
     mut addr: watch::Receiver<String>,
+    peer: Peer,
     updates: mpsc::Sender<Update>,
 ) {
     let mut delays = backoff();
     loop {
         let current = addr.borrow_and_update().clone();
-        match watch_health(service, &current, &updates).await {
+        match watch_health(service, &current, &peer, &updates).await {
             Watch::Lost { received } => {
                 if received {
                     delays = backoff();
@@ -252,9 +260,14 @@ enum Watch {
 }
 
 /// Forwards one `Health/Watch` stream (the server's overall health).
-async fn watch_health(service: Service, addr: &str, updates: &mpsc::Sender<Update>) -> Watch {
+async fn watch_health(
+    service: Service,
+    addr: &str,
+    peer: &Peer,
+    updates: &mpsc::Sender<Update>,
+) -> Watch {
     let lost = Watch::Lost { received: false };
-    let Ok(channel) = connect(addr).await else {
+    let Ok(channel) = connect(addr, peer).await else {
         return lost;
     };
     let request = HealthCheckRequest {
@@ -350,9 +363,44 @@ async fn logs(
     }
 }
 
-async fn connect(addr: &str) -> Result<Channel, String> {
-    let endpoint = Endpoint::from_shared(addr.to_owned())
-        .map_err(|err| format!("invalid address {addr}: {err}"))?
+/// How a feed reaches one service: plaintext (the gateway, or a stack without certificates), or
+/// over mutual TLS checking the service's certificate is for its name.
+#[derive(Clone)]
+struct Peer {
+    tls: Option<(Arc<ClientTls>, &'static str)>,
+}
+
+impl Peer {
+    fn new(service: Service, tls: Option<Arc<ClientTls>>) -> Self {
+        let server_name = match service {
+            Service::Cache => Some("cache"),
+            Service::Store => Some("store"),
+            // The gateway's ports are the stack's plaintext front door.
+            Service::Gateway | Service::Redis | Service::Postgres => None,
+        };
+        Self {
+            tls: tls.zip(server_name),
+        }
+    }
+}
+
+async fn connect(addr: &str, peer: &Peer) -> Result<Channel, String> {
+    let invalid = |err: &dyn std::fmt::Display| format!("invalid address {addr}: {err}");
+    let endpoint = match &peer.tls {
+        None => Endpoint::from_shared(addr.to_owned()).map_err(|err| invalid(&err))?,
+        Some((tls, server_name)) => {
+            // tonic speaks TLS only to an https:// URL; the scheme `up` recorded says nothing.
+            let rest = addr.split_once("://").map_or(addr, |(_, rest)| rest);
+            let config = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&tls.ca))
+                .identity(Identity::from_pem(&tls.cert, &tls.key))
+                .domain_name(*server_name);
+            Endpoint::from_shared(format!("https://{rest}"))
+                .and_then(|endpoint| endpoint.tls_config(config))
+                .map_err(|err| invalid(&err))?
+        }
+    };
+    let endpoint = endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)

@@ -50,9 +50,27 @@ pub struct Endpoints {
     pub store: String,
 }
 
+/// What the dashboard presents to the cache and the store, which accept only callers with a
+/// certificate from the stack's CA, and the CA it checks their certificates against (PEM).
+#[derive(Clone)]
+pub struct ClientTls {
+    pub ca: Vec<u8>,
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+}
+
+// The key is never printed.
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls").finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub endpoints: Endpoints,
+    /// Mutual TLS to the cache and store; None: plaintext (a stack started by hand).
+    pub tls: Option<ClientTls>,
     /// How often counters and runtime state refresh; also one sparkline bar.
     pub refresh: Duration,
     /// What is watched, for the header (e.g. "project userctl · local runtime").
@@ -80,6 +98,7 @@ pub async fn run(config: Config, runtime: Arc<dyn RuntimeSource>) -> Result<(), 
     let (logs_tx, logs_rx) = watch::channel(None);
     let mut feeds = feeds::Feeds::start(
         &config.endpoints,
+        config.tls.clone(),
         config.refresh,
         runtime,
         updates_tx,

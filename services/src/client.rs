@@ -1,9 +1,12 @@
 //! Outbound gRPC channels: one long-lived, lazily connected channel per dependency, with a
 //! connect timeout and a deadline on every call, so a dependency that is down costs a caller at
-//! most [`CALL_TIMEOUT`], never a hang.
+//! most [`CALL_TIMEOUT`], never a hang; over mutual TLS when the service has its TLS files.
 //!
 //! - [`endpoint`]: the one place an [`Endpoint`] is made from a URL (timeouts, TCP_NODELAY,
-//!   keepalive); every channel below, balanced or not, is built from it.
+//!   keepalive, TLS); every channel below, balanced or not, is built from it. Whether a hop
+//!   uses TLS follows from the TLS flags alone: addresses are written `http://host:port` (or
+//!   `https://`, the same with TLS); an `https://` address without the TLS flags is refused at
+//!   start rather than silently sent in plaintext.
 //! - [`connect`]: the channel to a dependency named by `--cache-addr` or `--store-addr`. One
 //!   URL with an IP address is a plain channel, as it always was. A comma-separated list, or a
 //!   URL whose host is a name (which may resolve to every replica, as docker, swarm and
@@ -29,7 +32,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::{
     Status,
-    transport::{Channel, Endpoint, channel::Change},
+    transport::{Channel, ClientTlsConfig, Endpoint, channel::Change},
 };
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -53,25 +56,56 @@ const RETRY_PAUSE: Duration = Duration::from_millis(25);
 const MIN_RETRY_BUDGET: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "invalid address {addr:?}: expected a URL such as http://127.0.0.1:50053, or several separated by commas"
-)]
-pub struct InvalidAddress {
-    addr: String,
+pub enum InvalidAddress {
+    #[error(
+        "invalid address {addr:?}: expected a URL such as http://127.0.0.1:50053, or several separated by commas"
+    )]
+    Malformed { addr: String },
+    #[error(
+        "address {addr:?} asks for TLS, but --tls-ca, --tls-cert and --tls-key are not set; \
+         write it http:// for plaintext"
+    )]
+    HttpsWithoutTls { addr: String },
+    #[error("cannot use the TLS settings for {addr:?}")]
+    Tls {
+        addr: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
 }
 
 impl InvalidAddress {
     fn new(addr: &str) -> Self {
-        Self {
+        Self::Malformed {
             addr: addr.to_owned(),
         }
     }
 }
 
-/// The endpoint for `url`, with every setting an outbound connection has. TLS, when it comes,
-/// is configured here too.
-pub fn endpoint(url: &str) -> Result<Endpoint, InvalidAddress> {
-    let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|_| InvalidAddress::new(url))?;
+/// The endpoint for `url`, with every setting an outbound connection has; with `tls`, over
+/// mutual TLS whatever the scheme of `url` says.
+pub fn endpoint(url: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, InvalidAddress> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| InvalidAddress::new(url))?;
+    let endpoint = match (scheme, tls) {
+        ("http" | "https", Some(tls)) => Endpoint::from_shared(format!("https://{rest}"))
+            .map_err(|_| InvalidAddress::new(url))?
+            .tls_config(tls.clone())
+            .map_err(|source| InvalidAddress::Tls {
+                addr: url.to_owned(),
+                source,
+            })?,
+        ("http", None) => {
+            Endpoint::from_shared(url.to_owned()).map_err(|_| InvalidAddress::new(url))?
+        }
+        ("https", None) => {
+            return Err(InvalidAddress::HttpsWithoutTls {
+                addr: url.to_owned(),
+            });
+        }
+        _ => return Err(InvalidAddress::new(url)),
+    };
     Ok(endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(CALL_TIMEOUT)
@@ -81,16 +115,26 @@ pub fn endpoint(url: &str) -> Result<Endpoint, InvalidAddress> {
 }
 
 /// A channel to the one server at `addr` that connects on first use and reconnects by itself.
-pub fn channel(addr: &str) -> Result<Channel, InvalidAddress> {
-    Ok(endpoint(addr)?.connect_lazy())
+pub fn channel(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<Channel, InvalidAddress> {
+    Ok(endpoint(addr, tls)?.connect_lazy())
 }
 
 /// A channel to every replica `addrs` names (see the module docs). A balanced channel's
 /// discovery task stops with `shutdown`.
-pub fn connect(addrs: &str, shutdown: &CancellationToken) -> Result<Channel, InvalidAddress> {
+pub fn connect(
+    addrs: &str,
+    tls: Option<ClientTlsConfig>,
+    shutdown: &CancellationToken,
+) -> Result<Channel, InvalidAddress> {
     match Replicas::parse(addrs)? {
-        Replicas::Single(url) => channel(&url),
-        Replicas::Balanced(targets) => Ok(balanced(targets, system_resolver(), shutdown)),
+        Replicas::Single(url) => channel(&url, tls.as_ref()),
+        Replicas::Balanced(targets) => {
+            // Every URL is checked now, so a bad one stops the start instead of a replica.
+            for target in &targets {
+                endpoint(&target.to_string(), tls.as_ref())?;
+            }
+            Ok(balanced(targets, tls, system_resolver(), shutdown))
+        }
     }
 }
 
@@ -116,7 +160,7 @@ impl Replicas {
         let urls: Vec<&str> = value.split(',').map(str::trim).collect();
         if let [url] = urls.as_slice() {
             // Kept exactly as before lists existed: whatever `Endpoint` accepts.
-            let uri = endpoint(url)?.uri().clone();
+            let uri = uri(url)?;
             if uri.host().is_none_or(|host| ip(host).is_some()) {
                 return Ok(Self::Single((*url).to_owned()));
             }
@@ -130,7 +174,7 @@ impl Replicas {
 
 impl Target {
     fn parse(url: &str) -> Option<Self> {
-        let uri = endpoint(url).ok()?.uri().clone();
+        let uri = uri(url).ok()?;
         let scheme = uri.scheme_str()?.to_owned();
         let port = match (uri.port_u16(), scheme.as_str()) {
             (Some(port), _) => port,
@@ -147,6 +191,19 @@ impl Target {
     fn url(&self, addr: SocketAddr) -> String {
         format!("{}://{addr}", self.scheme)
     }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
+    }
+}
+
+/// `url` parsed as `Endpoint` parses it.
+fn uri(url: &str) -> Result<tonic::codegen::http::Uri, InvalidAddress> {
+    Endpoint::from_shared(url.to_owned())
+        .map(|endpoint| endpoint.uri().clone())
+        .map_err(|_| InvalidAddress::new(url))
 }
 
 /// `host` as an IP address, brackets and all (`[::1]`).
@@ -169,11 +226,17 @@ fn system_resolver() -> Resolver {
 }
 
 /// A balanced channel over `targets`, kept current by a discovery task.
-fn balanced(targets: Vec<Target>, resolver: Resolver, shutdown: &CancellationToken) -> Channel {
+fn balanced(
+    targets: Vec<Target>,
+    tls: Option<ClientTlsConfig>,
+    resolver: Resolver,
+    shutdown: &CancellationToken,
+) -> Channel {
     // Room for every change of one round; the task waits when the balance lags behind.
     let (channel, changes) = Channel::balance_channel(64);
     let discovery = Discovery {
         targets,
+        tls,
         resolver,
         changes,
         membership: Membership::default(),
@@ -307,6 +370,8 @@ impl Drop for Membership {
 /// The task behind a balanced channel.
 struct Discovery {
     targets: Vec<Target>,
+    /// Every replica's endpoint gets it, the health watches' too.
+    tls: Option<ClientTlsConfig>,
     resolver: Resolver,
     changes: mpsc::Sender<Change<SocketAddr, Endpoint>>,
     membership: Membership,
@@ -329,7 +394,7 @@ impl Discovery {
                 _ = resolve.tick() => {
                     let found = self.resolve().await;
                     for joined in self.membership.resolved(found) {
-                        tokio::spawn(watch(joined, report.clone()));
+                        tokio::spawn(watch(joined, self.tls.clone(), report.clone()));
                     }
                 }
                 Some((addr, generation, health)) = reports.recv() => {
@@ -338,7 +403,7 @@ impl Discovery {
             }
             for change in self.membership.rebalance() {
                 let change = match change {
-                    Change::Insert(addr, url) => match endpoint(&url) {
+                    Change::Insert(addr, url) => match endpoint(&url, self.tls.as_ref()) {
                         Ok(endpoint) => Change::Insert(addr, endpoint),
                         Err(err) => {
                             tracing::warn!(%err, "skipping a replica");
@@ -394,14 +459,14 @@ impl Discovery {
 /// on a connection of its own, until the replica leaves. Down is reported on a refused
 /// connection or a NOT_SERVING; a watch that merely ends (the server's maximum connection age)
 /// is dialled again at once, so only the new dial's outcome counts.
-async fn watch(joined: Joined, report: mpsc::Sender<Report>) {
+async fn watch(joined: Joined, tls: Option<ClientTlsConfig>, report: mpsc::Sender<Report>) {
     let Joined {
         addr,
         url,
         generation,
         watcher,
     } = joined;
-    let Ok(endpoint) = endpoint(&url) else {
+    let Ok(endpoint) = endpoint(&url, tls.as_ref()) else {
         return;
     };
     let send = |health| {

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use tonic::transport::ClientTlsConfig;
+
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -17,14 +19,19 @@ pub enum ProbeError {
     NotServing { addr: String, status: ServingStatus },
 }
 
-/// Checks the overall health of the server at `addr` (an `http://host:port` URL or `host:port`).
-pub async fn probe(addr: &str, timeout: Duration) -> Result<(), ProbeError> {
+/// Checks the overall health of the server at `addr` (an `http://host:port` URL or `host:port`);
+/// with `tls`, over mutual TLS (see [`crate::client::channel`]).
+pub async fn probe(
+    addr: &str,
+    timeout: Duration,
+    tls: Option<ClientTlsConfig>,
+) -> Result<(), ProbeError> {
     let url = if addr.contains("://") {
         addr.to_owned()
     } else {
         format!("http://{addr}")
     };
-    let channel = crate::client::channel(&url)?;
+    let channel = crate::client::channel(&url, tls.as_ref())?;
     let mut client = HealthClient::new(channel);
     let mut request = tonic::Request::new(HealthCheckRequest {
         service: String::new(),

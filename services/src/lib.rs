@@ -8,9 +8,9 @@
 //!   cache-aside over Redis in front of the store, with the same interface as the store.
 //! - [`store`]: the entry store (`userctl.user.v1.UserStore`) over Postgres or SQLite.
 //!
-//! What they share: [`server`] (health, reflection, limits, graceful shutdown), [`client`]
-//! (outbound channels with deadlines), [`health`] (the `usersvc health` probe), [`telemetry`]
-//! and [`shutdown`].
+//! What they share: [`server`] (health, reflection, limits, the TLS accept, graceful shutdown),
+//! [`client`] (outbound channels with deadlines), [`tls`] (the mutual TLS files and who may
+//! call what), [`health`] (the `usersvc health` probe), [`telemetry`] and [`shutdown`].
 //!
 //! Every service is built the same way: `startup::build(config)` binds its listeners (port 0
 //! works, which is how the tests run many stacks side by side) and returns a server — a
@@ -26,3 +26,4 @@ pub mod server;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod tls;

@@ -4,7 +4,7 @@ use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use usersvc::{cache, gateway, health, shutdown, store, telemetry};
+use usersvc::{cache, gateway, health, shutdown, store, telemetry, tls::TlsArgs};
 
 #[derive(Parser)]
 #[command(
@@ -35,14 +35,42 @@ enum Command {
         addr: String,
         #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
         timeout: Duration,
+        /// Probe over mutual TLS (with the --tls-* files), expecting the server's certificate
+        /// to be for this name: `store` or `cache`. Without it, plaintext (the gateway's port).
+        #[arg(long, env = "USERSVC_HEALTH_SERVER_NAME", value_name = "NAME")]
+        tls_server_name: Option<String>,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
 }
+
+/// Said once at start by a service that serves or calls in plaintext.
+const PLAINTEXT: &str =
+    "serving plaintext: any local process can call it; userctl up turns on mutual TLS";
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Health { addr, timeout } = &cli.command {
-        return match health::probe(addr, *timeout).await {
+    if let Command::Health {
+        addr,
+        timeout,
+        tls_server_name,
+        tls,
+    } = &cli.command
+    {
+        let tls = match (tls_server_name, tls.load()) {
+            (_, Err(err)) => {
+                eprintln!("unhealthy: {err}");
+                return ExitCode::FAILURE;
+            }
+            (None, Ok(_)) => None,
+            (Some(name), Ok(Some(tls))) => Some(tls.client(name)),
+            (Some(_), Ok(None)) => {
+                eprintln!("unhealthy: --tls-server-name needs --tls-ca, --tls-cert and --tls-key");
+                return ExitCode::FAILURE;
+            }
+        };
+        return match health::probe(addr, *timeout, tls).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("unhealthy: {err}");
@@ -68,7 +96,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let (server, db) = store::build(&config)
                 .await
                 .context("cannot start the store")?;
-            tracing::info!(addr = %server.local_addr()?, "store serving");
+            let addr = server.local_addr()?;
+            if server.is_mutual_tls() {
+                tracing::info!(%addr, "store serving over mutual TLS: callers need a certificate from the stack's CA");
+            } else {
+                tracing::warn!(%addr, "store {PLAINTEXT}");
+            }
             server.run_until_stopped(shutdown).await?;
             db.close().await;
         }
@@ -77,21 +110,27 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let (server, probe) = cache::build(&config, shutdown.clone())
                 .await
                 .context("cannot start the cache")?;
-            tracing::info!(addr = %server.local_addr()?, "cache serving");
+            let addr = server.local_addr()?;
+            if server.is_mutual_tls() {
+                tracing::info!(%addr, "cache serving over mutual TLS: callers need a certificate from the stack's CA");
+            } else {
+                tracing::warn!(%addr, "cache {PLAINTEXT}");
+            }
             server.run_until_stopped(shutdown).await?;
             probe.await?;
         }
         Command::Gateway(config) => {
             tracing::info!(?config, "starting gateway");
+            let cache_tls = config.tls.ca.is_some();
             let gateway = gateway::build(&config, &shutdown)
                 .await
                 .context("cannot start the gateway")?;
             match gateway.http_addr() {
                 Some(http) => {
-                    tracing::info!(addr = %gateway.local_addr()?, %http, "gateway serving gRPC and HTTP");
+                    tracing::info!(addr = %gateway.local_addr()?, %http, cache_tls, "gateway serving gRPC and HTTP");
                 }
                 None => {
-                    tracing::info!(addr = %gateway.local_addr()?, "gateway serving gRPC (HTTP off)")
+                    tracing::info!(addr = %gateway.local_addr()?, cache_tls, "gateway serving gRPC (HTTP off)")
                 }
             }
             gateway.run_until_stopped(shutdown).await?;

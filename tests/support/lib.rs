@@ -11,6 +11,7 @@
 //! - [`load`]: bounded load with every call timed, and the figures the fault tests print.
 //! - [`outage`]: a dependency outage under load, cut into phases, printed and checked.
 //! - [`hostile`]: the forged requests and the no-leak check the hostile-client tests share.
+//! - [`tls`]: calling the internal services with, without, or with the wrong certificate.
 
 pub mod cli;
 pub mod database;
@@ -22,6 +23,7 @@ pub mod postgres;
 pub mod process;
 pub mod redis;
 pub mod stack;
+pub mod tls;
 
 use std::time::Duration;
 

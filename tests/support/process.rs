@@ -80,7 +80,7 @@ impl Usersvc {
             ),
         };
         crate::eventually(Duration::from_secs(10), || {
-            usersvc::health::probe(&addr, Duration::from_secs(1))
+            usersvc::health::probe(&addr, Duration::from_secs(1), None)
         })
         .await
         .expect("usersvc reports SERVING");

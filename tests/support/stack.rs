@@ -158,7 +158,7 @@ impl TestStack {
             .chain([&gateway_addr])
         {
             crate::eventually(Duration::from_secs(10), || {
-                usersvc::health::probe(addr, Duration::from_secs(1))
+                usersvc::health::probe(addr, Duration::from_secs(1), None)
             })
             .await
             .expect("service reports SERVING");
@@ -224,7 +224,7 @@ impl TestStack {
         let (store, _) = start_store(listen, &self.database_url, &self.shutdown).await;
         self.stores[0] = Some(store);
         crate::eventually(Duration::from_secs(10), || {
-            usersvc::health::probe(&self.store_addr, Duration::from_secs(1))
+            usersvc::health::probe(&self.store_addr, Duration::from_secs(1), None)
         })
         .await
         .expect("the restarted store reports SERVING");
@@ -256,7 +256,7 @@ impl TestStack {
             }
         }));
         crate::eventually(Duration::from_secs(10), || {
-            usersvc::health::probe(&addr, Duration::from_secs(1))
+            usersvc::health::probe(&addr, Duration::from_secs(1), None)
         })
         .await
         .expect("store-path gateway reports SERVING");
@@ -328,6 +328,8 @@ async fn start_cache(
             ttl: options.cache_ttl,
             negative_ttl: options.negative_ttl,
             redis_timeout: Duration::from_millis(100),
+            // By hand, as in the README: plaintext. tests/internal_tls.rs runs real stacks.
+            tls: Default::default(),
         },
         shutdown.clone(),
     )
@@ -357,6 +359,7 @@ async fn start_store(
         listen,
         database_url: database_url.to_owned(),
         connect_timeout: Duration::from_secs(10),
+        tls: Default::default(),
     })
     .await
     .expect("store starts");
@@ -395,6 +398,7 @@ fn gateway_config(
         header_timeout: options.header_timeout,
         http_max_connections: options.http_max_connections,
         redis_url: Some(gateway::config::RedisUrl(redis_url.to_owned())),
+        tls: Default::default(),
     }
 }
 

@@ -23,7 +23,7 @@ use userctl_proto::{
     user::v1::{ReadUserRequest, read_user_request::Key, user_store_client::UserStoreClient},
 };
 
-use crate::{args::Workload, client, error::Result, procfs};
+use crate::{args::Workload, client, error::Result, home::TlsIdentity, procfs};
 use load::Limits;
 pub use report::{Report, SingleFlight, WorkloadReport};
 use workload::Pool;
@@ -32,6 +32,8 @@ use workload::Pool;
 pub struct Target {
     pub gateway: String,
     pub cache: Option<String>,
+    /// The certificate the bench presents to the cache (`userctl`); None: plaintext.
+    pub cache_tls: Option<TlsIdentity>,
     /// The stack's Redis, when it is reachable from here (local runtime).
     pub redis_url: Option<String>,
     /// Service processes on this host, for CPU and memory figures.
@@ -53,7 +55,9 @@ pub async fn run(
     let channel = client::connect(&target.gateway).await?;
     let gateway = GatewayClient::new(channel);
     let cache_channel = match &target.cache {
-        Some(addr) => Some(client::connect(addr).await?),
+        Some(addr) => {
+            Some(client::connect_internal(addr, "cache", target.cache_tls.as_ref()).await?)
+        }
         None => None,
     };
     let cores = std::thread::available_parallelism().map_or(1, usize::from);

@@ -10,6 +10,7 @@ use crate::{
     client,
     error::{CliError, Result},
     home::ProjectHome,
+    pki::Holder,
     runtime::Runtime,
 };
 
@@ -38,6 +39,7 @@ pub async fn run(home: &ProjectHome, gateway: Option<String>, args: BenchArgs) -
     let target = Target {
         gateway: gateway_addr,
         cache: record.map(|stack| stack.cache),
+        cache_tls: home.tls_identity(Holder::Userctl)?,
         redis_url,
         pids,
     };

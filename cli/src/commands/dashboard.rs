@@ -6,14 +6,15 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use futures::future::BoxFuture;
 use userctl_dashboard::{
-    Config, DashboardError, Endpoints, RuntimeSource, Service as DashboardService, ServiceRow,
-    SourceError,
+    ClientTls, Config, DashboardError, Endpoints, RuntimeSource, Service as DashboardService,
+    ServiceRow, SourceError,
 };
 
 use crate::{
     args::DashboardArgs,
     error::{CliError, Result, chain},
     home::ProjectHome,
+    pki::Holder,
     runtime::{Runtime, Usage},
     stack::{RuntimeKind, Service, ServiceStatus, State},
 };
@@ -41,6 +42,13 @@ pub async fn run(home: &ProjectHome, gateway: Option<String>, args: DashboardArg
             cache: stack.cache,
             store: stack.store_addr,
         },
+        tls: home
+            .tls_identity(Holder::Userctl)?
+            .map(|identity| ClientTls {
+                ca: identity.ca,
+                cert: identity.cert,
+                key: identity.key,
+            }),
         refresh: args.refresh,
         title: format!("project {} · {} runtime", home.name, stack.runtime.name()),
         color: std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty()),

@@ -100,6 +100,12 @@ pub async fn down(home: &ProjectHome, args: DownArgs) -> Result<()> {
     if home.forget_jwt_key()? {
         deleted.push("the JWT signing key (tokens issued before no longer verify)".to_owned());
     }
+    if home.forget_tls()? {
+        deleted.push(format!(
+            "the stack's CA and certificates in {} (the next up makes new ones)",
+            home.tls_dir().display()
+        ));
+    }
     if deleted.is_empty() {
         println!("stack {} is down; it had no data to delete", home.name);
     } else {

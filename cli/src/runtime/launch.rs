@@ -1,8 +1,12 @@
 //! How each `usersvc` service is started, written once: its subcommand, flags, environment and
-//! listen ports, and the addresses of the services it depends on. Every runtime turns a
-//! [`Launch`] into its own thing (a container, a supervised process); nothing here does I/O.
+//! listen ports, the addresses of the services it depends on, and its TLS files: every runtime
+//! turns mutual TLS on. Every runtime turns a [`Launch`] into its own thing (a container, a
+//! supervised process); nothing here does I/O.
 
-use crate::stack::{Ports, Service};
+use crate::{
+    pki::{self, Holder},
+    stack::{Ports, Service},
+};
 
 /// What a runtime knows about where things are, from the services' point of view.
 #[derive(Debug, Clone)]
@@ -18,6 +22,9 @@ pub struct Wiring<'a> {
     pub redis_url: String,
     /// Where the gateway reads its signing key.
     pub jwt_key_file: String,
+    /// The directory holding the stack's CA certificate and each service's certificate and
+    /// key, under the names [`pki`] gives them.
+    pub tls_dir: String,
     /// Browser origins the gateway's HTTP door allows.
     pub cors_origins: &'a [String],
 }
@@ -34,6 +41,9 @@ pub struct Launch {
     pub grpc_port: u16,
     /// The HTTP/JSON port, for the gateway.
     pub http_port: Option<u16>,
+    /// The name its gRPC server's certificate is for, which a health check over mutual TLS
+    /// expects; None for the gateway, whose ports are plaintext.
+    pub tls_server_name: Option<&'static str>,
 }
 
 impl Launch {
@@ -57,7 +67,7 @@ pub fn all(wiring: &Wiring<'_>) -> Vec<Launch> {
 /// How `service` starts; None for Redis and Postgres, which are not `usersvc`.
 pub fn launch(wiring: &Wiring<'_>, service: Service) -> Option<Launch> {
     let listen = |port: u16| format!("{}:{port}", wiring.bind);
-    let (grpc_port, http_port, env) = match service {
+    let (grpc_port, http_port, mut env) = match service {
         Service::Store => (
             wiring.listen.store,
             None,
@@ -89,6 +99,13 @@ pub fn launch(wiring: &Wiring<'_>, service: Service) -> Option<Launch> {
         ),
         Service::Redis | Service::Postgres => return None,
     };
+    let holder = Holder::of(service)?;
+    let tls_file = |name: &str| format!("{}/{name}", wiring.tls_dir.trim_end_matches('/'));
+    env.extend([
+        ("USERSVC_TLS_CA", tls_file(pki::CA_CERT)),
+        ("USERSVC_TLS_CERT", tls_file(holder.cert_file())),
+        ("USERSVC_TLS_KEY", tls_file(holder.key_file())),
+    ]);
     let mut args = vec![service.name().to_owned()];
     if service == Service::Gateway {
         // A repeatable flag: an environment variable could hold only one origin.
@@ -103,6 +120,7 @@ pub fn launch(wiring: &Wiring<'_>, service: Service) -> Option<Launch> {
         env,
         grpc_port,
         http_port,
+        tls_server_name: holder.server_name(),
     })
 }
 
@@ -120,6 +138,7 @@ mod tests {
             database_url: "sqlite:///data/userctl.db".into(),
             redis_url: "redis://:pw@redis:6379".into(),
             jwt_key_file: "/run/secrets/jwt.key".into(),
+            tls_dir: "/run/secrets".into(),
             cors_origins: origins,
         }
     }
@@ -181,6 +200,27 @@ mod tests {
                 .iter()
                 .all(|launch| launch.http_port.is_none())
         );
+    }
+
+    #[test]
+    fn every_service_gets_the_ca_and_its_own_certificate_and_key() {
+        for launch in all(&wiring(&[])) {
+            let name = launch.service.name();
+            assert_eq!(
+                env(&launch, "USERSVC_TLS_CA").as_deref(),
+                Some("/run/secrets/ca.crt")
+            );
+            assert_eq!(
+                env(&launch, "USERSVC_TLS_CERT"),
+                Some(format!("/run/secrets/{name}.crt"))
+            );
+            assert_eq!(
+                env(&launch, "USERSVC_TLS_KEY"),
+                Some(format!("/run/secrets/{name}.key"))
+            );
+            let expected = (launch.service != Service::Gateway).then_some(name);
+            assert_eq!(launch.tls_server_name, expected, "{name}");
+        }
     }
 
     #[test]

@@ -33,6 +33,11 @@ pub struct Config {
     /// A Redis call slower than this is abandoned and the store answers instead.
     #[arg(long, env = "USERSVC_REDIS_TIMEOUT", default_value = "100ms", value_parser = humantime::parse_duration)]
     pub redis_timeout: Duration,
+
+    /// With TLS, the cache serves only callers with a certificate from the stack's CA and
+    /// presents its own to the store.
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
 }
 
 // The Redis URL may carry a password: never print it.
@@ -44,6 +49,7 @@ impl fmt::Debug for Config {
             .field("ttl", &self.ttl)
             .field("negative_ttl", &self.negative_ttl)
             .field("redis_timeout", &self.redis_timeout)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }

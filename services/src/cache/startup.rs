@@ -2,6 +2,7 @@ use std::{sync::Arc, time::Duration};
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use userctl_proto::{
     cache::v1::cache_stats_server::CacheStatsServer,
     user::v1::{user_store_client::UserStoreClient, user_store_server::UserStoreServer},
@@ -16,6 +17,7 @@ use super::{
 use crate::{
     client::{self, InvalidAddress},
     server::{MAX_REQUEST_BYTES, ServeError, Server},
+    tls::{Callers, GATEWAY_NAME, STORE_NAME, TlsError, USERCTL_NAME},
 };
 
 /// How often an otherwise idle cache checks that Redis answers, so `redis_up` stays current.
@@ -27,6 +29,8 @@ pub enum StartupError {
     RedisUrl(#[source] redis::RedisError),
     #[error("invalid --store-addr")]
     StoreAddr(#[from] InvalidAddress),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error(transparent)]
     Serve(#[from] ServeError),
 }
@@ -41,13 +45,22 @@ pub async fn build(
     let stats = Arc::new(CacheStats::default());
     let redis = RedisCache::new(&config.redis_url, config.redis_timeout, stats.clone())
         .map_err(StartupError::RedisUrl)?;
-    let store = UserStoreClient::new(client::connect(&config.store_addr, &shutdown)?);
+    let tls = config.tls.load()?;
+    let store_tls = tls.as_ref().map(|tls| tls.client(STORE_NAME));
+    let store = UserStoreClient::new(client::connect(&config.store_addr, store_tls, &shutdown)?);
 
     let probe = tokio::spawn(probe_redis(redis.clone(), shutdown.clone()));
     let cache = CacheService::new(redis, store, stats.clone(), config.ttl, config.negative_ttl);
+    let users = UserStoreServer::new(cache).max_decoding_message_size(MAX_REQUEST_BYTES);
     let server = Server::bind(config.listen)
         .await?
-        .add_service(UserStoreServer::new(cache).max_decoding_message_size(MAX_REQUEST_BYTES))
+        .tls(tls.as_ref().map(|tls| tls.acceptor()))
+        // Users and their password hashes: for the gateway, and for `userctl bench`, whose
+        // single-flight check reads through the cache.
+        .add_service(InterceptedService::new(
+            users,
+            Callers(&[GATEWAY_NAME, USERCTL_NAME]),
+        ))
         .add_service(CacheStatsServer::new(StatsService::new(stats, shutdown)));
     Ok((server, probe))
 }

@@ -174,6 +174,7 @@ async fn a_name_is_re_resolved_and_a_failed_lookup_keeps_what_it_resolved_to_las
             Target::parse("http://cache.test:50052").expect("target"),
             Target::parse("http://127.0.0.1:3").expect("target"),
         ],
+        tls: None,
         resolver: table(&entries),
         changes,
         membership: Membership::default(),
@@ -230,7 +231,7 @@ async fn a_replica_that_drains_leaves_the_balance_before_it_stops_answering() {
     let shutdown = CancellationToken::new();
     let targets = vec![Target::parse("http://users.test:1").expect("target")];
     // The table answers with the servers' own addresses, ports and all.
-    let channel = balanced(targets, table(&entries), &shutdown);
+    let channel = balanced(targets, None, table(&entries), &shutdown);
     let mut client = HealthClient::new(channel);
     let check = || HealthCheckRequest {
         service: String::new(),

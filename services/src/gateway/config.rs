@@ -26,7 +26,8 @@ pub struct Config {
     )]
     pub cors_origins: Vec<String>,
 
-    /// The entry cache (or, without a cache, the store: both speak UserStore).
+    /// The entry cache (or, without a cache and without TLS, the store: both speak UserStore;
+    /// with TLS the server here must hold the cache's certificate).
     #[arg(
         long,
         env = "USERSVC_CACHE_ADDR",
@@ -68,6 +69,11 @@ pub struct Config {
     /// URL the cache is given). Without it, or while it is down, each gateway limits on its own.
     #[arg(long, env = "USERSVC_REDIS_URL")]
     pub redis_url: Option<RedisUrl>,
+
+    /// With TLS, the gateway presents its certificate to the cache. Its own gRPC and HTTP
+    /// ports stay plaintext: they are the stack's front door.
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
 }
 
 /// A duration such as `10s` or `500ms`; zero would close every connection before it spoke.

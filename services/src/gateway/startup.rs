@@ -22,6 +22,7 @@ use super::{
 use crate::{
     client::{self, InvalidAddress},
     server::{MAX_REQUEST_BYTES, ServeError, Server},
+    tls::{CACHE_NAME, TlsError},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,8 @@ pub enum StartupError {
     Key(#[from] KeyError),
     #[error("invalid --cache-addr")]
     CacheAddr(#[from] InvalidAddress),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error(transparent)]
     Passwords(#[from] PasswordError),
     #[error(transparent)]
@@ -102,7 +105,12 @@ pub async fn build(config: &Config, shutdown: &CancellationToken) -> Result<Gate
     let cors = http::cors(&config.cors_origins)?;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let passwords = Passwords::new(config.hash_concurrency.unwrap_or(cores))?;
-    let cache = client::connect(&config.cache_addr, shutdown)?;
+    let tls = config.tls.load()?;
+    let cache = client::connect(
+        &config.cache_addr,
+        tls.as_ref().map(|tls| tls.client(CACHE_NAME)),
+        shutdown,
+    )?;
     let users = UserStoreClient::new(cache.clone());
     let throttle = LoginThrottle::new(
         config.failed_logins_per_account,

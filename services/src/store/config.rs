@@ -18,6 +18,9 @@ pub struct Config {
     /// starting when the store does).
     #[arg(long, env = "USERSVC_CONNECT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
+
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
 }
 
 // The database URL may carry a password: never print it.
@@ -30,6 +33,7 @@ impl fmt::Debug for Config {
                 &super::database::Dialect::of(&self.database_url),
             )
             .field("connect_timeout", &self.connect_timeout)
+            .field("tls", &self.tls)
             .finish()
     }
 }

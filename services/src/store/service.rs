@@ -6,6 +6,7 @@ use userctl_proto::user::v1::{
 use super::{
     database::{Database, UserRecord},
     error::StoreError,
+    hash_policy,
 };
 
 /// Longest email the store accepts (RFC 5321's path limit).
@@ -54,12 +55,12 @@ impl StoreService {
                 reason: "must be at most 400 bytes",
             });
         }
-        if !request.password_hash.starts_with("$argon2id$")
-            || request.password_hash.len() > MAX_PASSWORD_HASH_BYTES
+        if request.password_hash.len() > MAX_PASSWORD_HASH_BYTES
+            || !hash_policy::is_acceptable(&request.password_hash)
         {
             return Err(StoreError::InvalidArgument {
                 field: "password_hash",
-                reason: "must be an argon2id PHC string",
+                reason: hash_policy::REQUIREMENT,
             });
         }
         Ok(self

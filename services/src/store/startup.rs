@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
+use tonic::service::interceptor::InterceptedService;
 use userctl_proto::user::v1::user_store_server::UserStoreServer;
 
 use super::{
@@ -8,12 +9,17 @@ use super::{
     database::{ConnectError, Database},
     service::StoreService,
 };
-use crate::server::{MAX_REQUEST_BYTES, ServeError, Server};
+use crate::{
+    server::{MAX_REQUEST_BYTES, ServeError, Server},
+    tls::{CACHE_NAME, Callers, TlsError},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error(transparent)]
     Database(#[from] ConnectError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error(transparent)]
     Serve(#[from] ServeError),
 }
@@ -21,6 +27,8 @@ pub enum StartupError {
 /// Connects to the database (retrying for `config.connect_timeout` while it starts), applies
 /// migrations and binds the listener.
 pub async fn build(config: &Config) -> Result<(Server, Database), StartupError> {
+    // Read before the database is waited for: a bad TLS file fails at once.
+    let tls = config.tls.load()?;
     let db = Database::open(&config.database_url)?;
     (|| db.migrate())
         .retry(
@@ -35,6 +43,12 @@ pub async fn build(config: &Config) -> Result<(Server, Database), StartupError> 
         .await?;
     let service = UserStoreServer::new(StoreService::new(db.clone()))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
-    let server = Server::bind(config.listen).await?.add_service(service);
+    // Users and their password hashes: for the cache only (with TLS the gateway reaches the
+    // store through the cache; it checks the server it calls is the cache).
+    let service = InterceptedService::new(service, Callers(&[CACHE_NAME]));
+    let server = Server::bind(config.listen)
+        .await?
+        .tls(tls.as_ref().map(|tls| tls.acceptor()))
+        .add_service(service);
     Ok((server, db))
 }

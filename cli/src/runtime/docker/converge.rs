@@ -18,7 +18,7 @@ use bollard::{
 use super::{
     engine::{engine, is_not_found},
     health,
-    spec::{ContainerSpec, DataVolume, HASH_LABEL, Names, SERVICE_UID, SecretFile},
+    spec::{ContainerSpec, DataVolume, HASH_LABEL, Names, SECRETS_DIR, SERVICE_UID, SecretFile},
 };
 use crate::runtime::{RuntimeError, progress::ServiceProgress};
 
@@ -160,23 +160,24 @@ async fn create(
         .create_container(Some(options), spec.create_body(names))
         .await
         .map_err(|err| engine(format!("creating container {}", spec.name), err))?;
-    if let Some(secret) = &spec.secret {
-        upload_secret(docker, &spec.name, secret).await?;
+    if !spec.secrets.is_empty() {
+        upload_secrets(docker, &spec.name, &spec.secrets).await?;
     }
     line.phase("starting");
     start(docker, spec).await
 }
 
-/// Puts the secret into the created container as a file only the service user can read.
-async fn upload_secret(
+/// Puts the secrets into the created container as files only the service user can read.
+async fn upload_secrets(
     docker: &Docker,
     container: &str,
-    secret: &SecretFile,
+    secrets: &[SecretFile],
 ) -> Result<(), RuntimeError> {
-    let context = || format!("copying {} into container {container}", secret.name);
-    let tarball = secret_tarball(secret).map_err(|err| RuntimeError::other(context(), err))?;
+    let names: Vec<&str> = secrets.iter().map(|secret| secret.name).collect();
+    let context = || format!("copying {} into container {container}", names.join(", "));
+    let tarball = secret_tarball(secrets).map_err(|err| RuntimeError::other(context(), err))?;
     let options = UploadToContainerOptionsBuilder::default()
-        .path(secret.dir)
+        .path(SECRETS_DIR)
         .build();
     docker
         .upload_to_container(container, Some(options), bollard::body_full(tarball.into()))
@@ -184,16 +185,18 @@ async fn upload_secret(
         .map_err(|err| engine(context(), err))
 }
 
-fn secret_tarball(secret: &SecretFile) -> std::io::Result<Vec<u8>> {
-    let mut header = tar::Header::new_gnu();
-    header.set_entry_type(tar::EntryType::Regular);
-    header.set_mode(0o400);
-    header.set_uid(SERVICE_UID);
-    header.set_gid(SERVICE_UID);
-    header.set_mtime(0);
-    header.set_size(secret.content.len() as u64);
+fn secret_tarball(secrets: &[SecretFile]) -> std::io::Result<Vec<u8>> {
     let mut tar = tar::Builder::new(Vec::new());
-    tar.append_data(&mut header, secret.name, secret.content.as_slice())?;
+    for secret in secrets {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(0o400);
+        header.set_uid(SERVICE_UID);
+        header.set_gid(SERVICE_UID);
+        header.set_mtime(0);
+        header.set_size(secret.content.len() as u64);
+        tar.append_data(&mut header, secret.name, secret.content.as_slice())?;
+    }
     tar.into_inner()
 }
 
@@ -266,7 +269,7 @@ mod tests {
             health: vec![],
             stop_signal: None,
             hardened: true,
-            secret: None,
+            secrets: Vec::new(),
         }
     }
 
@@ -310,12 +313,11 @@ mod tests {
     #[test]
     fn the_secret_file_is_readable_by_the_service_user_only() {
         let secret = SecretFile {
-            dir: "/run/secrets",
             name: "jwt.key",
             digest: String::new(),
             content: b"k".to_vec(),
         };
-        let tarball = secret_tarball(&secret).expect("tarball");
+        let tarball = secret_tarball(&[secret]).expect("tarball");
         let mut archive = tar::Archive::new(tarball.as_slice());
         let entries: Vec<_> = archive
             .entries()

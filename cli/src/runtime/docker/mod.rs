@@ -44,6 +44,7 @@ use super::{
     Endpoints, RuntimeError, StackSpec, Usage,
     progress::{Progress, ServiceProgress},
 };
+use crate::home::TlsFiles;
 use crate::stack::{
     DEFAULT_POSTGRES_IMAGE, DEFAULT_REDIS_IMAGE, LOCAL_POSTGRES_IMAGE, LOCAL_REDIS_IMAGE, LogLine,
     Service, ServiceStatus, StoreKind,
@@ -81,6 +82,7 @@ impl DockerRuntime {
         let lines = Lines::new(progress);
         let secrets = spec.home.ensure_secrets()?;
         let jwt_key = self.jwt_key(spec).await?;
+        let tls = self.tls_files(spec)?;
 
         // Images first: when one is missing, `up` stops before it has made anything.
         let images = self.images(spec, &lines).await?;
@@ -99,6 +101,7 @@ impl DockerRuntime {
             secrets: &secrets,
             images: &images,
             jwt_key: &jwt_key,
+            tls: &tls,
             cors_origins: &spec.cors_origins,
         };
         let specs = spec::stack(&inputs);
@@ -323,6 +326,17 @@ impl DockerRuntime {
         tokio::fs::read(&path)
             .await
             .map_err(|err| RuntimeError::other(format!("reading {}", path.display()), err))
+    }
+
+    /// The stack's CA and certificates, made on the first `up`, uploaded into the containers.
+    fn tls_files(&self, spec: &StackSpec) -> Result<TlsFiles, RuntimeError> {
+        let dir = spec.home.ensure_tls()?;
+        spec.home.tls_files()?.ok_or_else(|| {
+            RuntimeError::other(
+                format!("reading the certificates in {}", dir.display()),
+                "a file is missing",
+            )
+        })
     }
 
     /// The three images; pulls and the build run concurrently.

@@ -15,6 +15,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::{
     home::Secrets,
+    pki::{self, Holder},
     runtime::launch::{self, Launch, Wiring},
     stack::{CACHE_PORT, Ports, STORE_PORT, Service, StoreKind},
 };
@@ -28,8 +29,9 @@ pub const HASH_LABEL: &str = "io.userctl.config-hash";
 
 /// The unprivileged user the services image runs as (distroless's "nonroot").
 pub const SERVICE_UID: u64 = 65532;
-/// Where the gateway reads its signing key: a file uploaded before the container starts, so
-/// the key is neither in the environment nor on a bind mount.
+/// Where the services read their keys (the gateway's signing key, each service's TLS
+/// certificate and key): files uploaded before the container starts, so no key is in the
+/// environment or on a bind mount.
 pub const SECRETS_DIR: &str = "/run/secrets";
 pub const JWT_KEY_FILE: &str = "jwt.key";
 
@@ -144,6 +146,9 @@ pub struct StackInputs<'a> {
     pub images: &'a Images,
     /// The gateway's HS256 key, uploaded into its container.
     pub jwt_key: &'a [u8],
+    /// The stack's TLS files by name (see [`pki::files`]); each service gets the CA
+    /// certificate and its own certificate and key.
+    pub tls: &'a [(&'static str, Vec<u8>)],
     /// Browser origins the gateway's HTTP door allows.
     pub cors_origins: &'a [String],
 }
@@ -171,7 +176,8 @@ pub struct ContainerSpec {
     /// The usersvc containers need no capabilities and never gain privileges; the database
     /// images' entrypoints need theirs to drop to their own users.
     pub hardened: bool,
-    pub secret: Option<SecretFile>,
+    /// Files placed in [`SECRETS_DIR`] between create and start.
+    pub secrets: Vec<SecretFile>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -195,21 +201,30 @@ impl Published {
     }
 }
 
-/// A file placed in the container between create and start.
+/// A file placed in the container's [`SECRETS_DIR`] between create and start.
 #[derive(Clone, Serialize)]
 pub struct SecretFile {
-    pub dir: &'static str,
     pub name: &'static str,
-    /// Only the digest is hashed (a new key recreates the gateway); the bytes are never printed.
+    /// Only the digest is hashed (a new key or certificate recreates the container); the bytes
+    /// are never printed.
     pub digest: String,
     #[serde(skip)]
     pub content: Vec<u8>,
 }
 
+impl SecretFile {
+    fn new(name: &'static str, content: &[u8]) -> Self {
+        Self {
+            name,
+            digest: hex::encode(Sha256::digest(content)),
+            content: content.to_vec(),
+        }
+    }
+}
+
 impl std::fmt::Debug for SecretFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SecretFile")
-            .field("dir", &self.dir)
             .field("name", &self.name)
             .finish_non_exhaustive()
     }
@@ -243,7 +258,22 @@ pub fn container(inputs: &StackInputs<'_>, service: Service) -> Option<Container
         database_url,
         redis_url: format!("redis://:{redis_password}@redis:6379"),
         jwt_key_file: format!("{SECRETS_DIR}/{JWT_KEY_FILE}"),
+        tls_dir: SECRETS_DIR.to_owned(),
         cors_origins: inputs.cors_origins,
+    };
+    // The CA certificate and this service's own certificate and key.
+    let tls_files = |service: Service| -> Vec<SecretFile> {
+        let Some(holder) = Holder::of(service) else {
+            return Vec::new();
+        };
+        inputs
+            .tls
+            .iter()
+            .filter(|(name, _)| {
+                [pki::CA_CERT, holder.cert_file(), holder.key_file()].contains(name)
+            })
+            .map(|(name, content)| SecretFile::new(name, content))
+            .collect()
     };
     let usersvc = |launch: Launch, host_port: u16| ContainerSpec {
         service,
@@ -264,16 +294,26 @@ pub fn container(inputs: &StackInputs<'_>, service: Service) -> Option<Container
             container_port,
             host_port: inputs.ports.http,
         }),
+        // Over mutual TLS for the store and cache: the probe reads the container's
+        // USERSVC_TLS_* and checks the server's certificate is for the service's name.
         health: strings(&[
             "CMD",
             "/usersvc",
             "health",
             "--addr",
             &format!("127.0.0.1:{}", launch.grpc_port),
-        ]),
+        ])
+        .into_iter()
+        .chain(
+            launch
+                .tls_server_name
+                .into_iter()
+                .flat_map(|name| ["--tls-server-name".to_owned(), name.to_owned()]),
+        )
+        .collect(),
         stop_signal: None,
         hardened: true,
-        secret: None,
+        secrets: tls_files(service),
     };
     let spec = match service {
         Service::Postgres => {
@@ -309,7 +349,7 @@ pub fn container(inputs: &StackInputs<'_>, service: Service) -> Option<Container
                 ]),
                 stop_signal: Some("SIGINT"),
                 hardened: false,
-                secret: None,
+                secrets: Vec::new(),
             }
         }
         Service::Redis => ContainerSpec {
@@ -335,7 +375,7 @@ pub fn container(inputs: &StackInputs<'_>, service: Service) -> Option<Container
             health: strings(&["CMD", "redis-cli", "ping"]),
             stop_signal: None,
             hardened: false,
-            secret: None,
+            secrets: Vec::new(),
         },
         Service::Store => ContainerSpec {
             mounts: match inputs.store {
@@ -348,15 +388,12 @@ pub fn container(inputs: &StackInputs<'_>, service: Service) -> Option<Container
             ..usersvc(launch::launch(&wiring, service)?, inputs.ports.store)
         },
         Service::Cache => usersvc(launch::launch(&wiring, service)?, inputs.ports.cache),
-        Service::Gateway => ContainerSpec {
-            secret: Some(SecretFile {
-                dir: SECRETS_DIR,
-                name: JWT_KEY_FILE,
-                digest: hex::encode(Sha256::digest(inputs.jwt_key)),
-                content: inputs.jwt_key.to_vec(),
-            }),
-            ..usersvc(launch::launch(&wiring, service)?, inputs.ports.gateway)
-        },
+        Service::Gateway => {
+            let mut spec = usersvc(launch::launch(&wiring, service)?, inputs.ports.gateway);
+            spec.secrets
+                .push(SecretFile::new(JWT_KEY_FILE, inputs.jwt_key));
+            spec
+        }
     };
     Some(spec)
 }
@@ -498,7 +535,23 @@ mod tests {
         }
     }
 
+    fn tls(ca: &str) -> Vec<(&'static str, Vec<u8>)> {
+        pki::files()
+            .into_iter()
+            .map(|name| (name, format!("{ca}/{name}").into_bytes()))
+            .collect()
+    }
+
     fn specs(store: StoreKind, ports: Ports, jwt_key: &[u8]) -> Vec<ContainerSpec> {
+        specs_with_tls(store, ports, jwt_key, &tls("ca"))
+    }
+
+    fn specs_with_tls(
+        store: StoreKind,
+        ports: Ports,
+        jwt_key: &[u8],
+        tls: &[(&'static str, Vec<u8>)],
+    ) -> Vec<ContainerSpec> {
         let names = Names::new("t");
         let (secrets, images) = (secrets(), images());
         stack(&StackInputs {
@@ -508,6 +561,7 @@ mod tests {
             secrets: &secrets,
             images: &images,
             jwt_key,
+            tls,
             cors_origins: &[],
         })
     }
@@ -664,10 +718,63 @@ mod tests {
                 .contains(&"USERSVC_JWT_SECRET_FILE=/run/secrets/jwt.key".to_owned())
         );
         assert!(!format!("{gateway:?}").contains("very secret key"));
-        assert_eq!(
-            gateway.secret.as_ref().map(|s| s.content.as_slice()),
-            Some(&b"very secret key"[..])
-        );
+        let uploaded = gateway
+            .secrets
+            .iter()
+            .find(|secret| secret.name == JWT_KEY_FILE)
+            .map(|secret| secret.content.as_slice());
+        assert_eq!(uploaded, Some(&b"very secret key"[..]));
+    }
+
+    #[test]
+    fn each_service_gets_only_the_ca_and_its_own_tls_files_uploaded() {
+        for spec in specs(StoreKind::Postgres, default_ports(), b"key") {
+            let mut names: Vec<&str> = spec
+                .secrets
+                .iter()
+                .map(|secret| secret.name)
+                .filter(|name| *name != JWT_KEY_FILE)
+                .collect();
+            names.sort_unstable();
+            let mut expected: Vec<&str> = match Holder::of(spec.service) {
+                None => Vec::new(),
+                Some(holder) => vec![pki::CA_CERT, holder.cert_file(), holder.key_file()],
+            };
+            expected.sort_unstable();
+            assert_eq!(names, expected, "{:?}", spec.service);
+            assert!(
+                spec.env.iter().all(|var| !var.contains("ca/")),
+                "no TLS file content in the environment"
+            );
+        }
+    }
+
+    #[test]
+    fn new_certificates_recreate_every_service_and_no_database() {
+        let before = specs_with_tls(StoreKind::Postgres, default_ports(), b"key", &tls("old"));
+        let after = specs_with_tls(StoreKind::Postgres, default_ports(), b"key", &tls("new"));
+        for (old, new) in before.iter().zip(&after) {
+            assert_eq!(
+                old.hash() == new.hash(),
+                !old.service.is_usersvc(),
+                "{:?}",
+                old.service
+            );
+        }
+    }
+
+    #[test]
+    fn the_store_and_cache_health_checks_speak_mutual_tls_and_the_gateways_does_not() {
+        let specs = specs(StoreKind::Postgres, default_ports(), b"key");
+        for service in [Service::Store, Service::Cache] {
+            let health = find(&specs, service).health.join(" ");
+            assert!(
+                health.ends_with(&format!("--tls-server-name {}", service.name())),
+                "{health}"
+            );
+        }
+        let gateway = find(&specs, Service::Gateway).health.join(" ");
+        assert!(!gateway.contains("--tls"), "{gateway}");
     }
 
     #[test]

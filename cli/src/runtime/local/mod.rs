@@ -24,10 +24,12 @@ use backon::{ConstantBuilder, Retryable as _};
 use nix::{sys::signal::Signal, unistd::Pid};
 pub use plan::{Plan, ProcessState, RedisPlan, SupervisorState};
 pub use supervisor::supervise;
+use tonic::transport::Endpoint;
 
 use super::{Endpoints, RuntimeError, StackSpec, Usage, progress::Progress};
 use crate::{
     home::ProjectHome,
+    pki::Holder,
     procfs,
     stack::{Health, LogLine, Service, ServiceStatus, State, StoreKind},
 };
@@ -70,9 +72,16 @@ impl LocalRuntime {
         let dir = self.dir();
         self.home.ensure_dir(&dir)?;
         let jwt_key = self.home.ensure_jwt_key()?;
+        let tls_dir = self.home.ensure_tls()?;
+        let tls = self.home.tls_files()?.ok_or_else(|| {
+            RuntimeError::other(
+                format!("reading the certificates in {}", tls_dir.display()),
+                "a file is missing",
+            )
+        })?;
 
         let running = self.running_plan();
-        let wanted_fingerprint = plan::fingerprint(spec)?;
+        let wanted_fingerprint = plan::fingerprint(spec, &tls)?;
         if let Some(plan) = &running {
             if plan.fingerprint == wanted_fingerprint {
                 let endpoints = plan.endpoints();
@@ -107,6 +116,7 @@ impl LocalRuntime {
             http_port: free_port(Service::Gateway, spec.ports.http)?,
             database_url: format!("sqlite://{}", dir.join("userctl.db").display()),
             jwt_key,
+            tls_dir,
             cors_origins: spec.cors_origins.clone(),
         };
         plan.save(&dir)?;
@@ -114,6 +124,24 @@ impl LocalRuntime {
         self.wait_healthy(&plan, spec.wait_timeout, progress, false)
             .await?;
         Ok(plan.endpoints())
+    }
+
+    /// Whether `service` at `addr` answers its health check, over mutual TLS with the
+    /// `userctl` certificate for the store and cache.
+    async fn is_serving(&self, service: Service, addr: &str) -> bool {
+        let server_name = Holder::of(service).and_then(Holder::server_name);
+        let endpoint = match server_name {
+            None => Endpoint::from_shared(addr.to_owned()).ok(),
+            Some(name) => match self.home.tls_identity(Holder::Userctl) {
+                Ok(Some(identity)) => identity.endpoint(addr, name).ok(),
+                // No certificates: the stack cannot be serving over mutual TLS either.
+                _ => None,
+            },
+        };
+        match endpoint {
+            Some(endpoint) => probe::is_serving(endpoint, Duration::from_secs(1)).await,
+            None => false,
+        }
     }
 
     /// Stops the stack; with `volumes` also deletes its SQLite database. Returns the files of
@@ -162,9 +190,7 @@ impl LocalRuntime {
                 (_, _, None) => (State::Absent, Health::None),
                 (_, _, Some(process)) => {
                     let health = match (&address, process.state) {
-                        (Some(addr), State::Running)
-                            if probe::is_serving(addr, Duration::from_secs(1)).await =>
-                        {
+                        (Some(addr), State::Running) if self.is_serving(service, addr).await => {
                             Health::Healthy
                         }
                         (None, _) => Health::None,
@@ -386,7 +412,7 @@ impl LocalRuntime {
                 "waiting for health"
             });
             loop {
-                if probe::is_serving(&addr, Duration::from_secs(1)).await {
+                if self.is_serving(service, &addr).await {
                     line.done(if already_running {
                         "unchanged"
                     } else {

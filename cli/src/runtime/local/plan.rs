@@ -26,6 +26,9 @@ pub struct Plan {
     pub http_port: u16,
     pub database_url: String,
     pub jwt_key: PathBuf,
+    /// The stack's CA and certificates (see `pki`); every service speaks mutual TLS inside.
+    #[serde(default)]
+    pub tls_dir: PathBuf,
     /// Browser origins the gateway's HTTP door allows.
     #[serde(default)]
     pub cors_origins: Vec<String>,
@@ -110,9 +113,13 @@ impl SupervisorState {
     }
 }
 
-/// Identifies a configuration: the usersvc binary (size and mtime), the Redis choice and the
-/// requested ports. Equal fingerprints mean `up` has nothing to change.
-pub fn fingerprint(spec: &StackSpec) -> Result<String, RuntimeError> {
+/// Identifies a configuration: the usersvc binary (size and mtime), the Redis choice, the
+/// requested ports and the stack's certificates. Equal fingerprints mean `up` has nothing to
+/// change.
+pub fn fingerprint(
+    spec: &StackSpec,
+    tls: &[(&'static str, Vec<u8>)],
+) -> Result<String, RuntimeError> {
     let meta = fs::metadata(&spec.usersvc)
         .map_err(|err| RuntimeError::other(format!("reading {}", spec.usersvc.display()), err))?;
     let mtime = meta
@@ -136,6 +143,10 @@ pub fn fingerprint(spec: &StackSpec) -> Result<String, RuntimeError> {
         spec.ports.store,
     ] {
         hash.update(port.to_le_bytes());
+    }
+    for (name, content) in tls {
+        hash.update(name.as_bytes());
+        hash.update(Sha256::digest(content));
     }
     Ok(hex::encode(&hash.finalize()[..16]))
 }

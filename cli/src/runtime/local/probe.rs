@@ -8,11 +8,8 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-/// Whether the server at `addr` reports SERVING, within `timeout`.
-pub async fn is_serving(addr: &str, timeout: Duration) -> bool {
-    let Ok(endpoint) = Endpoint::from_shared(addr.to_owned()) else {
-        return false;
-    };
+/// Whether the server at `endpoint` reports SERVING, within `timeout`.
+pub async fn is_serving(endpoint: Endpoint, timeout: Duration) -> bool {
     let check = async {
         let channel = endpoint.connect_timeout(timeout).connect().await.ok()?;
         let response = HealthClient::new(channel)

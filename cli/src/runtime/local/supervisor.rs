@@ -131,6 +131,7 @@ fn processes(plan: &Plan, dir: &Path) -> Result<Vec<ProcessSpec>> {
         database_url: plan.database_url.clone(),
         redis_url: plan.redis_url(),
         jwt_key_file: plan.jwt_key.display().to_string(),
+        tls_dir: plan.tls_dir.display().to_string(),
         cors_origins: &plan.cors_origins,
     };
     specs.extend(launch::all(&wiring).into_iter().map(|launch| ProcessSpec {

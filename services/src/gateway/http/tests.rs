@@ -22,7 +22,7 @@ use crate::gateway::{
 fn app(origins: &[&str]) -> Router {
     let nz = |n| NonZeroU32::new(n).expect("non-zero");
     // Nothing listens on port 1: every call to the cache fails as a dependency that is down.
-    let cache = crate::client::channel("http://127.0.0.1:1").expect("address");
+    let cache = crate::client::channel("http://127.0.0.1:1", None).expect("address");
     let metrics = Arc::new(Metrics::new().expect("metrics"));
     let gateway = GatewayService::new(
         UserStoreClient::new(cache.clone()),

@@ -16,7 +16,7 @@ use super::{
     },
     password::{PasswordError, Passwords},
     service::GatewayService,
-    throttle::LoginThrottle,
+    throttle::{Limits, LoginThrottle},
     token::{JwtKey, KeyError},
 };
 use crate::{
@@ -99,14 +99,19 @@ pub async fn build(config: &Config) -> Result<Gateway, StartupError> {
     let key = JwtKey::from_file(&config.jwt_secret_file, config.token_ttl)?;
     let cors = http::cors(&config.cors_origins)?;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let passwords = Passwords::new(config.hash_concurrency.unwrap_or(cores))?;
+    let hash_concurrency = config
+        .hash_concurrency
+        .map_or(cores, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    let jobs_per_peer = usize::try_from(config.hash_jobs_per_peer).unwrap_or(usize::MAX);
+    let passwords = Passwords::new(hash_concurrency, jobs_per_peer)?;
     let cache = client::channel(&config.cache_addr)?;
     let users = UserStoreClient::new(cache.clone());
-    let throttle = LoginThrottle::new(
-        config.failed_logins_per_account,
-        config.failed_logins_per_peer,
-        config.redis_url.as_ref().map(|url| url.0.as_str()),
-    )?;
+    let limits = Limits {
+        failed_logins_per_account: config.failed_logins_per_account,
+        failed_logins_per_peer: config.failed_logins_per_peer,
+        registrations_per_peer: config.registrations_per_peer,
+    };
+    let throttle = LoginThrottle::new(limits, config.redis_url.as_ref().map(|url| url.0.as_str()))?;
     let metrics = Arc::new(Metrics::new()?);
     let gateway = GatewayService::new(users, passwords, key, throttle, metrics.login_counters());
 

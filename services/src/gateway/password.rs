@@ -3,10 +3,11 @@
 //! three ways (docs/design.md, "Passwords"):
 //!
 //! - **Memory**: at most `hash_concurrency` hashes run at once, each in one of as many argon2
-//!   buffers allocated at start and reused for every hash. Letting argon2 allocate 19 MiB per
-//!   hash on whichever blocking thread runs it kept that memory forever: glibc gives each thread
-//!   its own arena and, once a large block is freed, raises its mmap threshold above 19 MiB, so
-//!   every later hash landed in an arena that is never returned to the system.
+//!   buffers, made the first time they are needed and then reused for every hash, never freed.
+//!   Letting argon2 allocate 19 MiB per hash on whichever blocking thread runs it kept that
+//!   memory forever: glibc gives each thread its own arena and, once a large block is freed,
+//!   raises its mmap threshold above 19 MiB, so every later hash landed in an arena that is
+//!   never returned to the system.
 //! - **Fairness**: a peer address may have at most `hash_concurrency` hashes waiting for a
 //!   buffer; its others wait behind those, in a queue of its own. The buffers are handed out
 //!   first come, first served among the waiting hashes, so another peer's login waits behind at
@@ -47,16 +48,19 @@ pub enum PasswordError {
 #[derive(Clone)]
 pub struct Passwords {
     pool: Arc<Pool>,
-    /// Verified against when an email is unknown, so that a login for an account that does not
-    /// exist costs the same time as one with a wrong password.
-    dummy_hash: Arc<str>,
 }
 
+/// Verified against when an email is unknown, so that a login for an account that does not
+/// exist costs the same time as one with a wrong password: a hash of a password no one knows,
+/// under the parameters every hash is made with (a test holds the two together).
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$TEOdzGj3Y8AxIK6sarCQ2w$Z1N9C1YqDAr349qVpMJM8Dsdxw8C8xlDx0OeKOd+kcU";
+
 struct Pool {
-    /// One permit per buffer: holding one means a buffer is free for the holder.
+    /// One permit per buffer: holding one means a buffer is free (or not made yet) for the
+    /// holder.
     permits: Arc<Semaphore>,
-    /// Each holds the blocks the gateway's own parameters need: the most a stored hash may
-    /// ask for.
+    /// Buffers made and not checked out. Each holds the blocks the gateway's own parameters
+    /// need: the most a stored hash may ask for.
     buffers: Mutex<Vec<Vec<Block>>>,
     /// How many buffers one peer may be waiting for or using at once.
     share: usize,
@@ -73,30 +77,19 @@ struct PeerJobs {
 
 impl Passwords {
     /// `max_concurrent` hashes run at once, each in its own buffer; a peer may have
-    /// `jobs_per_peer` hashes queued or running. Allocates the buffers and computes the dummy
-    /// hash, so call it once at start-up.
-    pub fn new(max_concurrent: usize, jobs_per_peer: usize) -> Result<Self, PasswordError> {
+    /// `jobs_per_peer` hashes queued or running. Nothing is allocated until the first hash.
+    pub fn new(max_concurrent: usize, jobs_per_peer: usize) -> Self {
         let max_concurrent = max_concurrent.max(1);
-        let blocks = Params::DEFAULT.block_count();
-        let mut buffers: Vec<Vec<Block>> = (0..max_concurrent)
-            .map(|_| vec![Block::new(); blocks])
-            .collect();
-        // In one of the buffers, so that no 19 MiB block is ever freed (see the module doc).
-        let dummy_hash = match buffers.first_mut() {
-            Some(buffer) => hash_into("userctl dummy password, never valid", buffer)?,
-            None => return Err(PasswordError::Closed),
-        };
         let pool = Pool {
             permits: Arc::new(Semaphore::new(max_concurrent)),
-            buffers: Mutex::new(buffers),
+            buffers: Mutex::new(Vec::with_capacity(max_concurrent)),
             share: max_concurrent,
             jobs_per_peer: jobs_per_peer.max(1),
             peers: Mutex::new(HashMap::new()),
         };
-        Ok(Self {
+        Self {
             pool: Arc::new(pool),
-            dummy_hash: dummy_hash.into(),
-        })
+        }
     }
 
     /// An argon2id PHC string with a fresh random salt.
@@ -118,10 +111,9 @@ impl Passwords {
         peer: Option<IpAddr>,
     ) -> Result<bool, PasswordError> {
         let mut buffer = Pool::check_out(&self.pool, peer).await?;
-        let dummy = self.dummy_hash.clone();
         let matched = tokio::task::spawn_blocking(move || {
             let known = hash.is_some();
-            let hash = hash.as_deref().unwrap_or(&dummy);
+            let hash = hash.as_deref().unwrap_or(DUMMY_HASH);
             let matched = verify_into(&password, hash, &mut buffer.blocks);
             known && matched
         })
@@ -145,13 +137,15 @@ impl Pool {
             .acquire_owned()
             .await
             .map_err(|_| PasswordError::Closed)?;
-        let blocks = pool
+        let free = pool
             .buffers
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .pop()
-            // A permit is only ever held with a buffer free, so this does not happen.
-            .ok_or(PasswordError::Closed)?;
+            .pop();
+        // With a permit and no free buffer, fewer than `hash_concurrency` buffers exist yet:
+        // make one. It is kept for good, so no more than that many are ever made, and a block
+        // this large is mapped on its own and never freed (see the module doc).
+        let blocks = free.unwrap_or_else(|| vec![Block::new(); Params::DEFAULT.block_count()]);
         Ok(Buffer {
             blocks,
             pool: pool.clone(),
@@ -313,7 +307,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_hash_verifies_only_its_own_password() {
-        let passwords = Passwords::new(2, 8).expect("dummy hash");
+        let passwords = Passwords::new(2, 8);
         let hash = passwords
             .hash("correct horse".into(), PEER)
             .await
@@ -338,7 +332,7 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_agree_with_the_argon2_crates_own_hasher_and_verifier() {
-        let passwords = Passwords::new(1, 8).expect("dummy hash");
+        let passwords = Passwords::new(1, 8);
         let ours = passwords
             .hash("correct horse".into(), PEER)
             .await
@@ -372,7 +366,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_hash_needing_more_memory_than_the_pool_has_does_not_verify() {
-        let passwords = Passwords::new(1, 8).expect("dummy hash");
+        let passwords = Passwords::new(1, 8);
         let salt = SaltString::generate(&mut OsRng);
         let stronger = Params::new(2 * Params::DEFAULT_M_COST, 1, 1, None).expect("params");
         let hash = Argon2::new(Algorithm::Argon2id, Version::V0x13, stronger)
@@ -387,9 +381,39 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_dummy_hash_has_the_parameters_every_hash_is_made_with() {
+        let dummy = PasswordHash::new(DUMMY_HASH).expect("a PHC string");
+        let params = Params::try_from(&dummy).expect("params");
+        let default = Argon2::default();
+        let default = default.params();
+        assert_eq!(
+            (params.m_cost(), params.t_cost(), params.p_cost()),
+            (default.m_cost(), default.t_cost(), default.p_cost())
+        );
+        assert_eq!(
+            dummy.hash.map(|output| output.len()),
+            Some(Params::DEFAULT_OUTPUT_LEN)
+        );
+        assert_eq!(dummy.algorithm, Algorithm::Argon2id.ident());
+        assert_eq!(dummy.version, Some(Version::V0x13.into()));
+    }
+
+    #[tokio::test]
+    async fn no_buffer_is_made_before_the_first_hash_nor_more_than_the_concurrency() {
+        let passwords = Passwords::new(2, 64);
+        let made = || passwords.pool.buffers.lock().expect("lock").len();
+        assert_eq!(made(), 0);
+        let hashes = (0..6).map(|i| passwords.hash(format!("password {i}"), PEER));
+        for hash in futures::future::join_all(hashes).await {
+            hash.expect("hash");
+        }
+        assert_eq!(made(), 2);
+    }
+
     #[tokio::test]
     async fn an_unknown_account_never_verifies() {
-        let passwords = Passwords::new(1, 8).expect("dummy hash");
+        let passwords = Passwords::new(1, 8);
         assert!(
             !passwords
                 .verify("userctl dummy password, never valid".into(), None, PEER)
@@ -400,7 +424,7 @@ mod tests {
 
     #[tokio::test]
     async fn unparsable_hashes_are_a_mismatch() {
-        let passwords = Passwords::new(1, 8).expect("dummy hash");
+        let passwords = Passwords::new(1, 8);
         for hash in [
             "",
             "$argon2id$v=19$m=19456,t=2,p=1$",
@@ -419,7 +443,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_peer_past_its_jobs_is_refused_at_once_and_others_are_not() {
-        let passwords = Passwords::new(1, 2).expect("dummy hash");
+        let passwords = Passwords::new(1, 2);
         let other = Some(IpAddr::from([127, 0, 0, 2]));
         // Two hashes of PEER: one running, one queued behind it.
         let held = Pool::check_out(&passwords.pool, PEER).await.expect("first");
@@ -450,7 +474,7 @@ mod tests {
 
     #[tokio::test]
     async fn another_peer_is_served_before_a_busy_peers_backlog() {
-        let passwords = Passwords::new(1, 64).expect("dummy hash");
+        let passwords = Passwords::new(1, 64);
         let other = Some(IpAddr::from([127, 0, 0, 2]));
         let held = Pool::check_out(&passwords.pool, PEER).await.expect("first");
         let order = Arc::new(Mutex::new(Vec::new()));

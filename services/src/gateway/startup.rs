@@ -14,7 +14,7 @@ use super::{
         self, HttpLimits, HttpServer, HttpState, InvalidOrigin, metrics::Metrics,
         metrics::MetricsError,
     },
-    password::{PasswordError, Passwords},
+    password::Passwords,
     service::GatewayService,
     throttle::{Limits, LoginThrottle},
     token::{JwtKey, KeyError},
@@ -30,8 +30,6 @@ pub enum StartupError {
     Key(#[from] KeyError),
     #[error("invalid --cache-addr")]
     CacheAddr(#[from] InvalidAddress),
-    #[error(transparent)]
-    Passwords(#[from] PasswordError),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
     #[error("invalid --cors-origin")]
@@ -103,7 +101,7 @@ pub async fn build(config: &Config) -> Result<Gateway, StartupError> {
         .hash_concurrency
         .map_or(cores, |n| usize::try_from(n).unwrap_or(usize::MAX));
     let jobs_per_peer = usize::try_from(config.hash_jobs_per_peer).unwrap_or(usize::MAX);
-    let passwords = Passwords::new(hash_concurrency, jobs_per_peer)?;
+    let passwords = Passwords::new(hash_concurrency, jobs_per_peer);
     let cache = client::channel(&config.cache_addr)?;
     let users = UserStoreClient::new(cache.clone());
     let limits = Limits {

@@ -29,7 +29,7 @@ fn app(origins: &[&str]) -> Router {
     let metrics = Arc::new(Metrics::new().expect("metrics"));
     let gateway = GatewayService::new(
         UserStoreClient::new(cache.clone()),
-        Passwords::new(1, 64).expect("passwords"),
+        Passwords::new(1, 64),
         JwtKey::new(&[7; 32], Duration::from_secs(60)).expect("key"),
         LoginThrottle::new(
             Limits {

@@ -92,9 +92,8 @@ fn create(email: &str, password_hash: &str) -> CreateUserRequest {
 
 /// A hash as the gateway itself writes them: argon2id, m=19456, t=2, p=1.
 async fn strong_hash() -> String {
-    Passwords::new(1)
-        .expect("hasher")
-        .hash(PASSWORD.into())
+    Passwords::new(1, 1)
+        .hash(PASSWORD.into(), None)
         .await
         .expect("hash")
 }

@@ -162,9 +162,8 @@ async fn whoami_never_writes_raw_control_characters_sent_by_the_server() {
     // A name no gateway accepts, written by another path straight into the store: the CLI must
     // not trust the server to have checked.
     let hostile = "Eve\u{1b}]0;pwned\u{7}\u{1b}[2J\u{9b}31m\u{202E}reversed\u{2028}end";
-    let hash = Passwords::new(1)
-        .expect("hasher")
-        .hash(PASSWORD.into())
+    let hash = Passwords::new(1, 1)
+        .hash(PASSWORD.into(), None)
         .await
         .expect("hash");
     let user = stack

@@ -10,6 +10,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    num::NonZeroU32,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -24,7 +25,11 @@ use userctl_proto::{
     gateway::v1::{Profile, RegisterRequest},
     user::v1::{ReadUserRequest, read_user_request::Key},
 };
-use userctl_tests::{database::TestDatabase, redis::RedisServer, stack::TestStack};
+use userctl_tests::{
+    database::TestDatabase,
+    redis::RedisServer,
+    stack::{StackOptions, TestStack},
+};
 
 /// Distinct accounts; each is attempted [`ATTEMPTS`] times under different spellings.
 const ACCOUNTS: usize = 400;
@@ -57,7 +62,13 @@ struct Attempt {
 async fn no_acknowledged_registration_is_lost_while_redis_and_the_store_restart() {
     let db = TestDatabase::postgres().await;
     let mut redis = RedisServer::start().await;
-    let mut stack = TestStack::start(&db, &redis).await;
+    // Every attempt comes from this one address: far more registrations than a minute's
+    // budget.
+    let options = StackOptions {
+        registrations_per_peer: NonZeroU32::new(1_000_000).expect("non-zero"),
+        ..StackOptions::default()
+    };
+    let mut stack = TestStack::start_with(&db, &redis, options).await;
     let gateway = stack.gateway().await;
 
     let mut plan: Vec<(usize, usize)> = (0..ACCOUNTS)

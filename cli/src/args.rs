@@ -259,8 +259,9 @@ pub struct BenchArgs {
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub warmup: Duration,
 
-    /// Accounts the bench creates and spreads whoami and login over.
-    #[arg(long, default_value_t = 200)]
+    /// Accounts the bench creates and spreads whoami and login over. They count against the
+    /// gateway's registrations per address (60 a minute by default): past that the bench waits.
+    #[arg(long, default_value_t = 50)]
     pub users: usize,
 
     /// Zipf exponent of the user popularity.

@@ -56,6 +56,7 @@ pub fn unthrottled() -> StackOptions {
     StackOptions {
         failed_logins_per_account: nz(1_000_000),
         failed_logins_per_peer: nz(1_000_000),
+        registrations_per_peer: nz(1_000_000),
         ..StackOptions::default()
     }
 }

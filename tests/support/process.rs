@@ -87,6 +87,11 @@ impl Usersvc {
         Self { addr, child, log }
     }
 
+    /// Its process id, e.g. to read its memory from `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running process")
+    }
+
     /// Everything it wrote to stderr so far.
     pub fn log(&self) -> String {
         self.log

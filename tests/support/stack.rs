@@ -35,6 +35,9 @@ pub struct StackOptions {
     pub negative_ttl: Duration,
     pub failed_logins_per_account: NonZeroU32,
     pub failed_logins_per_peer: NonZeroU32,
+    /// The gateway's `--registrations-per-peer`: the production default unless a test needs
+    /// more accounts than a developer would make in a minute.
+    pub registrations_per_peer: NonZeroU32,
     /// Browser origins the HTTP API allows (CORS); none by default, as in production.
     pub cors_origins: Vec<String>,
     /// The gateway's `--header-timeout` (HTTP headers, HTTP/2 preface).
@@ -55,6 +58,7 @@ impl Default for StackOptions {
             negative_ttl: Duration::from_secs(5),
             failed_logins_per_account: NonZeroU32::new(5).expect("non-zero"),
             failed_logins_per_peer: NonZeroU32::new(30).expect("non-zero"),
+            registrations_per_peer: NonZeroU32::new(60).expect("non-zero"),
             cors_origins: Vec::new(),
             header_timeout: Duration::from_secs(10),
             http_max_connections: 1024,
@@ -393,8 +397,10 @@ fn gateway_config(
         jwt_secret_file: key_file.to_path_buf(),
         token_ttl: options.token_ttl,
         hash_concurrency: None,
+        hash_jobs_per_peer: 64,
         failed_logins_per_account: options.failed_logins_per_account,
         failed_logins_per_peer: options.failed_logins_per_peer,
+        registrations_per_peer: options.registrations_per_peer,
         header_timeout: options.header_timeout,
         http_max_connections: options.http_max_connections,
         redis_url: Some(gateway::config::RedisUrl(redis_url.to_owned())),

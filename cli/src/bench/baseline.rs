@@ -21,7 +21,7 @@ use userctl_proto::{
 
 use super::{
     Target,
-    load::{self, Limits, Measurement},
+    load::{self, Limits, Measurement, Outcome},
 };
 use crate::{
     client,
@@ -67,7 +67,7 @@ pub async fn measure(
         move || {
             let mut client = echo_client.clone();
             let payload = payload.clone();
-            async move { client.echo(EchoMessage { payload }).await.is_ok() }
+            async move { Outcome::from(client.echo(EchoMessage { payload }).await.is_ok()) }
         }
     };
     let single = Limits {
@@ -111,7 +111,7 @@ async fn redis_baseline(
         move || {
             let mut conn = conn.clone();
             let key = key.clone();
-            async move { conn.get::<_, Vec<u8>>(&key).await.is_ok() }
+            async move { Outcome::from(conn.get::<_, Vec<u8>>(&key).await.is_ok()) }
         }
     };
     let measurement = load::drive(limits, op, progress("redis GET (1)")).await;

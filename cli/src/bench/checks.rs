@@ -48,6 +48,10 @@ impl Check {
     }
 }
 
+/// The most the gateway may hold after many logins, in MiB (shown as MB, like every memory
+/// figure of the bench).
+pub const GATEWAY_RSS_MB: f64 = 64.0;
+
 /// The targets the figures at hand allow judging; a target whose figures are missing (no
 /// Redis baseline, a workload not run) is left out rather than failed.
 pub fn checks(
@@ -55,6 +59,7 @@ pub fn checks(
     workloads: &[WorkloadReport],
     whoami_single: Option<&Measurement>,
     single_flight: Option<&SingleFlight>,
+    gateway_rss_after_login_kib: Option<u64>,
     cores: usize,
 ) -> Vec<Check> {
     let mut checks = Vec::new();
@@ -86,6 +91,14 @@ pub fn checks(
             0.9,
         ));
     }
+    if let Some(kib) = gateway_rss_after_login_kib {
+        // Two hashing buffers of 19 MiB and the process itself (docs/design.md, "Passwords").
+        checks.push(Check::at_most(
+            "gateway RSS after the login workload, MB",
+            kib as f64 / 1024.0,
+            GATEWAY_RSS_MB,
+        ));
+    }
     if let Some(sf) = single_flight {
         checks.push(Check::exactly(
             "store calls for 1000 concurrent misses on one key",
@@ -105,6 +118,7 @@ pub(super) mod tests {
         Measurement {
             requests: 1000,
             errors: 0,
+            throttled: 0,
             seconds: 1000.0 / rps,
             rps,
             p50_us,
@@ -153,7 +167,14 @@ pub(super) mod tests {
             concurrent_misses: 1000,
             store_calls: 1,
         };
-        let checks = checks(&baselines(), &workloads, Some(&single), Some(&sf), 4);
+        let checks = checks(
+            &baselines(),
+            &workloads,
+            Some(&single),
+            Some(&sf),
+            Some(48 * 1024),
+            4,
+        );
         let names: Vec<&str> = checks.iter().map(|c| c.name).collect();
         assert_eq!(
             names,
@@ -162,8 +183,14 @@ pub(super) mod tests {
                 "whoami throughput / echo throughput",
                 "whoami Zipf hit ratio",
                 "login throughput / (cores / argon2 hash time)",
+                "gateway RSS after the login workload, MB",
                 "store calls for 1000 concurrent misses on one key",
             ]
+        );
+        let rss = find(&checks, "gateway RSS");
+        assert_eq!(
+            (rss.value, rss.goal.as_str(), rss.met),
+            (48.0, "<= 64", true)
         );
         let latency = find(&checks, "whoami p50");
         assert!((latency.value - 1.1).abs() < 1e-9, "{latency:?}");
@@ -201,7 +228,7 @@ pub(super) mod tests {
         no_redis.redis_get = None;
         let workloads = [workload(Workload::Whoami, 5000.0, None)];
         let single = measurement(3000.0, 275);
-        let checks = checks(&no_redis, &workloads, Some(&single), None, 4);
+        let checks = checks(&no_redis, &workloads, Some(&single), None, None, 4);
         let names: Vec<&str> = checks.iter().map(|c| c.name).collect();
         assert_eq!(names, ["whoami throughput / echo throughput"]);
 
@@ -210,6 +237,6 @@ pub(super) mod tests {
     }
 
     fn checks_of(workloads: &[WorkloadReport]) -> Vec<Check> {
-        checks(&baselines(), workloads, None, None, 1)
+        checks(&baselines(), workloads, None, None, None, 1)
     }
 }

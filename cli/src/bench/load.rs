@@ -1,5 +1,7 @@
 //! The load loop: N workers call one operation back to back until the deadline; latencies of
-//! calls that start after the warm-up go into a histogram.
+//! calls that start after the warm-up go into a histogram. Answers the stack's limits refused
+//! (RESOURCE_EXHAUSTED) are counted apart and kept out of the latencies and the rate: they
+//! measure a limit, not the work.
 
 use std::{
     future::Future,
@@ -23,11 +25,30 @@ pub struct Limits {
     pub requests: Option<u64>,
 }
 
+/// How one call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Failed,
+    /// Refused by one of the stack's limits (RESOURCE_EXHAUSTED), before any work.
+    Throttled,
+}
+
+impl From<bool> for Outcome {
+    /// A call that cannot be throttled: it succeeded or it failed.
+    fn from(ok: bool) -> Self {
+        if ok { Self::Ok } else { Self::Failed }
+    }
+}
+
 /// The figures of one measured run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Measurement {
+    /// Answers that were not throttled: what the latencies and the rate are of.
     pub requests: u64,
     pub errors: u64,
+    /// Answers refused by a limit, counted apart.
+    pub throttled: u64,
     pub seconds: f64,
     pub rps: f64,
     pub p50_us: u64,
@@ -36,8 +57,8 @@ pub struct Measurement {
     pub p999_us: u64,
 }
 
-/// Runs `op` (true = success) under `limits`; `tick` is called after every measured request
-/// (for a progress bar).
+/// Runs `op` under `limits`; `tick` is called after every measured request (for a progress
+/// bar).
 pub async fn drive<F, Fut>(
     limits: Limits,
     op: F,
@@ -45,7 +66,7 @@ pub async fn drive<F, Fut>(
 ) -> Measurement
 where
     F: Fn() -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = bool> + Send,
+    Fut: Future<Output = Outcome> + Send,
 {
     let start = Instant::now();
     let measure_from = start + limits.warmup;
@@ -60,7 +81,7 @@ where
             let tick = tick.clone();
             tokio::spawn(async move {
                 let mut hist = new_histogram();
-                let mut errors = 0u64;
+                let (mut errors, mut throttled) = (0u64, 0u64);
                 loop {
                     let begun = Instant::now();
                     if begun >= deadline
@@ -68,28 +89,33 @@ where
                     {
                         break;
                     }
-                    let ok = op().await;
+                    let outcome = op().await;
                     if begun >= measure_from {
-                        let micros = u64::try_from(begun.elapsed().as_micros())
-                            .unwrap_or(u64::MAX)
-                            .max(1);
-                        let _ = hist.record(micros);
+                        if outcome == Outcome::Throttled {
+                            throttled += 1;
+                        } else {
+                            let micros = u64::try_from(begun.elapsed().as_micros())
+                                .unwrap_or(u64::MAX)
+                                .max(1);
+                            let _ = hist.record(micros);
+                            errors += u64::from(outcome == Outcome::Failed);
+                        }
                         measured.fetch_add(1, Relaxed);
-                        errors += u64::from(!ok);
                         tick();
                     }
                 }
-                (hist, errors)
+                (hist, errors, throttled)
             })
         })
         .collect();
 
     let mut hist = new_histogram();
-    let mut errors = 0;
+    let (mut errors, mut throttled) = (0, 0);
     for worker in workers {
-        if let Ok((worker_hist, worker_errors)) = worker.await {
+        if let Ok((worker_hist, worker_errors, worker_throttled)) = worker.await {
             let _ = hist.add(&worker_hist);
             errors += worker_errors;
+            throttled += worker_throttled;
         }
     }
     let seconds = Instant::now()
@@ -100,6 +126,7 @@ where
     Measurement {
         requests,
         errors,
+        throttled,
         seconds,
         rps: requests as f64 / seconds,
         p50_us: hist.value_at_quantile(0.50),
@@ -136,7 +163,7 @@ mod tests {
                 async move {
                     calls.fetch_add(1, Relaxed);
                     tokio::task::yield_now().await;
-                    true
+                    Outcome::Ok
                 }
             },
             || {},
@@ -148,5 +175,33 @@ mod tests {
             "warm-up calls happened but were not counted"
         );
         assert_eq!(m.errors, 0);
+    }
+
+    #[tokio::test]
+    async fn throttled_answers_are_counted_apart_from_the_rate_and_latencies() {
+        let calls = Arc::new(AtomicU64::new(0));
+        let counted = calls.clone();
+        let limits = Limits {
+            concurrency: 1,
+            warmup: Duration::ZERO,
+            duration: Duration::from_secs(30),
+            requests: Some(100),
+        };
+        let m = drive(
+            limits,
+            move || {
+                let n = counted.fetch_add(1, Relaxed);
+                async move {
+                    match n % 4 {
+                        0 => Outcome::Failed,
+                        1 => Outcome::Ok,
+                        _ => Outcome::Throttled,
+                    }
+                }
+            },
+            || {},
+        )
+        .await;
+        assert_eq!((m.requests, m.errors, m.throttled), (50, 25, 50), "{m:?}");
     }
 }

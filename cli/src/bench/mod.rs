@@ -6,7 +6,8 @@
 //! - `workload`: the bench's accounts and the requests each workload sends.
 //! - [`report`]: what the run found, and its table.
 //! - [`checks`]: the targets, judged against the baselines.
-//! - this file: one run, in order, and the figures read from the cache and `/proc`.
+//! - this file: one run, in order, and the figures read from the cache, `/proc` and the
+//!   runtime (the gateway's memory after the login workload).
 
 pub mod baseline;
 pub mod checks;
@@ -14,7 +15,15 @@ pub mod load;
 pub mod report;
 mod workload;
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Instant,
+};
+
+use futures::future::BoxFuture;
 
 use tonic::transport::Channel;
 use userctl_proto::{
@@ -38,7 +47,13 @@ pub struct Target {
     pub redis_url: Option<String>,
     /// Service processes on this host, for CPU and memory figures.
     pub pids: Vec<(&'static str, u32)>,
+    /// The gateway's resident memory in bytes, as its runtime reports it (a process's RSS
+    /// locally, the container's memory use on docker); None without a runtime.
+    pub gateway_memory: Option<MemoryProbe>,
 }
+
+/// Reads one service's memory now.
+pub type MemoryProbe = Box<dyn Fn() -> BoxFuture<'static, Option<u64>> + Send + Sync>;
 
 pub struct Options {
     pub workloads: Vec<Workload>,
@@ -51,6 +66,7 @@ pub async fn run(
     target: &Target,
     options: &Options,
     progress: &dyn Fn(&str) -> Box<dyn Fn() + Send + Sync>,
+    notice: &dyn Fn(&str),
 ) -> Result<Report> {
     let channel = client::connect(&target.gateway).await?;
     let gateway = GatewayClient::new(channel);
@@ -67,7 +83,17 @@ pub async fn run(
         .filter_map(|(name, pid)| rss_kib(*pid).map(|kib| ((*name).to_owned(), kib)))
         .collect();
 
-    let pool = Arc::new(workload::make_pool(&gateway, options.users, options.zipf).await?);
+    let told = AtomicBool::new(false);
+    let on_wait = |wait: std::time::Duration| {
+        if !told.swap(true, Ordering::Relaxed) {
+            notice(&format!(
+                "the gateway limits registrations from this address; waiting {} s at a time",
+                wait.as_secs().max(1)
+            ));
+        }
+    };
+    let pool =
+        Arc::new(workload::make_pool(&gateway, options.users, options.zipf, &on_wait).await?);
     let baselines =
         baseline::measure(target, options.limits, &pool.tokens[0], &gateway, progress).await?;
 
@@ -77,6 +103,7 @@ pub async fn run(
         options.workloads.clone()
     };
     let mut reports = Vec::new();
+    let mut gateway_rss_after_login_kib = None;
     for workload in workloads {
         let before_stats = stats(cache_channel.as_ref()).await;
         let before_cpu = cpu_ticks(&target.pids);
@@ -94,6 +121,13 @@ pub async fn run(
             _ => None,
         };
         let cpu_percent = cpu_percent(&before_cpu, &cpu_ticks(&target.pids), elapsed);
+        if workload == Workload::Login
+            && let Some(probe) = &target.gateway_memory
+        {
+            // Right after the hashing-bound workload, when memory that is never given back
+            // shows.
+            gateway_rss_after_login_kib = probe().await.map(|bytes| bytes / 1024);
+        }
         reports.push(WorkloadReport {
             workload,
             measurement,
@@ -119,7 +153,7 @@ pub async fn run(
         None
     };
     let single_flight = match &cache_channel {
-        Some(channel) => Some(single_flight(&gateway, channel, &pool).await?),
+        Some(channel) => Some(single_flight(&gateway, channel, &pool, &on_wait).await?),
         None => None,
     };
     let targets = checks::checks(
@@ -127,6 +161,7 @@ pub async fn run(
         &reports,
         whoami_single.as_ref(),
         single_flight.as_ref(),
+        gateway_rss_after_login_kib,
         cores,
     );
     Ok(Report {
@@ -137,6 +172,7 @@ pub async fn run(
         whoami_single,
         single_flight,
         idle_rss_kib,
+        gateway_rss_after_login_kib,
         targets,
     })
 }
@@ -147,6 +183,7 @@ async fn single_flight(
     gateway: &GatewayClient<Channel>,
     cache: &Channel,
     pool: &Pool,
+    on_wait: &dyn Fn(std::time::Duration),
 ) -> Result<SingleFlight> {
     const READERS: u64 = 1000;
     let mut gateway = gateway.clone();
@@ -155,12 +192,7 @@ async fn single_flight(
         full_name: "Herd".into(),
         password: pool.password.clone(),
     };
-    let id = gateway
-        .register(request)
-        .await
-        .map_err(|status| client::status_error(&status))?
-        .into_inner()
-        .id;
+    let id = workload::register_paced(&mut gateway, request, on_wait).await?;
     let before = stats(Some(cache)).await;
     let store = UserStoreClient::new(cache.clone());
     let reads = (0..READERS).map(|_| {

@@ -18,6 +18,8 @@ pub struct Report {
     pub whoami_single: Option<Measurement>,
     pub single_flight: Option<SingleFlight>,
     pub idle_rss_kib: Vec<(String, u64)>,
+    /// The gateway's memory right after the login workload, where its runtime tells.
+    pub gateway_rss_after_login_kib: Option<u64>,
     pub targets: Vec<Check>,
 }
 
@@ -75,6 +77,7 @@ impl Report {
                 "p99",
                 "p99.9",
                 "errors",
+                "throttled",
                 "hit ratio",
                 "req/s vs echo",
             ],
@@ -106,6 +109,21 @@ impl Report {
                 .map(|(s, kib)| format!("{s} {:.1} MB", *kib as f64 / 1024.0))
                 .collect();
             out.push_str(&format!("idle RSS: {}\n", rss.join(", ")));
+        }
+        if let Some(kib) = self.gateway_rss_after_login_kib {
+            out.push_str(&format!(
+                "gateway RSS after login: {:.1} MB\n",
+                kib as f64 / 1024.0
+            ));
+        }
+        for w in &self.workloads {
+            if w.measurement.throttled > 0 {
+                out.push_str(&format!(
+                    "{}: {} answers refused by the gateway's limits (RESOURCE_EXHAUSTED), left out of its rate and latencies\n",
+                    format!("{:?}", w.workload).to_lowercase(),
+                    w.measurement.throttled
+                ));
+            }
         }
         out.push('\n');
         let checks: Vec<Vec<String>> = self
@@ -139,6 +157,7 @@ fn row(name: &str, m: &Measurement, hit_ratio: Option<f64>, vs_echo: Option<f64>
         latency(m.p99_us),
         latency(m.p999_us),
         m.errors.to_string(),
+        m.throttled.to_string(),
         hit_ratio.map_or("-".into(), format::percent),
         vs_echo.map_or("-".into(), |r| format!("{r:.2}")),
     ]
@@ -167,6 +186,7 @@ mod tests {
             &workloads,
             whoami_single.as_ref(),
             single_flight.as_ref(),
+            Some(50 * 1024),
             4,
         );
         Report {
@@ -177,6 +197,7 @@ mod tests {
             whoami_single,
             single_flight,
             idle_rss_kib: vec![("gateway".into(), 10_240), ("cache".into(), 8_704)],
+            gateway_rss_after_login_kib: Some(50 * 1024),
             targets,
         }
     }
@@ -225,6 +246,7 @@ mod tests {
                 "P99",
                 "P99.9",
                 "ERRORS",
+                "THROTTLED",
                 "HIT RATIO",
                 "REQ/S VS ECHO"
             ]
@@ -237,7 +259,7 @@ mod tests {
         assert_eq!(
             cells(line_starting(&table, "whoami  ")),
             [
-                "whoami", "5000", "1.0 ms", "2.0 ms", "3.0 ms", "4.0 ms", "0", "97.3%", "0.50"
+                "whoami", "5000", "1.0 ms", "2.0 ms", "3.0 ms", "4.0 ms", "0", "0", "97.3%", "0.50"
             ]
         );
         // Baselines have no hit ratio and are not compared with themselves.
@@ -250,6 +272,7 @@ mod tests {
                 "100 µs",
                 "150 µs",
                 "200 µs",
+                "0",
                 "0",
                 "-",
                 "-"
@@ -272,7 +295,31 @@ mod tests {
             table.contains("\nidle RSS: gateway 10.0 MB, cache 8.5 MB\n"),
             "{table}"
         );
+        assert!(
+            table.contains("\ngateway RSS after login: 50.0 MB\n"),
+            "{table}"
+        );
+        assert!(
+            !table.contains("refused by the gateway's limits"),
+            "{table}"
+        );
         assert!(!table.contains("note:"), "{table}");
+    }
+
+    #[test]
+    fn throttled_answers_have_their_column_and_a_note() {
+        let mut report = report();
+        let mut register = workload(Workload::Register, 1.0, None);
+        register.measurement.throttled = 1234;
+        report.workloads.push(register);
+        let table = report.table();
+        assert_eq!(cells(line_starting(&table, "register  "))[7], "1234");
+        assert!(
+            table.contains(
+                "\nregister: 1234 answers refused by the gateway's limits (RESOURCE_EXHAUSTED), left out of its rate and latencies\n"
+            ),
+            "{table}"
+        );
     }
 
     #[test]
@@ -316,7 +363,9 @@ mod tests {
         // The measurement is flattened into the workload.
         assert_eq!(whoami["p50_us"], 1000);
         assert_eq!(json["baselines"]["argon2_hash_ms"], 50.0);
-        assert_eq!(json["targets"][4]["goal"], "== 1");
+        assert_eq!(json["targets"][4]["goal"], "<= 64");
+        assert_eq!(json["targets"][5]["goal"], "== 1");
+        assert_eq!(json["gateway_rss_after_login_kib"], 50 * 1024);
         assert_eq!(json["single_flight"]["store_calls"], 1);
     }
 }

@@ -1,23 +1,32 @@
 //! The bench's accounts and the requests each workload sends.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, Ordering::Relaxed},
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    time::Duration,
 };
 
 use futures::{StreamExt as _, stream};
 use rand::Rng as _;
 use rand_distr::{Distribution as _, Zipf};
-use tonic::transport::Channel;
+use tonic::{Code, Status, transport::Channel};
+use tonic_types::StatusExt as _;
 use userctl_proto::gateway::v1::{
     LoginRequest, RegisterRequest, WhoAmIRequest, gateway_client::GatewayClient,
 };
 
+use super::load::Outcome;
 use crate::{
     args::Workload,
     client,
     error::{CliError, Result},
 };
+
+/// Waits for the gateway's registration limit per registration, at most: beyond that the limit
+/// is not what refuses it.
+const MAX_WAITS: usize = 10;
 
 pub const DEFAULT_WORKLOADS: [Workload; 4] = [
     Workload::Whoami,
@@ -36,10 +45,13 @@ pub struct Pool {
     registered: AtomicU64,
 }
 
+/// Registers and logs in `users` accounts. Registrations count against the gateway's limit
+/// per address like anyone's: when it refuses, `on_wait` is told how long, and the bench waits.
 pub async fn make_pool(
     gateway: &GatewayClient<Channel>,
     users: usize,
     exponent: f64,
+    on_wait: &dyn Fn(Duration),
 ) -> Result<Pool> {
     let users = users.max(1);
     let nonce: u64 = rand::rng().random();
@@ -58,10 +70,7 @@ pub async fn make_pool(
                     full_name: "Bench".into(),
                     password: password.clone(),
                 };
-                gateway
-                    .register(register)
-                    .await
-                    .map_err(|status| client::status_error(&status))?;
+                register_paced(&mut gateway, register, on_wait).await?;
                 let login = gateway
                     .login(LoginRequest { email, password })
                     .await
@@ -85,6 +94,46 @@ pub async fn make_pool(
     })
 }
 
+/// Registers, waiting as the gateway says (its RetryInfo) while it refuses with
+/// RESOURCE_EXHAUSTED; returns the new account's id.
+pub async fn register_paced(
+    gateway: &mut GatewayClient<Channel>,
+    request: RegisterRequest,
+    on_wait: &dyn Fn(Duration),
+) -> Result<i64> {
+    for _ in 0..MAX_WAITS {
+        match gateway.register(request.clone()).await {
+            Ok(profile) => return Ok(profile.into_inner().id),
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                let wait = retry_after(&status);
+                on_wait(wait);
+                tokio::time::sleep(wait).await;
+            }
+            Err(status) => return Err(client::status_error(&status)),
+        }
+    }
+    Err(CliError::failed(
+        "the gateway kept refusing the bench's registrations (RESOURCE_EXHAUSTED)",
+    ))
+}
+
+/// The wait a RESOURCE_EXHAUSTED answer asks for, one second if it names none.
+fn retry_after(status: &Status) -> Duration {
+    status
+        .get_details_retry_info()
+        .and_then(|info| info.retry_delay)
+        .unwrap_or(Duration::from_secs(1))
+}
+
+/// Success, a refusal by one of the stack's limits, or any other failure.
+fn outcome<T>(result: std::result::Result<T, Status>) -> Outcome {
+    match result {
+        Ok(_) => Outcome::Ok,
+        Err(status) if status.code() == Code::ResourceExhausted => Outcome::Throttled,
+        Err(_) => Outcome::Failed,
+    }
+}
+
 impl Pool {
     fn popular(&self) -> usize {
         let rank = self.zipf.sample(&mut rand::rng()) as usize;
@@ -100,12 +149,13 @@ impl Pool {
     }
 }
 
-/// One request of `workload`; true when it succeeded.
+/// One request of `workload`. A register the gateway throttles is counted as such and not
+/// retried: the register workload measures what one address is allowed.
 pub fn operation(
     workload: Workload,
     gateway: GatewayClient<Channel>,
     pool: Arc<Pool>,
-) -> impl Fn() -> futures::future::BoxFuture<'static, bool> + Clone + Send + 'static {
+) -> impl Fn() -> futures::future::BoxFuture<'static, Outcome> + Clone + Send + 'static {
     move || {
         let mut gateway = gateway.clone();
         let pool = pool.clone();
@@ -122,19 +172,20 @@ pub fn operation(
                 Workload::Whoami | Workload::Mixed => {
                     let token = &pool.tokens[pool.popular()];
                     let Ok(request) = client::authorized(WhoAmIRequest {}, token) else {
-                        return false;
+                        return Outcome::Failed;
                     };
-                    gateway.who_am_i(request).await.is_ok()
+                    outcome(gateway.who_am_i(request).await)
                 }
                 Workload::Login => {
                     let email = pool.emails[rand::rng().random_range(0..pool.emails.len())].clone();
-                    gateway
-                        .login(LoginRequest {
-                            email,
-                            password: pool.password.clone(),
-                        })
-                        .await
-                        .is_ok()
+                    outcome(
+                        gateway
+                            .login(LoginRequest {
+                                email,
+                                password: pool.password.clone(),
+                            })
+                            .await,
+                    )
                 }
                 Workload::Register => {
                     let request = RegisterRequest {
@@ -142,7 +193,7 @@ pub fn operation(
                         full_name: "Bench".into(),
                         password: pool.password.clone(),
                     };
-                    gateway.register(request).await.is_ok()
+                    outcome(gateway.register(request).await)
                 }
             }
         })

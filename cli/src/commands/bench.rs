@@ -1,17 +1,19 @@
 //! `bench`: load the running stack, print the figures and their ratios to same-run baselines.
 
-use std::io::IsTerminal as _;
+use std::{io::IsTerminal as _, sync::Arc};
 
+use futures::FutureExt as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::{
     args::{BenchArgs, OutputFormat},
-    bench::{self, Options, Target, load::Limits},
+    bench::{self, MemoryProbe, Options, Target, load::Limits},
     client,
     error::{CliError, Result},
     home::ProjectHome,
     pki::Holder,
     runtime::Runtime,
+    stack::Service,
 };
 
 pub async fn run(home: &ProjectHome, gateway: Option<String>, args: BenchArgs) -> Result<()> {
@@ -36,12 +38,28 @@ pub async fn run(home: &ProjectHome, gateway: Option<String>, args: BenchArgs) -
             .collect();
         (runtime.redis_url(), pids)
     });
+    let gateway_memory = runtime.map(|runtime| {
+        let runtime = Arc::new(runtime);
+        Box::new(move || {
+            let runtime = runtime.clone();
+            async move {
+                runtime
+                    .usage()
+                    .await
+                    .into_iter()
+                    .find(|usage| usage.service == Service::Gateway)?
+                    .memory_bytes
+            }
+            .boxed()
+        }) as MemoryProbe
+    });
     let target = Target {
         gateway: gateway_addr,
         cache: record.map(|stack| stack.cache),
         cache_tls: home.tls_identity(Holder::Userctl)?,
         redis_url,
         pids,
+        gateway_memory,
     };
     let options = Options {
         workloads: args.workloads,
@@ -72,7 +90,8 @@ pub async fn run(home: &ProjectHome, gateway: Option<String>, args: BenchArgs) -
         "bench: creating {} accounts (each costs an argon2id hash)",
         args.users
     );
-    let report = bench::run(&target, &options, &progress).await?;
+    let notice = |line: &str| eprintln!("bench: {line}");
+    let report = bench::run(&target, &options, &progress, &notice).await?;
     match args.output {
         OutputFormat::Json => println!(
             "{}",

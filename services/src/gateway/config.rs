@@ -43,9 +43,20 @@ pub struct Config {
     #[arg(long, env = "USERSVC_TOKEN_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
     pub token_ttl: Duration,
 
-    /// Password hashes computed at once (each holds 19 MiB); default: one per core.
-    #[arg(long, env = "USERSVC_HASH_CONCURRENCY")]
-    pub hash_concurrency: Option<usize>,
+    /// Password hashes computed at once, each in a 19 MiB buffer kept for the gateway's
+    /// lifetime; default: one per core.
+    #[arg(long, env = "USERSVC_HASH_CONCURRENCY", value_parser = clap::value_parser!(u32).range(1..))]
+    pub hash_concurrency: Option<u32>,
+
+    /// Password hashes (registrations and logins) one peer address may have queued or running;
+    /// more are refused at once with RESOURCE_EXHAUSTED / HTTP 429.
+    #[arg(long, env = "USERSVC_HASH_JOBS_PER_PEER", default_value = "64", value_parser = clap::value_parser!(u32).range(1..))]
+    pub hash_jobs_per_peer: u32,
+
+    /// Registrations per minute from one peer address before it is throttled. Every attempt
+    /// that passes validation counts, successful or not.
+    #[arg(long, env = "USERSVC_REGISTRATIONS_PER_PEER", default_value = "60")]
+    pub registrations_per_peer: NonZeroU32,
 
     /// Failed logins per minute for one account before it is throttled.
     #[arg(long, env = "USERSVC_FAILED_LOGINS_PER_ACCOUNT", default_value = "5")]
@@ -160,6 +171,33 @@ mod tests {
             "0",
         ];
         assert!(Cli::try_parse_from(args).is_err());
+    }
+
+    #[test]
+    fn hashing_and_registration_limits_have_defaults_and_refuse_zero() {
+        let config = parse(&[]);
+        assert_eq!(config.hash_concurrency, None);
+        assert_eq!(config.hash_jobs_per_peer, 64);
+        assert_eq!(config.registrations_per_peer.get(), 60);
+        let config = parse(&[
+            "--hash-concurrency",
+            "3",
+            "--hash-jobs-per-peer",
+            "8",
+            "--registrations-per-peer",
+            "1000",
+        ]);
+        assert_eq!(config.hash_concurrency, Some(3));
+        assert_eq!(config.hash_jobs_per_peer, 8);
+        assert_eq!(config.registrations_per_peer.get(), 1000);
+        for flag in [
+            "--hash-concurrency",
+            "--hash-jobs-per-peer",
+            "--registrations-per-peer",
+        ] {
+            let args = ["usersvc", "--jwt-secret-file", "k", flag, "0"];
+            assert!(Cli::try_parse_from(args).is_err(), "{flag} 0");
+        }
     }
 
     #[test]

@@ -25,6 +25,11 @@ pub enum GatewayError {
     BadToken(String),
     #[error("too many failed logins")]
     Throttled(std::time::Duration),
+    #[error("too many registrations from this peer")]
+    RegistrationsThrottled(std::time::Duration),
+    /// The peer has its share of password hashes queued or running.
+    #[error("too many password hashes queued for this peer")]
+    HashingBusy,
     #[error("a dependency is unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -65,13 +70,47 @@ impl GatewayError {
     fn retry_after_secs(retry_after: std::time::Duration) -> u64 {
         retry_after.as_secs_f64().ceil().max(1.0) as u64
     }
+
+    /// For a refusal to be retried later: its wait and what the client is told, the same on
+    /// both transports.
+    fn retry_later(&self) -> Option<(u64, String)> {
+        match self {
+            Self::Throttled(retry_after) => {
+                let secs = Self::retry_after_secs(*retry_after);
+                Some((secs, format!("too many failed logins; retry in {secs} s")))
+            }
+            Self::RegistrationsThrottled(retry_after) => {
+                let secs = Self::retry_after_secs(*retry_after);
+                Some((
+                    secs,
+                    format!("too many registrations from this address; try again in {secs} s"),
+                ))
+            }
+            Self::HashingBusy => {
+                let secs = Self::retry_after_secs(BUSY_RETRY_AFTER);
+                Some((
+                    secs,
+                    format!(
+                        "too many password checks in progress from this address; try again in {secs} s"
+                    ),
+                ))
+            }
+            _ => None,
+        }
+    }
 }
 
 impl From<PasswordError> for GatewayError {
     fn from(err: PasswordError) -> Self {
-        Self::Internal(err.to_string())
+        match err {
+            PasswordError::Busy => Self::HashingBusy,
+            err => Self::Internal(err.to_string()),
+        }
     }
 }
+
+/// A busy peer is told to come back in a second: by then a hash or two of its own have run.
+const BUSY_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl From<GatewayError> for Status {
     fn from(err: GatewayError) -> Self {
@@ -88,16 +127,14 @@ impl From<GatewayError> for Status {
             GatewayError::BadToken(_) => {
                 Status::unauthenticated("invalid or expired token; log in again")
             }
-            GatewayError::Throttled(retry_after) => {
+            GatewayError::Throttled(_)
+            | GatewayError::RegistrationsThrottled(_)
+            | GatewayError::HashingBusy => {
                 use tonic_types::{ErrorDetails, StatusExt as _};
-                let secs = GatewayError::retry_after_secs(retry_after);
+                let (secs, message) = err.retry_later().unwrap_or_default();
                 let details =
                     ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(secs)));
-                Status::with_error_details(
-                    Code::ResourceExhausted,
-                    format!("too many failed logins; retry in {secs} s"),
-                    details,
-                )
+                Status::with_error_details(Code::ResourceExhausted, message, details)
             }
             GatewayError::Unavailable(_) => {
                 Status::unavailable("the user service is unavailable; retry shortly")
@@ -134,13 +171,10 @@ impl IntoResponse for GatewayError {
                 unauthenticated("missing bearer token in the Authorization header; log in first")
             }
             Self::BadToken(_) => unauthenticated("invalid or expired token; log in again"),
-            Self::Throttled(retry_after) => {
-                let secs = Self::retry_after_secs(retry_after);
-                let mut response = envelope::failure(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "RESOURCE_EXHAUSTED",
-                    format!("too many failed logins; retry in {secs} s"),
-                );
+            Self::Throttled(_) | Self::RegistrationsThrottled(_) | Self::HashingBusy => {
+                let (secs, message) = self.retry_later().unwrap_or_default();
+                let mut response =
+                    envelope::failure(StatusCode::TOO_MANY_REQUESTS, "RESOURCE_EXHAUSTED", message);
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(secs));

@@ -16,7 +16,11 @@ use userctl_proto::{
 use crate::client;
 
 use super::{
-    error::GatewayError, password::Passwords, throttle::LoginThrottle, token::JwtKey, validate,
+    error::GatewayError,
+    password::{PasswordError, Passwords},
+    throttle::LoginThrottle,
+    token::JwtKey,
+    validate,
 };
 
 /// Register, Login and WhoAmI, whatever the transport: the gRPC `Gateway` impl below and the
@@ -40,6 +44,10 @@ pub struct LoginCounters {
     pub failed: IntCounter,
     /// Refused before any password work because the account or peer is locked out.
     pub throttled: IntCounter,
+    /// Registrations refused because the peer spent its registration budget.
+    pub registrations_throttled: IntCounter,
+    /// Registrations and logins refused because their peer had its share of hashes queued.
+    pub hashing_busy: IntCounter,
 }
 
 impl GatewayService {
@@ -59,9 +67,25 @@ impl GatewayService {
         }
     }
 
-    pub(crate) async fn register(&self, request: RegisterRequest) -> Result<Profile, GatewayError> {
+    pub(crate) async fn register(
+        &self,
+        request: RegisterRequest,
+        peer: Option<IpAddr>,
+    ) -> Result<Profile, GatewayError> {
         let registration = validate::registration(request).map_err(GatewayError::Invalid)?;
-        let password_hash = self.passwords.hash(registration.password).await?;
+        // Counted before the hash, so a flood is refused before it costs any; never given
+        // back, so a flood of taken emails counts as much as one of new ones.
+        if let Some(peer) = peer
+            && let Err(retry_after) = self.throttle.reserve_registration(peer).await
+        {
+            self.counters.registrations_throttled.inc();
+            return Err(GatewayError::RegistrationsThrottled(retry_after));
+        }
+        let password_hash = self
+            .passwords
+            .hash(registration.password, peer)
+            .await
+            .map_err(|err| self.password_error(err))?;
         let request = CreateUserRequest {
             email: registration.email,
             full_name: registration.full_name,
@@ -96,7 +120,7 @@ impl GatewayService {
                 return Err(GatewayError::Throttled(retry_after));
             }
         };
-        let judged = self.judge(&email, request.password).await;
+        let judged = self.judge(&email, request.password, peer).await;
         if !matches!(judged, Ok((_, false))) {
             // Only a wrong password spends the budget, not a success or our own failure.
             self.throttle.release(reservation).await;
@@ -124,6 +148,7 @@ impl GatewayService {
         &self,
         email: &str,
         password: String,
+        peer: Option<IpAddr>,
     ) -> Result<(Option<i64>, bool), GatewayError> {
         let found = match self.read_user(Key::Email(email.to_owned())).await {
             Ok(user) => Some(user),
@@ -133,8 +158,20 @@ impl GatewayService {
         // Verify even when the account is unknown, so both failures take as long.
         let user_id = found.as_ref().map(|user| user.id);
         let hash = found.map(|user| user.password_hash);
-        let matched = self.passwords.verify(password, hash).await?;
+        let matched = self
+            .passwords
+            .verify(password, hash, peer)
+            .await
+            .map_err(|err| self.password_error(err))?;
         Ok((user_id, matched))
+    }
+
+    /// Counts a refusal for a busy peer; every password error becomes the caller's error.
+    fn password_error(&self, err: PasswordError) -> GatewayError {
+        if matches!(err, PasswordError::Busy) {
+            self.counters.hashing_busy.inc();
+        }
+        err.into()
     }
 
     /// The profile behind `authorization` (the raw `authorization` header or metadata value).
@@ -208,7 +245,10 @@ impl Gateway for GatewayService {
         &self,
         request: Request<RegisterRequest>,
     ) -> Result<Response<Profile>, Status> {
-        Ok(Response::new(self.register(request.into_inner()).await?))
+        let peer = request.remote_addr().map(|addr| addr.ip());
+        Ok(Response::new(
+            self.register(request.into_inner(), peer).await?,
+        ))
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

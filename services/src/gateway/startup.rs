@@ -14,9 +14,9 @@ use super::{
         self, HttpLimits, HttpServer, HttpState, InvalidOrigin, metrics::Metrics,
         metrics::MetricsError,
     },
-    password::{PasswordError, Passwords},
+    password::Passwords,
     service::GatewayService,
-    throttle::LoginThrottle,
+    throttle::{Limits, LoginThrottle},
     token::{JwtKey, KeyError},
 };
 use crate::{
@@ -33,8 +33,6 @@ pub enum StartupError {
     CacheAddr(#[from] InvalidAddress),
     #[error(transparent)]
     Tls(#[from] TlsError),
-    #[error(transparent)]
-    Passwords(#[from] PasswordError),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
     #[error("invalid --cors-origin")]
@@ -104,7 +102,11 @@ pub async fn build(config: &Config, shutdown: &CancellationToken) -> Result<Gate
     let key = JwtKey::from_file(&config.jwt_secret_file, config.token_ttl)?;
     let cors = http::cors(&config.cors_origins)?;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let passwords = Passwords::new(config.hash_concurrency.unwrap_or(cores))?;
+    let hash_concurrency = config
+        .hash_concurrency
+        .map_or(cores, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    let jobs_per_peer = usize::try_from(config.hash_jobs_per_peer).unwrap_or(usize::MAX);
+    let passwords = Passwords::new(hash_concurrency, jobs_per_peer);
     let tls = config.tls.load()?;
     let cache = client::connect(
         &config.cache_addr,
@@ -112,11 +114,12 @@ pub async fn build(config: &Config, shutdown: &CancellationToken) -> Result<Gate
         shutdown,
     )?;
     let users = UserStoreClient::new(cache.clone());
-    let throttle = LoginThrottle::new(
-        config.failed_logins_per_account,
-        config.failed_logins_per_peer,
-        config.redis_url.as_ref().map(|url| url.0.as_str()),
-    )?;
+    let limits = Limits {
+        failed_logins_per_account: config.failed_logins_per_account,
+        failed_logins_per_peer: config.failed_logins_per_peer,
+        registrations_per_peer: config.registrations_per_peer,
+    };
+    let throttle = LoginThrottle::new(limits, config.redis_url.as_ref().map(|url| url.0.as_str()))?;
     let metrics = Arc::new(Metrics::new()?);
     let gateway = GatewayService::new(users, passwords, key, throttle, metrics.login_counters());
 

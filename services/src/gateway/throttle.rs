@@ -1,11 +1,12 @@
-//! Brute-force protection: login attempts are limited per account and per peer address over a
-//! sliding one-minute window.
+//! Brute-force and flood protection over a sliding one-minute window: login attempts are
+//! limited per account and per peer address, registrations per peer address.
 //!
-//! An attempt is *reserved* before its password is verified, in one atomic step that both
-//! checks the budget and counts the attempt; a key whose budget is spent is refused before any
-//! password work. So no more attempts than the limit are ever judged, however many arrive at
-//! once. A successful login gives its reservation back ([`LoginThrottle::release`]): the limit
-//! is on failures, and a busy legitimate client is never slowed.
+//! An attempt is *reserved* before its password is hashed or verified, in one atomic step that
+//! both checks the budget and counts the attempt; a key whose budget is spent is refused before
+//! any password work. So no more attempts than the limit are ever judged, however many arrive
+//! at once. A successful login gives its reservation back ([`LoginThrottle::release`]): the
+//! login limit is on failures, and a busy legitimate client is never slowed. A registration's
+//! reservation is never given back: each one costs a hash and an account, whatever its outcome.
 //!
 //! The counters live in Redis (one Lua script per reservation, so every gateway replica sees
 //! them) when `--redis-url` is given. Without Redis, or while it fails, the same limits hold per
@@ -40,7 +41,7 @@ const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 const SWEEP_ABOVE: usize = 10_000;
 
 /// Checks every key's budget and, only if all have room, records the attempt in each: one
-/// atomic step in Redis. KEYS: the account key, then the peer key if any. ARGV: window in
+/// atomic step in Redis. KEYS: the keys to count against (see [`Key`]). ARGV: window in
 /// milliseconds, the reservation's id, then one limit per key. Returns `{wait_ms, count...}`:
 /// wait 0 with each key's count after reserving, or the wait until the fullest key has room.
 const RESERVE: &str = r"
@@ -79,8 +80,12 @@ return 0
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
+    /// Failed logins for one account.
     Account(String),
+    /// Failed logins from one peer address.
     Peer(IpAddr),
+    /// Registrations from one peer address.
+    Registrations(IpAddr),
 }
 
 impl Key {
@@ -89,8 +94,17 @@ impl Key {
         match self {
             Key::Account(email) => format!("userctl:throttle:account:{email}"),
             Key::Peer(ip) => format!("userctl:throttle:peer:{ip}"),
+            Key::Registrations(ip) => format!("userctl:throttle:registrations:{ip}"),
         }
     }
+}
+
+/// Each budget, per minute.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub failed_logins_per_account: NonZeroU32,
+    pub failed_logins_per_peer: NonZeroU32,
+    pub registrations_per_peer: NonZeroU32,
 }
 
 /// An attempt that was let through; give it back with [`LoginThrottle::release`] if it must
@@ -104,8 +118,7 @@ pub struct Reservation {
 }
 
 pub struct LoginThrottle {
-    per_account: NonZeroU32,
-    per_peer: NonZeroU32,
+    limits: Limits,
     /// Shared with every gateway on the same Redis; `None` without `--redis-url`.
     redis: Option<ConnectionManager>,
     /// Used without Redis and while it fails.
@@ -115,13 +128,9 @@ pub struct LoginThrottle {
 }
 
 impl LoginThrottle {
-    /// `per_account` and `per_peer` failed logins per minute. With `redis_url`, the counters
-    /// are kept there; it does not connect yet, so the gateway starts while Redis is down.
-    pub fn new(
-        per_account: NonZeroU32,
-        per_peer: NonZeroU32,
-        redis_url: Option<&str>,
-    ) -> Result<Self, RedisError> {
+    /// With `redis_url`, the counters are kept there; it does not connect yet, so the gateway
+    /// starts while Redis is down.
+    pub fn new(limits: Limits, redis_url: Option<&str>) -> Result<Self, RedisError> {
         let redis = match redis_url {
             Some(url) => {
                 let client = redis::Client::open(url)?;
@@ -135,25 +144,40 @@ impl LoginThrottle {
             None => None,
         };
         Ok(Self {
-            per_account,
-            per_peer,
+            limits,
             redis,
             local: Mutex::new(HashMap::new()),
             redis_down: AtomicBool::new(false),
         })
     }
 
-    /// Reserves one attempt against the account and the peer, or `Err(retry_after)` when
+    /// Reserves one login attempt against the account and the peer, or `Err(retry_after)` when
     /// either has spent its budget (and then nothing is counted).
     pub async fn reserve(
         &self,
         email: &str,
         peer: Option<IpAddr>,
     ) -> Result<Reservation, Duration> {
-        let keys: Vec<(Key, u32)> =
-            std::iter::once((Key::Account(email.to_owned()), self.per_account.get()))
-                .chain(peer.map(|peer| (Key::Peer(peer), self.per_peer.get())))
-                .collect();
+        let account = (
+            Key::Account(email.to_owned()),
+            self.limits.failed_logins_per_account.get(),
+        );
+        let peer = peer.map(|peer| (Key::Peer(peer), self.limits.failed_logins_per_peer.get()));
+        self.reserve_keys(std::iter::once(account).chain(peer).collect())
+            .await
+    }
+
+    /// Counts one registration from `peer`, or `Err(retry_after)` when the peer has spent its
+    /// budget. There is nothing to give back: a registration always counts.
+    pub async fn reserve_registration(&self, peer: IpAddr) -> Result<(), Duration> {
+        let key = (
+            Key::Registrations(peer),
+            self.limits.registrations_per_peer.get(),
+        );
+        self.reserve_keys(vec![key]).await.map(drop)
+    }
+
+    async fn reserve_keys(&self, keys: Vec<(Key, u32)>) -> Result<Reservation, Duration> {
         let id = rand::random::<u64>();
         if let Some(redis) = &self.redis {
             match self.reserve_in_redis(redis.clone(), &keys, id).await {
@@ -290,11 +314,17 @@ impl LoginThrottle {
 
     fn lock(&self, key: &Key, wait: Duration) {
         // An address in a log is personal data and tells a reader which accounts exist.
-        let key_for_log = match key {
-            Key::Account(email) => format!("account {}", crate::email::log_id(email)),
-            Key::Peer(peer) => format!("peer {peer}"),
+        let (key_for_log, what) = match key {
+            Key::Account(email) => (
+                format!("account {}", crate::email::log_id(email)),
+                "too many failed logins; throttling",
+            ),
+            Key::Peer(peer) => (format!("peer {peer}"), "too many failed logins; throttling"),
+            Key::Registrations(peer) => {
+                (format!("peer {peer}"), "too many registrations; throttling")
+            }
         };
-        tracing::warn!(key = %key_for_log, retry_after = ?wait, "too many failed logins; throttling");
+        tracing::warn!(key = %key_for_log, retry_after = ?wait, "{what}");
     }
 
     fn redis_failed(&self, err: &RedisError) {
@@ -319,7 +349,16 @@ mod tests {
     }
 
     fn local(per_account: u32, per_peer: u32) -> LoginThrottle {
-        LoginThrottle::new(nz(per_account), nz(per_peer), None).expect("no redis")
+        local_with(per_account, per_peer, 100)
+    }
+
+    fn local_with(per_account: u32, per_peer: u32, registrations: u32) -> LoginThrottle {
+        let limits = Limits {
+            failed_logins_per_account: nz(per_account),
+            failed_logins_per_peer: nz(per_peer),
+            registrations_per_peer: nz(registrations),
+        };
+        LoginThrottle::new(limits, None).expect("no redis")
     }
 
     #[tokio::test]
@@ -371,6 +410,31 @@ mod tests {
                 .reserve("fresh@example.com", Some(IpAddr::from([10, 0, 0, 2])))
                 .await
                 .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn registrations_are_limited_per_peer_apart_from_logins() {
+        let throttle = local_with(100, 100, 2);
+        let peer = IpAddr::from([10, 0, 0, 1]);
+        for _ in 0..2 {
+            throttle.reserve_registration(peer).await.expect("room");
+        }
+        let wait = throttle
+            .reserve_registration(peer)
+            .await
+            .expect_err("the third registration is refused");
+        assert!(wait > Duration::ZERO && wait <= WINDOW, "{wait:?}");
+        assert!(
+            throttle
+                .reserve_registration(IpAddr::from([10, 0, 0, 2]))
+                .await
+                .is_ok(),
+            "other peers are not affected"
+        );
+        assert!(
+            throttle.reserve("a@example.com", Some(peer)).await.is_ok(),
+            "logins from the peer are not affected"
         );
     }
 }

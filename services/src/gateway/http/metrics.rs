@@ -66,11 +66,21 @@ impl Metrics {
                 "logins_throttled_total",
                 "Logins refused because the account or peer was locked out (gRPC and HTTP)",
             )?,
+            registrations_throttled: IntCounter::new(
+                "registrations_throttled_total",
+                "Registrations refused because the peer spent its registration budget",
+            )?,
+            hashing_busy: IntCounter::new(
+                "hashing_busy_total",
+                "Registrations and logins refused because their peer had its share of password hashes queued",
+            )?,
         };
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(logins.failed.clone()))?;
         registry.register(Box::new(logins.throttled.clone()))?;
+        registry.register(Box::new(logins.registrations_throttled.clone()))?;
+        registry.register(Box::new(logins.hashing_busy.clone()))?;
         Ok(Self {
             registry,
             requests,

@@ -80,6 +80,7 @@ pub async fn welcome() -> Response {
 
 pub async fn register(
     State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: JsonObject,
 ) -> Result<Response, GatewayError> {
     let mut violations = validate::Violations::new();
@@ -96,7 +97,7 @@ pub async fn register(
         let more = validate::registration(request).err();
         return Err(GatewayError::Invalid(every_violation(violations, more)));
     }
-    let profile = state.gateway.register(request).await?;
+    let profile = state.gateway.register(request, Some(peer.ip())).await?;
     Ok(envelope::success(User::from(profile)))
 }
 

@@ -16,7 +16,10 @@ use userctl_proto::user::v1::user_store_client::UserStoreClient;
 
 use super::{HttpState, OPENAPI_JSON, cors, metrics::Metrics, page, router};
 use crate::gateway::{
-    password::Passwords, service::GatewayService, throttle::LoginThrottle, token::JwtKey,
+    password::Passwords,
+    service::GatewayService,
+    throttle::{Limits, LoginThrottle},
+    token::JwtKey,
 };
 
 fn app(origins: &[&str]) -> Router {
@@ -26,9 +29,17 @@ fn app(origins: &[&str]) -> Router {
     let metrics = Arc::new(Metrics::new().expect("metrics"));
     let gateway = GatewayService::new(
         UserStoreClient::new(cache.clone()),
-        Passwords::new(1).expect("passwords"),
+        Passwords::new(1, 64),
         JwtKey::new(&[7; 32], Duration::from_secs(60)).expect("key"),
-        LoginThrottle::new(nz(5), nz(30), None).expect("no redis to open"),
+        LoginThrottle::new(
+            Limits {
+                failed_logins_per_account: nz(5),
+                failed_logins_per_peer: nz(30),
+                registrations_per_peer: nz(60),
+            },
+            None,
+        )
+        .expect("no redis to open"),
         metrics.login_counters(),
     );
     let origins: Vec<String> = origins.iter().map(|origin| (*origin).to_owned()).collect();

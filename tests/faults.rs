@@ -4,11 +4,9 @@
 
 use std::{
     future::Future,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
-use futures::future::join_all;
 use redis::AsyncCommands as _;
 use sqlx::Executor as _;
 use tonic::{Code, Request, Status, transport::Channel};
@@ -16,7 +14,10 @@ use userctl_proto::gateway::v1::{LoginRequest, RegisterRequest, gateway_client::
 use userctl_tests::{
     database::TestDatabase,
     eventually,
-    load::{Call, Load, Summary, failures, whoami},
+    load::{
+        CALL_DEADLINE, Call, Load, MAX_CALLS, Summary, accounts, failures, tokens, whoami,
+        whoami_load,
+    },
     outage::{Outage, OutageReport},
     postgres::PostgresServer,
     process::Usersvc,
@@ -25,59 +26,10 @@ use userctl_tests::{
 };
 
 const PASSWORD: &str = "correct horse battery staple";
-/// Concurrent callers: enough to overlap requests, few enough for two cores.
-const WORKERS: usize = 4;
-/// Upper bound on any one load's calls, so no scenario can run away.
-const MAX_CALLS: usize = 50_000;
-/// Deadline of every call a load makes: a hang shows up as a failure, not a stuck test.
-const CALL_DEADLINE: Duration = Duration::from_secs(10);
 /// The stack's `--redis-timeout` (tests/support/stack.rs).
 const REDIS_TIMEOUT: Duration = Duration::from_millis(100);
 /// What the gateway promises a caller when a dependency is down.
 const UNAVAILABLE: &str = "the user service is unavailable; retry shortly";
-
-/// Registers and logs in `n` accounts; returns their tokens.
-async fn accounts(gateway: &GatewayClient<Channel>, prefix: &str, n: usize) -> Vec<String> {
-    join_all((0..n).map(|i| {
-        let mut gateway = gateway.clone();
-        let email = format!("{prefix}{i}@example.com");
-        async move {
-            gateway
-                .register(RegisterRequest {
-                    email: email.clone(),
-                    full_name: format!("Load {i}"),
-                    password: PASSWORD.into(),
-                })
-                .await
-                .expect("register");
-            gateway
-                .login(LoginRequest {
-                    email,
-                    password: PASSWORD.into(),
-                })
-                .await
-                .expect("login")
-                .into_inner()
-                .access_token
-        }
-    }))
-    .await
-}
-
-/// WhoAmI round-robin over `tokens` from [`WORKERS`] workers.
-fn whoami_load(gateway: GatewayClient<Channel>, tokens: &[String]) -> Load {
-    let tokens: Arc<[String]> = tokens.into();
-    Load::start(WORKERS, MAX_CALLS, move |n| {
-        let mut gateway = gateway.clone();
-        let tokens = tokens.clone();
-        async move {
-            gateway
-                .who_am_i(whoami(&tokens[n % tokens.len()], CALL_DEADLINE))
-                .await
-                .map(drop)
-        }
-    })
-}
 
 /// WhoAmI with valid tokens for accounts that do not exist, a new one each call: every call
 /// misses the cache and needs the store. The expected refusal, UNAUTHENTICATED, counts as a
@@ -162,7 +114,7 @@ async fn whoami_never_fails_while_redis_dies_and_hits_return_soon_after_it_is_ba
     let mut redis = RedisServer::start().await;
     let mut stack = TestStack::start(&db, &redis).await;
     let gateway = stack.gateway().await;
-    let tokens = accounts(&gateway, "redis", ACCOUNTS).await;
+    let tokens = tokens(&accounts(&gateway, "redis", ACCOUNTS).await);
 
     // The store path, measured in this run: the same load through a gateway with no cache.
     let store_path = whoami_load(stack.gateway_without_cache().await, &tokens);
@@ -257,8 +209,8 @@ async fn a_stopped_store_is_a_prompt_unavailable_and_everything_resumes_when_it_
     let redis = RedisServer::start().await;
     let mut stack = TestStack::start(&db, &redis).await;
     let mut gateway = stack.gateway().await;
-    let tokens = accounts(&gateway, "cached", 8).await;
-    let uncached = accounts(&gateway, "uncached", 1).await.remove(0);
+    let tokens = tokens(&accounts(&gateway, "cached", 8).await);
+    let uncached = accounts(&gateway, "uncached", 1).await.remove(0).token;
     let uncached_profile = gateway
         .who_am_i(whoami(&uncached, CALL_DEADLINE))
         .await
@@ -364,7 +316,7 @@ async fn a_stopped_database_is_a_prompt_unavailable_and_the_store_reconnects_by_
     let redis = RedisServer::start().await;
     let stack = TestStack::start(&db, &redis).await;
     let mut gateway = stack.gateway().await;
-    let tokens = accounts(&gateway, "db", 8).await;
+    let tokens = tokens(&accounts(&gateway, "db", 8).await);
 
     let load = whoami_load(gateway.clone(), &tokens);
     let ghosts = ghost_load(gateway.clone());
@@ -560,7 +512,7 @@ async fn sigterm_lets_in_flight_requests_finish_and_every_service_exits_zero() {
         client: gateway,
         ..
     } = Processes::start(&db, &redis).await;
-    let tokens = accounts(&gateway, "term", 4).await;
+    let tokens = tokens(&accounts(&gateway, "term", 4).await);
 
     // Hold every insert in the database, so the registrations below are certainly in flight
     // in all three services when the signal arrives.
@@ -687,7 +639,7 @@ async fn restarting_the_cache_under_load_costs_clients_only_unavailable() {
     let db = TestDatabase::postgres().await;
     let redis = RedisServer::start().await;
     let mut processes = Processes::start(&db, &redis).await;
-    let tokens = accounts(&processes.client, "roll", 4).await;
+    let tokens = tokens(&accounts(&processes.client, "roll", 4).await);
     let load = whoami_load(processes.client.clone(), &tokens);
     let listen = processes
         .cache

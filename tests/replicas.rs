@@ -4,7 +4,7 @@
 //! costs no call; a replica killed outright costs at most the calls in flight at that instant;
 //! a registration is never sent twice. Bounded loads, loopback only, sized for two cores.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use futures::future::join_all;
 use redis::AsyncCommands as _;
@@ -13,23 +13,22 @@ use std::time::Instant;
 use tonic::{Code, Request, Status, transport::Channel};
 use userctl_proto::{
     cache::v1::{GetStatsRequest, Stats, cache_stats_client::CacheStatsClient},
-    gateway::v1::{LoginRequest, RegisterRequest, gateway_client::GatewayClient},
+    gateway::v1::{RegisterRequest, gateway_client::GatewayClient},
     user::v1::{ReadUserRequest, read_user_request::Key, user_store_client::UserStoreClient},
 };
 use userctl_tests::{
     database::TestDatabase,
     eventually,
-    load::{Call, Load, Summary, failures, whoami},
+    load::{
+        CALL_DEADLINE, Call, Load, MAX_CALLS, Summary, WORKERS, accounts, failures, tokens, whoami,
+        whoami_load,
+    },
     process::Usersvc,
     redis::RedisServer,
     stack::{JWT_SECRET, StackOptions, TestStack},
 };
 
 const PASSWORD: &str = "correct horse battery staple";
-/// Concurrent callers of a load: at most this many calls are in flight at any instant.
-const WORKERS: usize = 4;
-const MAX_CALLS: usize = 50_000;
-const CALL_DEADLINE: Duration = Duration::from_secs(10);
 /// Calls a load makes before, during and after a fault.
 const PHASE_CALLS: usize = 300;
 
@@ -39,52 +38,6 @@ fn two_of_each() -> StackOptions {
         stores: 2,
         ..StackOptions::default()
     }
-}
-
-/// Registers and logs in `n` accounts; returns their ids and tokens.
-async fn accounts(gateway: &GatewayClient<Channel>, prefix: &str, n: usize) -> Vec<(i64, String)> {
-    join_all((0..n).map(|i| {
-        let mut gateway = gateway.clone();
-        let email = format!("{prefix}{i}@example.com");
-        async move {
-            let id = gateway
-                .register(RegisterRequest {
-                    email: email.clone(),
-                    full_name: format!("Replica {i}"),
-                    password: PASSWORD.into(),
-                })
-                .await
-                .expect("register")
-                .into_inner()
-                .id;
-            let token = gateway
-                .login(LoginRequest {
-                    email,
-                    password: PASSWORD.into(),
-                })
-                .await
-                .expect("login")
-                .into_inner()
-                .access_token;
-            (id, token)
-        }
-    }))
-    .await
-}
-
-/// WhoAmI round-robin over `tokens`.
-fn whoami_load(gateway: GatewayClient<Channel>, tokens: &[String]) -> Load {
-    let tokens: Arc<[String]> = tokens.into();
-    Load::start(WORKERS, MAX_CALLS, move |n| {
-        let mut gateway = gateway.clone();
-        let tokens = tokens.clone();
-        async move {
-            gateway
-                .who_am_i(whoami(&tokens[n % tokens.len()], CALL_DEADLINE))
-                .await
-                .map(drop)
-        }
-    })
 }
 
 /// A token for account `id`, signed with the test key: valid whether or not the account exists.
@@ -146,11 +99,7 @@ async fn reads_spread_over_every_cache_replica() {
     let redis = RedisServer::start().await;
     let stack = TestStack::start_with(&db, &redis, two_of_each()).await;
     let gateway = stack.gateway().await;
-    let tokens: Vec<String> = accounts(&gateway, "spread", 8)
-        .await
-        .into_iter()
-        .map(|(_, token)| token)
-        .collect();
+    let tokens = tokens(&accounts(&gateway, "spread", 8).await);
 
     let before = [stack.replica_stats(0).await, stack.replica_stats(1).await];
     let load = whoami_load(gateway, &tokens);
@@ -178,11 +127,7 @@ async fn a_cache_replica_that_drains_under_load_costs_no_call() {
     let redis = RedisServer::start().await;
     let mut stack = TestStack::start_with(&db, &redis, two_of_each()).await;
     let gateway = stack.gateway().await;
-    let tokens: Vec<String> = accounts(&gateway, "drain", 8)
-        .await
-        .into_iter()
-        .map(|(_, token)| token)
-        .collect();
+    let tokens = tokens(&accounts(&gateway, "drain", 8).await);
 
     let load = whoami_load(gateway, &tokens);
     load.wait_for_calls(PHASE_CALLS, CALL_DEADLINE).await;
@@ -323,11 +268,7 @@ async fn a_killed_cache_replica_costs_at_most_the_calls_in_flight() {
     let db = TestDatabase::postgres().await;
     let redis = RedisServer::start().await;
     let mut replicas = Replicas::start(&db, &redis).await;
-    let tokens: Vec<String> = accounts(&replicas.client, "killcache", 8)
-        .await
-        .into_iter()
-        .map(|(_, token)| token)
-        .collect();
+    let tokens = tokens(&accounts(&replicas.client, "killcache", 8).await);
     let load = whoami_load(replicas.client.clone(), &tokens);
     kill_under_load(load, &mut replicas.caches[0], "cache replica").await;
 }
@@ -412,7 +353,7 @@ async fn concurrent_misses_on_one_key_make_at_most_one_store_call_per_cache_repl
     let redis = RedisServer::start().await;
     let stack = TestStack::start_with(&db, &redis, two_of_each()).await;
     let gateway = stack.gateway().await;
-    let (id, _) = accounts(&gateway, "herd", 1).await.remove(0);
+    let id = accounts(&gateway, "herd", 1).await.remove(0).id;
     let mut conn = redis::Client::open(redis.url())
         .expect("redis url")
         .get_multiplexed_async_connection()

@@ -11,10 +11,23 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures::future::join_all;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Status};
-use userctl_proto::gateway::v1::WhoAmIRequest;
+use tonic::{Request, Status, transport::Channel};
+use userctl_proto::gateway::v1::{
+    LoginRequest, RegisterRequest, WhoAmIRequest, gateway_client::GatewayClient,
+};
+
+use crate::hostile::PASSWORD;
+
+/// Concurrent callers of a churn load: enough to overlap requests, few enough for two cores; at
+/// most this many calls are in flight at any instant.
+pub const WORKERS: usize = 4;
+/// Upper bound on any one load's calls, so no scenario can run away.
+pub const MAX_CALLS: usize = 50_000;
+/// Deadline of every call a load makes: a hang shows up as a failure, not a stuck test.
+pub const CALL_DEADLINE: Duration = Duration::from_secs(10);
 
 /// One finished call.
 #[derive(Debug, Clone)]
@@ -178,4 +191,65 @@ pub fn whoami(token: &str, deadline: Duration) -> Request<WhoAmIRequest> {
     let mut request = bearer(WhoAmIRequest {}, token);
     request.set_timeout(deadline);
     request
+}
+
+/// An account a load calls as.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub id: i64,
+    pub token: String,
+}
+
+/// Registers and logs in `n` accounts, `{prefix}{i}@example.com`, through `gateway`.
+pub async fn accounts(gateway: &GatewayClient<Channel>, prefix: &str, n: usize) -> Vec<Account> {
+    join_all((0..n).map(|i| {
+        let mut gateway = gateway.clone();
+        let email = format!("{prefix}{i}@example.com");
+        async move {
+            let id = gateway
+                .register(RegisterRequest {
+                    email: email.clone(),
+                    full_name: format!("Load {i}"),
+                    password: PASSWORD.into(),
+                })
+                .await
+                .expect("register")
+                .into_inner()
+                .id;
+            let token = gateway
+                .login(LoginRequest {
+                    email,
+                    password: PASSWORD.into(),
+                })
+                .await
+                .expect("login")
+                .into_inner()
+                .access_token;
+            Account { id, token }
+        }
+    }))
+    .await
+}
+
+/// The accounts' tokens.
+pub fn tokens(accounts: &[Account]) -> Vec<String> {
+    accounts
+        .iter()
+        .map(|account| account.token.clone())
+        .collect()
+}
+
+/// WhoAmI round-robin over `tokens` from [`WORKERS`] workers.
+pub fn whoami_load(gateway: GatewayClient<Channel>, tokens: &[String]) -> Load {
+    let tokens: Arc<[String]> = tokens.into();
+    Load::start(WORKERS, MAX_CALLS, move |n| {
+        let mut gateway = gateway.clone();
+        let tokens = tokens.clone();
+        async move {
+            gateway
+                .who_am_i(whoami(&tokens[n % tokens.len()], CALL_DEADLINE))
+                .await
+                .map(drop)
+        }
+    })
 }

@@ -1,7 +1,8 @@
 //! What one client can cost or trick the gateway's doors, over raw TCP sockets as an attacker
 //! would send bytes: made-up methods must not grow `/metrics`, an ambiguous request is refused
 //! rather than guessed at, and a connection that is slow, silent or one too many cannot be
-//! held (HTTP headers and the HTTP/2 preface both have a deadline, HTTP connections a cap).
+//! held (HTTP headers and the HTTP/2 preface both have a deadline, HTTP and gRPC connections a
+//! cap).
 
 use std::time::{Duration, Instant};
 
@@ -9,6 +10,8 @@ use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::TcpStream,
 };
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use userctl_tests::{
     database::TestDatabase,
     hostile::{login, register},
@@ -290,4 +293,45 @@ async fn http_connections_beyond_the_cap_wait_for_one_to_close() {
         .await
         .expect("the third connection is served once one closes");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+}
+
+/// Whether the gateway answers a health check on `channel` within `within`.
+async fn answers(channel: &Channel, within: Duration) -> bool {
+    let mut health = HealthClient::new(channel.clone());
+    let check = health.check(HealthCheckRequest {
+        service: String::new(),
+    });
+    matches!(tokio::time::timeout(within, check).await, Ok(Ok(_)))
+}
+
+#[tokio::test]
+async fn grpc_connections_beyond_the_cap_wait_for_one_to_close() {
+    let door = Door::start_with(StackOptions {
+        grpc_max_connections: 2,
+        ..StackOptions::default()
+    })
+    .await;
+    // Each channel is one HTTP/2 connection of its own.
+    let endpoint = Endpoint::from_shared(door.stack.gateway_addr.clone()).expect("gateway URL");
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let channel = endpoint.connect().await.expect("connect");
+        assert!(
+            answers(&channel, SLACK).await,
+            "a connection within the cap is served"
+        );
+        held.push(channel);
+    }
+
+    let third = endpoint.connect_lazy();
+    assert!(
+        !answers(&third, Duration::from_millis(500)).await,
+        "a third connection was served while two were held"
+    );
+
+    drop(held.pop());
+    assert!(
+        answers(&third, SLACK).await,
+        "the third connection is served once one closes"
+    );
 }

@@ -1,6 +1,6 @@
 //! What every service's gRPC server has in common: health, reflection (v1 and v1alpha), request
 //! limits, mutual TLS when it is configured, one deadline for a new connection's TLS handshake
-//! and HTTP/2 preface together, a maximum connection age, and a shutdown that drains in order
+//! and HTTP/2 preface together, a cap on connections held at once, a maximum connection age, and a shutdown that drains in order
 //! (docs/design.md, "Replicas"): report NOT_SERVING, wait [`DRAIN_GRACE`] for balanced clients
 //! to move away, then stop accepting and finish what is in flight.
 
@@ -8,6 +8,7 @@ use std::{
     io,
     net::SocketAddr,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -16,6 +17,7 @@ use futures::{Stream, StreamExt as _};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
+    sync::{OwnedSemaphorePermit, Semaphore},
     time::{Instant, Sleep},
 };
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
@@ -46,6 +48,10 @@ const MAX_CONNECTION_AGE_GRACE: Duration = REQUEST_TIMEOUT;
 /// How long a new connection has to finish its TLS handshake (with TLS) and send the HTTP/2
 /// preface, unless [`Server::handshake_timeout`] says otherwise.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections a server holds at once, unless [`Server::max_connections`] says otherwise;
+/// further ones wait in the listen backlog until one closes, so no client can exhaust the
+/// process's file descriptors.
+pub const MAX_CONNECTIONS: usize = 1024;
 /// The client's HTTP/2 connection preface, `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n` (RFC 9113 §3.4).
 const PREFACE_LEN: usize = 24;
 /// Largest request any service accepts; the biggest legitimate one is a few hundred bytes.
@@ -77,6 +83,7 @@ pub struct Server {
     health: HealthReporter,
     serving: Vec<&'static str>,
     handshake_timeout: Duration,
+    max_connections: usize,
     /// `None`: plaintext.
     tls: Option<TlsAcceptor>,
 }
@@ -96,6 +103,7 @@ impl Server {
             health,
             serving: Vec::new(),
             handshake_timeout: HANDSHAKE_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
             tls: None,
         })
     }
@@ -117,6 +125,12 @@ impl Server {
     /// connection forever.
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
+        self
+    }
+
+    /// How many connections are served at once; further ones wait in the listen backlog.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
         self
     }
 
@@ -152,6 +166,7 @@ impl Server {
             health,
             serving,
             handshake_timeout,
+            max_connections,
             tls,
         } = self;
         let routes = with_reflection(routes, &serving)?;
@@ -187,16 +202,14 @@ impl Server {
             .max_connection_age(MAX_CONNECTION_AGE)
             .max_connection_age_grace(MAX_CONNECTION_AGE_GRACE)
             .add_routes(routes);
-        let accepted = accepted(listener, handshake_timeout);
+        let accepted = accepted(listener, handshake_timeout, max_connections);
         // The TLS accept is done here rather than by tonic's `tls_config`, whose handshake
         // happens above the incoming stream: the preface deadline would then count TLS bytes,
         // and a client that finished its handshake and went silent would never be dropped.
         let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
             match tls {
                 None => Box::pin(router.serve_with_incoming_shutdown(
-                    accepted.map(|accepted| {
-                        accepted.map(|(stream, deadline)| PrefaceDeadline::new(stream, deadline))
-                    }),
+                    accepted.map(|accepted| accepted.map(PrefaceDeadline::plain)),
                     draining,
                 )),
                 Some(acceptor) => Box::pin(
@@ -215,19 +228,39 @@ impl Server {
     }
 }
 
-/// Every accepted connection, with TCP_NODELAY (without it a small response can wait for the
-/// peer's delayed ACK, ~40 ms: it showed as a 40 ms p99 in the bench) and the instant by which
-/// it must have finished its handshakes.
+/// A connection just accepted.
+struct Accepted {
+    /// With TCP_NODELAY: without it a small response can wait for the peer's delayed ACK,
+    /// ~40 ms (it showed as a 40 ms p99 in the bench).
+    stream: TcpStream,
+    /// When it must have finished its handshakes.
+    deadline: Instant,
+    /// Its place among the server's connections, held until it closes.
+    place: OwnedSemaphorePermit,
+}
+
+/// Every accepted connection, no more than `max_connections` at once: the next is accepted
+/// only when a place is free, so the rest wait in the listen backlog.
 fn accepted(
     listener: TcpListener,
     handshake_timeout: Duration,
-) -> impl Stream<Item = io::Result<(TcpStream, Instant)>> {
-    futures::stream::unfold(listener, move |listener| async move {
-        let accepted = listener.accept().await.and_then(|(stream, _)| {
-            stream.set_nodelay(true)?;
-            Ok((stream, Instant::now() + handshake_timeout))
-        });
-        Some((accepted, listener))
+    max_connections: usize,
+) -> impl Stream<Item = io::Result<Accepted>> {
+    let places = Arc::new(Semaphore::new(max_connections));
+    futures::stream::unfold(listener, move |listener| {
+        let places = places.clone();
+        async move {
+            let place = places.acquire_owned().await.ok()?;
+            let accepted = listener.accept().await.and_then(|(stream, _)| {
+                stream.set_nodelay(true)?;
+                Ok(Accepted {
+                    stream,
+                    deadline: Instant::now() + handshake_timeout,
+                    place,
+                })
+            });
+            Some((accepted, listener))
+        }
     })
 }
 
@@ -235,19 +268,23 @@ fn accepted(
 /// signed, before their deadline; the rest are closed and logged at debug level. Handshakes run
 /// side by side, so one slow client does not hold up the others.
 fn tls_incoming(
-    accepted: impl Stream<Item = io::Result<(TcpStream, Instant)>>,
+    accepted: impl Stream<Item = io::Result<Accepted>>,
     acceptor: TlsAcceptor,
 ) -> impl Stream<Item = io::Result<PrefaceDeadline<TlsStream<TcpStream>>>> {
     accepted
         .map(move |accepted| {
             let acceptor = acceptor.clone();
             async move {
-                let (stream, deadline) = match accepted {
+                let Accepted {
+                    stream,
+                    deadline,
+                    place,
+                } = match accepted {
                     Ok(accepted) => accepted,
                     Err(err) => return Some(Err(err)),
                 };
                 match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => Some(Ok(PrefaceDeadline::new(stream, deadline))),
+                    Ok(Ok(stream)) => Some(Ok(PrefaceDeadline::new(stream, deadline, place))),
                     Ok(Err(err)) => {
                         tracing::debug!(error = %err, "refused a connection at the TLS handshake");
                         None
@@ -276,15 +313,24 @@ struct PrefaceDeadline<S> {
     deadline: Option<Pin<Box<Sleep>>>,
     /// Preface bytes still to come.
     awaited: usize,
+    /// The connection's place among the server's (see [`accepted`]), given back when it closes.
+    _place: OwnedSemaphorePermit,
 }
 
 impl<S> PrefaceDeadline<S> {
-    fn new(stream: S, deadline: Instant) -> Self {
+    fn new(stream: S, deadline: Instant, place: OwnedSemaphorePermit) -> Self {
         Self {
             stream,
             deadline: Some(Box::pin(tokio::time::sleep_until(deadline))),
             awaited: PREFACE_LEN,
+            _place: place,
         }
+    }
+}
+
+impl PrefaceDeadline<TcpStream> {
+    fn plain(accepted: Accepted) -> Self {
+        Self::new(accepted.stream, accepted.deadline, accepted.place)
     }
 }
 

@@ -44,6 +44,8 @@ pub struct StackOptions {
     pub header_timeout: Duration,
     /// The gateway's `--http-max-connections`.
     pub http_max_connections: u32,
+    /// The gateway's `--grpc-max-connections`.
+    pub grpc_max_connections: u32,
     /// Cache replicas (at least one).
     pub caches: usize,
     /// Store replicas (at least one), all on the stack's one database.
@@ -62,6 +64,7 @@ impl Default for StackOptions {
             cors_origins: Vec::new(),
             header_timeout: Duration::from_secs(10),
             http_max_connections: 1024,
+            grpc_max_connections: 1024,
             caches: 1,
             stores: 1,
         }
@@ -403,6 +406,7 @@ fn gateway_config(
         registrations_per_peer: options.registrations_per_peer,
         header_timeout: options.header_timeout,
         http_max_connections: options.http_max_connections,
+        grpc_max_connections: options.grpc_max_connections,
         redis_url: Some(gateway::config::RedisUrl(redis_url.to_owned())),
         tls: Default::default(),
     }

@@ -76,6 +76,10 @@ pub struct Config {
     #[arg(long, env = "USERSVC_HTTP_MAX_CONNECTIONS", default_value = "1024", value_parser = clap::value_parser!(u32).range(1..))]
     pub http_max_connections: u32,
 
+    /// gRPC connections served at once; further ones wait in the listen backlog.
+    #[arg(long, env = "USERSVC_GRPC_MAX_CONNECTIONS", default_value = "1024", value_parser = clap::value_parser!(u32).range(1..))]
+    pub grpc_max_connections: u32,
+
     /// Redis that keeps the login throttle's counters, shared by every gateway on it (the same
     /// URL the cache is given). Without it, or while it is down, each gateway limits on its own.
     #[arg(long, env = "USERSVC_REDIS_URL")]
@@ -160,17 +164,22 @@ mod tests {
         let config = parse(&[]);
         assert_eq!(config.header_timeout, Duration::from_secs(10));
         assert_eq!(config.http_max_connections, 1024);
-        let config = parse(&["--header-timeout", "500ms", "--http-max-connections", "2"]);
+        assert_eq!(config.grpc_max_connections, 1024);
+        let config = parse(&[
+            "--header-timeout",
+            "500ms",
+            "--http-max-connections",
+            "2",
+            "--grpc-max-connections",
+            "3",
+        ]);
         assert_eq!(config.header_timeout, Duration::from_millis(500));
         assert_eq!(config.http_max_connections, 2);
-        let args = [
-            "usersvc",
-            "--jwt-secret-file",
-            "k",
-            "--http-max-connections",
-            "0",
-        ];
-        assert!(Cli::try_parse_from(args).is_err());
+        assert_eq!(config.grpc_max_connections, 3);
+        for flag in ["--http-max-connections", "--grpc-max-connections"] {
+            let args = ["usersvc", "--jwt-secret-file", "k", flag, "0"];
+            assert!(Cli::try_parse_from(args).is_err(), "{flag} 0");
+        }
     }
 
     #[test]

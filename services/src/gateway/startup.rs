@@ -126,6 +126,7 @@ pub async fn build(config: &Config, shutdown: &CancellationToken) -> Result<Gate
     let grpc = Server::bind(config.listen)
         .await?
         .handshake_timeout(config.header_timeout)
+        .max_connections(usize::try_from(config.grpc_max_connections).unwrap_or(usize::MAX))
         .add_service(
             GatewayServer::new(gateway.clone()).max_decoding_message_size(MAX_REQUEST_BYTES),
         );

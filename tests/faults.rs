@@ -20,7 +20,7 @@ use userctl_tests::{
     },
     outage::{Outage, OutageReport},
     postgres::PostgresServer,
-    process::Usersvc,
+    process::{ProcessStack, Usersvc},
     redis::RedisServer,
     stack::{JWT_SECRET, TestStack},
 };
@@ -433,53 +433,6 @@ async fn a_stopped_database_is_a_prompt_unavailable_and_the_store_reconnects_by_
     report.assert_reads_needing_it_failed_only_as(Code::Unavailable, UNAVAILABLE);
 }
 
-/// The three services as real processes, wired as the runtimes wire them.
-struct Processes {
-    store: Usersvc,
-    cache: Usersvc,
-    gateway: Usersvc,
-    client: GatewayClient<Channel>,
-    _key_dir: tempfile::TempDir,
-}
-
-impl Processes {
-    async fn start(db: &TestDatabase, redis: &RedisServer) -> Self {
-        let key_dir = tempfile::tempdir().expect("key dir");
-        let key_file = key_dir.path().join("jwt.key");
-        std::fs::write(&key_file, JWT_SECRET).expect("key");
-        let env = [("RUST_LOG", "info")];
-        let store = Usersvc::start("store", &["--database-url", db.url()], &env).await;
-        let redis_url = redis.url();
-        let cache = Usersvc::start(
-            "cache",
-            &["--redis-url", &redis_url, "--store-addr", &store.addr],
-            &env,
-        )
-        .await;
-        let key = key_file.display().to_string();
-        let gateway = Usersvc::start(
-            "gateway",
-            &["--cache-addr", &cache.addr, "--jwt-secret-file", &key],
-            &env,
-        )
-        .await;
-        let client = GatewayClient::new(
-            Channel::from_shared(gateway.addr.clone())
-                .expect("address")
-                .connect()
-                .await
-                .expect("connect"),
-        );
-        Self {
-            store,
-            cache,
-            gateway,
-            client,
-            _key_dir: key_dir,
-        }
-    }
-}
-
 /// Waits until nothing accepts connections on `addr` any more (a terminated server closes its
 /// listener first, then drains).
 async fn stops_accepting(addr: &str) {
@@ -505,13 +458,14 @@ async fn sigterm_lets_in_flight_requests_finish_and_every_service_exits_zero() {
     const IN_FLIGHT: usize = 6;
     let db = TestDatabase::postgres().await;
     let redis = RedisServer::start().await;
-    let Processes {
-        mut store,
-        mut cache,
+    let ProcessStack {
+        mut stores,
+        mut caches,
         gateway: mut gateway_process,
         client: gateway,
         ..
-    } = Processes::start(&db, &redis).await;
+    } = ProcessStack::start(db.url(), &redis.url(), 1).await;
+    let (mut store, mut cache) = (stores.remove(0), caches.remove(0));
     let tokens = tokens(&accounts(&gateway, "term", 4).await);
 
     // Hold every insert in the database, so the registrations below are certainly in flight
@@ -638,11 +592,10 @@ async fn restarting_the_cache_under_load_costs_clients_only_unavailable() {
     const RESTARTS: usize = 8;
     let db = TestDatabase::postgres().await;
     let redis = RedisServer::start().await;
-    let mut processes = Processes::start(&db, &redis).await;
+    let mut processes = ProcessStack::start(db.url(), &redis.url(), 1).await;
     let tokens = tokens(&accounts(&processes.client, "roll", 4).await);
     let load = whoami_load(processes.client.clone(), &tokens);
-    let listen = processes
-        .cache
+    let listen = processes.caches[0]
         .addr
         .trim_start_matches("http://")
         .to_owned();
@@ -650,17 +603,17 @@ async fn restarting_the_cache_under_load_costs_clients_only_unavailable() {
     let started = Instant::now();
     for _ in 0..RESTARTS {
         load.wait_for_calls(100, CALL_DEADLINE).await;
-        processes.cache.terminate();
-        let status = processes.cache.wait(Duration::from_secs(15)).await;
+        processes.caches[0].terminate();
+        let status = processes.caches[0].wait(Duration::from_secs(15)).await;
         assert!(status.is_some_and(|status| status.success()), "{status:?}");
-        processes.cache = Usersvc::start_on(
+        processes.caches[0] = Usersvc::start_on(
             "cache",
             &listen,
             &[
                 "--redis-url",
                 &redis_url,
                 "--store-addr",
-                &processes.store.addr,
+                &processes.stores[0].addr,
             ],
             &[("RUST_LOG", "info")],
         )

@@ -23,7 +23,7 @@ use userctl_tests::{
         CALL_DEADLINE, Call, Load, MAX_CALLS, Summary, WORKERS, accounts, failures, tokens, whoami,
         whoami_load,
     },
-    process::Usersvc,
+    process::{ProcessStack, Usersvc},
     redis::RedisServer,
     stack::{JWT_SECRET, StackOptions, TestStack},
 };
@@ -175,67 +175,6 @@ async fn a_store_replica_that_drains_under_load_costs_no_call() {
     assert!(after >= PHASE_CALLS, "the load kept going");
 }
 
-/// Real `usersvc` processes: two stores, two caches and a gateway, each hop given its
-/// replicas by name (`localhost`, re-resolved by the discovery task) in a comma list.
-struct Replicas {
-    stores: Vec<Usersvc>,
-    caches: Vec<Usersvc>,
-    gateway: Usersvc,
-    client: GatewayClient<Channel>,
-    _key_dir: tempfile::TempDir,
-}
-
-/// `http://127.0.0.1:PORT` as `http://localhost:PORT`, so the hop resolves a name.
-fn by_name(addrs: &[&Usersvc]) -> String {
-    addrs
-        .iter()
-        .map(|service| service.addr.replace("127.0.0.1", "localhost"))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-impl Replicas {
-    async fn start(db: &TestDatabase, redis: &RedisServer) -> Self {
-        let key_dir = tempfile::tempdir().expect("temp dir");
-        let key_file = key_dir.path().join("jwt.key");
-        std::fs::write(&key_file, JWT_SECRET).expect("key");
-        let env = [("RUST_LOG", "info")];
-        let mut stores = Vec::new();
-        for _ in 0..2 {
-            stores.push(Usersvc::start("store", &["--database-url", db.url()], &env).await);
-        }
-        let store_addrs = by_name(&stores.iter().collect::<Vec<_>>());
-        let redis_url = redis.url();
-        let mut caches = Vec::new();
-        for _ in 0..2 {
-            let args = ["--redis-url", &redis_url, "--store-addr", &store_addrs];
-            caches.push(Usersvc::start("cache", &args, &env).await);
-        }
-        let cache_addrs = by_name(&caches.iter().collect::<Vec<_>>());
-        let key = key_file.display().to_string();
-        let gateway = Usersvc::start(
-            "gateway",
-            &["--cache-addr", &cache_addrs, "--jwt-secret-file", &key],
-            &env,
-        )
-        .await;
-        let client = GatewayClient::new(
-            Channel::from_shared(gateway.addr.clone())
-                .expect("address")
-                .connect()
-                .await
-                .expect("connect"),
-        );
-        Self {
-            stores,
-            caches,
-            gateway,
-            client,
-            _key_dir: key_dir,
-        }
-    }
-}
-
 /// Kills a replica under `load` and checks what it cost: at most the calls in flight at the
 /// kill (one per worker) fail, and none that started after it.
 async fn kill_under_load(load: Load, victim: &mut Usersvc, what: &str) {
@@ -267,7 +206,7 @@ async fn kill_under_load(load: Load, victim: &mut Usersvc, what: &str) {
 async fn a_killed_cache_replica_costs_at_most_the_calls_in_flight() {
     let db = TestDatabase::postgres().await;
     let redis = RedisServer::start().await;
-    let mut replicas = Replicas::start(&db, &redis).await;
+    let mut replicas = ProcessStack::start(db.url(), &redis.url(), 2).await;
     let tokens = tokens(&accounts(&replicas.client, "killcache", 8).await);
     let load = whoami_load(replicas.client.clone(), &tokens);
     kill_under_load(load, &mut replicas.caches[0], "cache replica").await;
@@ -277,7 +216,7 @@ async fn a_killed_cache_replica_costs_at_most_the_calls_in_flight() {
 async fn a_killed_store_replica_costs_at_most_the_calls_in_flight() {
     let db = TestDatabase::postgres().await;
     let redis = RedisServer::start().await;
-    let mut replicas = Replicas::start(&db, &redis).await;
+    let mut replicas = ProcessStack::start(db.url(), &redis.url(), 2).await;
     let load = store_load(replicas.client.clone());
     kill_under_load(load, &mut replicas.stores[0], "store replica").await;
 }
@@ -286,7 +225,7 @@ async fn a_killed_store_replica_costs_at_most_the_calls_in_flight() {
 async fn a_registration_whose_cache_dies_mid_call_is_unavailable_and_never_sent_again() {
     let db = TestDatabase::postgres().await;
     let redis = RedisServer::start().await;
-    let replicas = Replicas::start(&db, &redis).await;
+    let replicas = ProcessStack::start(db.url(), &redis.url(), 2).await;
     // Hold every insert in the database, so the registration is in flight in one cache.
     let mut lock = db.postgres_connection().await;
     lock.execute("BEGIN").await.expect("begin");

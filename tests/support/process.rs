@@ -1,6 +1,6 @@
 //! A real `usersvc` process on 127.0.0.1:0, as the runtimes start it: its address read from its
 //! own "serving" log line, its stderr kept (so tests can check what it logs), and signals sent
-//! to it as an orchestrator would.
+//! to it as an orchestrator would; and [`ProcessStack`], a whole stack of them.
 
 use std::{
     process::{ExitStatus, Stdio},
@@ -8,11 +8,16 @@ use std::{
     time::Duration,
 };
 
+use tempfile::TempDir;
 use tokio::{
     io::{AsyncBufReadExt as _, BufReader},
     process::{Child, Command},
     sync::oneshot,
 };
+use tonic::transport::Channel;
+use userctl_proto::gateway::v1::gateway_client::GatewayClient;
+
+use crate::stack::JWT_SECRET;
 
 pub struct Usersvc {
     /// `http://127.0.0.1:PORT`.
@@ -127,5 +132,74 @@ impl Usersvc {
             .await
             .ok()
             .map(|status| status.expect("wait for usersvc"))
+    }
+}
+
+/// Store, cache and gateway as real `usersvc` processes, `replicas` each of the store and the
+/// cache, wired as by hand (plaintext, the test key), the gateway logging at info.
+pub struct ProcessStack {
+    pub stores: Vec<Usersvc>,
+    pub caches: Vec<Usersvc>,
+    pub gateway: Usersvc,
+    /// A client of the gateway, connected.
+    pub client: GatewayClient<Channel>,
+    _key_dir: TempDir,
+}
+
+impl ProcessStack {
+    pub async fn start(database_url: &str, redis_url: &str, replicas: usize) -> Self {
+        let key_dir = tempfile::tempdir().expect("key dir");
+        let key_file = key_dir.path().join("jwt.key");
+        std::fs::write(&key_file, JWT_SECRET).expect("key");
+        let env = [("RUST_LOG", "info")];
+        let mut stores = Vec::new();
+        for _ in 0..replicas {
+            stores.push(Usersvc::start("store", &["--database-url", database_url], &env).await);
+        }
+        let store_addrs = next_hop(&stores);
+        let mut caches = Vec::new();
+        for _ in 0..replicas {
+            let args = ["--redis-url", redis_url, "--store-addr", &store_addrs];
+            caches.push(Usersvc::start("cache", &args, &env).await);
+        }
+        let key = key_file.display().to_string();
+        let gateway = Usersvc::start(
+            "gateway",
+            &[
+                "--cache-addr",
+                &next_hop(&caches),
+                "--jwt-secret-file",
+                &key,
+            ],
+            &env,
+        )
+        .await;
+        let client = GatewayClient::new(
+            Channel::from_shared(gateway.addr.clone())
+                .expect("address")
+                .connect()
+                .await
+                .expect("connect"),
+        );
+        Self {
+            stores,
+            caches,
+            gateway,
+            client,
+            _key_dir: key_dir,
+        }
+    }
+}
+
+/// How a hop names `replicas`: one by its address, as by hand; several as a list of
+/// `http://localhost:PORT`, so the hop resolves a name and balances (docs/design.md, Replicas).
+fn next_hop(replicas: &[Usersvc]) -> String {
+    match replicas {
+        [one] => one.addr.clone(),
+        several => several
+            .iter()
+            .map(|service| service.addr.replace("127.0.0.1", "localhost"))
+            .collect::<Vec<_>>()
+            .join(","),
     }
 }

@@ -4,6 +4,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::stack::{Replicas, Service, parse_change};
 pub use crate::stack::{RuntimeChoice, StoreKind};
 
 #[derive(Debug, Parser)]
@@ -40,8 +41,14 @@ pub enum Command {
     Up(UpArgs),
     /// Stop and remove what `up` made; data is kept unless --volumes.
     Down(DownArgs),
-    /// Each service's state, health and address.
+    /// One row per replica: state, health and address.
     Status(OutputArgs),
+    /// Change how many replicas of each service run, on a running stack.
+    Scale(ScaleArgs),
+    /// Restart every replica of a service, one at a time.
+    Restart(RestartArgs),
+    /// Each cache replica's counters and the stack's total.
+    Stats(OutputArgs),
     /// Service logs.
     Logs(LogsArgs),
     /// Create an account.
@@ -89,6 +96,10 @@ pub struct StackArgs {
     /// How long to wait for every service to become healthy [env: USERCTL_WAIT_TIMEOUT] [default: 60s]
     #[arg(long, value_parser = humantime::parse_duration)]
     pub wait_timeout: Option<Duration>,
+
+    /// Replicas of gateway, cache and store, e.g. gateway=2,cache=2 (others keep theirs; default 1) [env: USERCTL_REPLICAS]
+    #[arg(long, value_name = "SERVICE=N,...", value_parser = parse_replicas)]
+    pub replicas: Option<ReplicaChanges>,
 
     /// Published gateway port on 127.0.0.1, 0: any free port [env: USERCTL_GATEWAY_PORT] [default: 50051]
     #[arg(long)]
@@ -153,7 +164,8 @@ previous `up` of this project resolved), default.
 `--output json` prints one object, stable for scripts:
   {\"file\": \"/path/userctl.toml\" or null,
    \"values\": [{\"key\": \"ports.gateway\", \"value\": 50051, \"source\": \"default\"}, ...]}
-Keys: runtime, store, wait_timeout, cors_origins, usersvc, redis_url, ports.gateway, ports.http, \
+Keys: runtime, store, wait_timeout, cors_origins, usersvc, redis_url, replicas.gateway, \
+replicas.cache, replicas.store, ports.gateway, ports.http, \
 ports.cache, ports.store, images.redis, images.postgres. A value is null when the runtime decides \
 it (store, usersvc, redis_url); a password in redis_url is shown as ****.";
 
@@ -162,6 +174,19 @@ pub struct CompletionsArgs {
     /// The shell to complete for.
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// New replica counts, e.g. `cache=3 gateway=2`; services not named keep theirs
+    #[arg(required = true, value_name = "SERVICE=N", value_parser = parse_change)]
+    pub changes: Vec<(Service, u16)>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestartArgs {
+    /// gateway, cache or store
+    pub service: String,
 }
 
 #[derive(Debug, Args)]
@@ -273,6 +298,14 @@ pub struct BenchArgs {
 }
 
 /// Project names become Docker object names and directory names.
+/// Replica counts as given: `gateway=2,cache=3`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaChanges(pub Vec<(Service, u16)>);
+
+fn parse_replicas(text: &str) -> Result<ReplicaChanges, String> {
+    Replicas::parse_changes(text).map(ReplicaChanges)
+}
+
 fn parse_project(name: &str) -> Result<String, String> {
     let valid = !name.is_empty()
         && name.len() <= 40

@@ -12,6 +12,11 @@
 //! usersvc = "target/release/usersvc"   # relative to the file's directory
 //! redis_url = "redis://127.0.0.1:6379" # local runtime: this Redis instead of starting one
 //!
+//! [replicas]                  # of each usersvc service; scale a running stack with `userctl scale`
+//! gateway = 2                 # two or more gateways stand behind a proxy (HAProxy)
+//! cache = 2
+//! store = 1
+//!
 //! [ports]                     # published on 127.0.0.1; 0 = any free port
 //! gateway = 50051
 //! http = 8080
@@ -42,7 +47,7 @@ use crate::{
     home::ProjectHome,
     stack::{
         CACHE_PORT, DEFAULT_POSTGRES_IMAGE, DEFAULT_REDIS_IMAGE, GATEWAY_PORT, HTTP_PORT, Ports,
-        RuntimeChoice, RuntimeKind, STORE_PORT, StoreKind,
+        Replicas, RuntimeChoice, RuntimeKind, STORE_PORT, Service, StoreKind,
     },
 };
 
@@ -98,6 +103,8 @@ struct Settings {
     usersvc: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     redis_url: Option<String>,
+    #[serde(default, skip_serializing_if = "ReplicaSettings::is_empty")]
+    replicas: ReplicaSettings,
     #[serde(default, skip_serializing_if = "PortSettings::is_empty")]
     ports: PortSettings,
     #[serde(default, skip_serializing_if = "ImageSettings::is_empty")]
@@ -123,6 +130,39 @@ impl PortSettings {
     }
 }
 
+/// Replica counts, checked after merging so a bad one names its layer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplicaSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gateway: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cache: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    store: Option<u16>,
+}
+
+impl ReplicaSettings {
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    fn from_changes(changes: &[(Service, u16)]) -> Self {
+        let count = |wanted: Service| {
+            changes
+                .iter()
+                .rev()
+                .find(|(service, _)| *service == wanted)
+                .map(|(_, count)| *count)
+        };
+        Self {
+            gateway: count(Service::Gateway),
+            cache: count(Service::Cache),
+            store: count(Service::Store),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ImageSettings {
@@ -145,6 +185,8 @@ enum EnvValue {
     Port,
     /// Comma-separated.
     List,
+    /// `gateway=2,cache=3`, as `--replicas` takes it.
+    Replicas,
 }
 
 /// The environment variables of the layering and the keys they set.
@@ -155,6 +197,7 @@ const ENVIRONMENT: &[(&str, &str, EnvValue)] = &[
     ("USERCTL_CORS_ORIGINS", "cors_origins", EnvValue::List),
     ("USERCTL_USERSVC", "usersvc", EnvValue::Text),
     ("USERCTL_REDIS_URL", "redis_url", EnvValue::Text),
+    ("USERCTL_REPLICAS", "replicas", EnvValue::Replicas),
     ("USERCTL_GATEWAY_PORT", "ports.gateway", EnvValue::Port),
     ("USERCTL_HTTP_PORT", "ports.http", EnvValue::Port),
     ("USERCTL_CACHE_PORT", "ports.cache", EnvValue::Port),
@@ -164,13 +207,16 @@ const ENVIRONMENT: &[(&str, &str, EnvValue)] = &[
 ];
 
 /// Every key, in the order `userctl config` lists them.
-pub const KEYS: [&str; 12] = [
+pub const KEYS: [&str; 15] = [
     "runtime",
     "store",
     "wait_timeout",
     "cors_origins",
     "usersvc",
     "redis_url",
+    "replicas.gateway",
+    "replicas.cache",
+    "replicas.store",
     "ports.gateway",
     "ports.http",
     "ports.cache",
@@ -210,6 +256,7 @@ pub struct StackConfig {
     /// None: the runtime's default (postgres on docker, sqlite on local).
     pub store: Option<StoreKind>,
     pub wait_timeout: Duration,
+    pub replicas: Replicas,
     pub ports: Ports,
     /// None: beside this executable, else on PATH.
     pub usersvc: Option<PathBuf>,
@@ -281,9 +328,11 @@ impl StackConfig {
             figment = figment.merge(Toml::file_exact(path));
         }
         for (var, key, kind, text) in environment {
+            let value = env_value(*kind, text)
+                .map_err(|err| ConfigError::Invalid(format!("env {var}: {err}")))?;
             figment = figment.merge(Layer {
                 name: var,
-                data: nested(key, env_value(*kind, text)),
+                data: nested(key, value),
             });
         }
         figment = figment.merge(Layer::serialized(FLAG_LAYER, &flag_settings(flags))?);
@@ -294,6 +343,7 @@ impl StackConfig {
             .filter_map(|key| Some((key, origin(figment.find_metadata(key)?))))
             .collect::<BTreeMap<_, _>>();
         let at = |key: &str| match origins.get(key) {
+            Some(Origin::Flag) if key.starts_with("replicas.") => "flag --replicas".to_owned(),
             Some(Origin::Flag) => format!("flag --{}", key.replace('_', "-").trim_end_matches('s')),
             Some(origin) => origin.to_string(),
             None => Origin::Default.to_string(),
@@ -308,6 +358,18 @@ impl StackConfig {
                 ))
             })?,
         };
+        let mut replicas = Replicas::default();
+        for (service, count) in [
+            (Service::Gateway, merged.replicas.gateway),
+            (Service::Cache, merged.replicas.cache),
+            (Service::Store, merged.replicas.store),
+        ] {
+            if let Some(count) = count {
+                replicas = replicas.with(&[(service, count)]).map_err(|err| {
+                    ConfigError::Invalid(format!("{}: {err}", at(&format!("replicas.{service}"))))
+                })?;
+            }
+        }
         let cors_origins = merged.cors_origins.clone().unwrap_or_default();
         for entry in &cors_origins {
             check_origin(entry).map_err(|reason| {
@@ -334,6 +396,7 @@ impl StackConfig {
             runtime: merged.runtime.unwrap_or(RuntimeChoice::Auto),
             store: merged.store,
             wait_timeout,
+            replicas,
             ports: Ports {
                 gateway: merged.ports.gateway.unwrap_or(DEFAULT_PORTS.gateway),
                 http: merged.ports.http.unwrap_or(DEFAULT_PORTS.http),
@@ -369,6 +432,9 @@ impl StackConfig {
                     "cors_origins" => json!(self.cors_origins),
                     "usersvc" => json!(self.usersvc),
                     "redis_url" => json!(self.redis_url.as_deref().map(mask_password)),
+                    "replicas.gateway" => json!(self.replicas.gateway),
+                    "replicas.cache" => json!(self.replicas.cache),
+                    "replicas.store" => json!(self.replicas.store),
                     "ports.gateway" => json!(self.ports.gateway),
                     "ports.http" => json!(self.ports.http),
                     "ports.cache" => json!(self.ports.cache),
@@ -460,6 +526,11 @@ fn flag_settings(flags: &StackArgs) -> Settings {
         cors_origins: (!flags.cors_origins.is_empty()).then(|| flags.cors_origins.clone()),
         usersvc: flags.usersvc.clone(),
         redis_url: flags.redis_url.clone(),
+        replicas: flags
+            .replicas
+            .as_ref()
+            .map(|changes| ReplicaSettings::from_changes(&changes.0))
+            .unwrap_or_default(),
         ports: PortSettings {
             gateway: flags.gateway_port,
             http: flags.http_port,
@@ -500,8 +571,8 @@ impl Provider for Layer {
     }
 }
 
-fn env_value(kind: EnvValue, text: &str) -> Value {
-    match kind {
+fn env_value(kind: EnvValue, text: &str) -> Result<Value, String> {
+    Ok(match kind {
         EnvValue::Text => Value::from(text.to_owned()),
         // Not a number: left as text, so the type error names the variable.
         EnvValue::Port => text
@@ -516,7 +587,14 @@ fn env_value(kind: EnvValue, text: &str) -> Value {
                 .map(|item| Value::from(item.to_owned()))
                 .collect(),
         ),
-    }
+        EnvValue::Replicas => Value::Dict(
+            Tag::Default,
+            Replicas::parse_changes(text)?
+                .into_iter()
+                .map(|(service, count)| (service.name().to_owned(), Value::from(count)))
+                .collect(),
+        ),
+    })
 }
 
 /// `{"ports": {"gateway": value}}` for `ports.gateway`.

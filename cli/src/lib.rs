@@ -1,5 +1,5 @@
-//! `userctl`: runs the stack (`up`, `down`, `status`, `logs`) and uses it (`register`, `login`,
-//! `whoami`, `logout`, `dashboard`).
+//! `userctl`: runs the stack (`up`, `down`, `status`, `logs`, `scale`, `restart`, `stats`) and
+//! uses it (`register`, `login`, `whoami`, `logout`, `dashboard`).
 //!
 //! - [`args`]: the command line (`docs/design.md`'s contract).
 //! - [`commands`]: one function per command; they print, everything else returns values.
@@ -43,6 +43,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Up(args) => commands::stack::up(&home, cli.file.as_deref(), args).await,
         Command::Down(args) => commands::stack::down(&home, args).await,
         Command::Status(args) => commands::stack::status(&home, args).await,
+        Command::Scale(args) => commands::stack::scale(&home, cli.file.as_deref(), args).await,
+        Command::Restart(args) => commands::stack::restart(&home, args).await,
+        Command::Stats(args) => commands::stats::show(&home, args).await,
         Command::Logs(args) => commands::stack::logs(&home, args).await,
         Command::Register(args) => commands::account::register(&home, gateway, args).await,
         Command::Login(args) => commands::account::login(&home, gateway, args).await,

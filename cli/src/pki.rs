@@ -69,7 +69,7 @@ impl Holder {
             Service::Store => Some(Self::Store),
             Service::Cache => Some(Self::Cache),
             Service::Gateway => Some(Self::Gateway),
-            Service::Redis | Service::Postgres => None,
+            Service::Redis | Service::Postgres | Service::Proxy => None,
         }
     }
 

@@ -33,16 +33,23 @@ pub enum Service {
     Store,
     Cache,
     Gateway,
+    /// HAProxy in front of two or more gateways, holding the published gateway and HTTP ports
+    /// (see [`crate::runtime::front`]); not there with one gateway.
+    Proxy,
 }
 
 impl Service {
-    pub const ALL: [Service; 5] = [
+    pub const ALL: [Service; 6] = [
         Self::Postgres,
         Self::Redis,
         Self::Store,
         Self::Cache,
         Self::Gateway,
+        Self::Proxy,
     ];
+
+    /// The services that run as replicas, in start order.
+    pub const SCALABLE: [Service; 3] = [Self::Store, Self::Cache, Self::Gateway];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -51,6 +58,7 @@ impl Service {
             Self::Store => "store",
             Self::Cache => "cache",
             Self::Gateway => "gateway",
+            Self::Proxy => "proxy",
         }
     }
 
@@ -69,7 +77,7 @@ impl Service {
             Self::Gateway => Some(GATEWAY_PORT),
             Self::Cache => Some(CACHE_PORT),
             Self::Store => Some(STORE_PORT),
-            Self::Redis | Self::Postgres => None,
+            Self::Redis | Self::Postgres | Self::Proxy => None,
         }
     }
 }
@@ -141,6 +149,137 @@ impl Default for Ports {
             cache: CACHE_PORT,
             store: STORE_PORT,
         }
+    }
+}
+
+/// How many replicas of each `usersvc` service run; Redis, Postgres and the proxy are one.
+/// Every count is at least 1 and at most [`Replicas::max`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replicas {
+    pub gateway: u16,
+    pub cache: u16,
+    pub store: u16,
+}
+
+impl Default for Replicas {
+    fn default() -> Self {
+        Self {
+            gateway: 1,
+            cache: 1,
+            store: 1,
+        }
+    }
+}
+
+/// Replicas each CPU core can hold: every replica is a process with its own runtime threads,
+/// connections and (for the gateway) password-hashing buffers, so past a few per core they
+/// only take memory and CPU from each other.
+const REPLICAS_PER_CORE: u16 = 4;
+/// The most replicas of one service, whatever the machine.
+const REPLICAS_CEILING: u16 = 32;
+
+impl Replicas {
+    /// How many replicas of `service` run.
+    pub fn of(self, service: Service) -> u16 {
+        match service {
+            Service::Gateway => self.gateway,
+            Service::Cache => self.cache,
+            Service::Store => self.store,
+            Service::Redis | Service::Postgres => 1,
+            // In front of two or more gateways only.
+            Service::Proxy => u16::from(self.gateway > 1),
+        }
+    }
+
+    /// The most replicas of one service this machine holds: [`REPLICAS_PER_CORE`] per core,
+    /// at most [`REPLICAS_CEILING`].
+    pub fn max() -> u16 {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        u16::try_from(cores)
+            .unwrap_or(u16::MAX)
+            .saturating_mul(REPLICAS_PER_CORE)
+            .min(REPLICAS_CEILING)
+    }
+
+    /// These counts with `changes` applied, each checked.
+    pub fn with(mut self, changes: &[(Service, u16)]) -> Result<Self, String> {
+        for &(service, count) in changes {
+            check_count(service, count)?;
+            match service {
+                Service::Gateway => self.gateway = count,
+                Service::Cache => self.cache = count,
+                Service::Store => self.store = count,
+                _ => return Err(not_scalable(service.name())),
+            }
+        }
+        Ok(self)
+    }
+
+    /// `gateway=2,cache=3`: the services named and their counts, checked; services not named
+    /// keep theirs.
+    pub fn parse_changes(text: &str) -> Result<Vec<(Service, u16)>, String> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .map(parse_change)
+            .collect::<Result<Vec<_>, _>>()
+            .and_then(|changes| {
+                if changes.is_empty() {
+                    Err("name at least one SERVICE=N, e.g. cache=2".to_owned())
+                } else {
+                    Ok(changes)
+                }
+            })
+    }
+}
+
+/// One `SERVICE=N`.
+pub fn parse_change(text: &str) -> Result<(Service, u16), String> {
+    let (name, count) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not SERVICE=N (e.g. cache=2)"))?;
+    let name = name.trim();
+    let service = Service::parse(name)
+        .filter(|service| Service::SCALABLE.contains(service))
+        .ok_or_else(|| not_scalable(name))?;
+    let count: u16 = count.trim().parse().map_err(|_| {
+        format!(
+            "{name}={count}: the count must be a whole number from 1 to {}",
+            Replicas::max()
+        )
+    })?;
+    check_count(service, count)?;
+    Ok((service, count))
+}
+
+fn check_count(service: Service, count: u16) -> Result<(), String> {
+    let max = Replicas::max();
+    if count == 0 {
+        Err(format!(
+            "{service}=0: a stack needs at least one {service}; use `userctl down` to stop it"
+        ))
+    } else if count > max {
+        Err(format!(
+            "{service}={count} is more than this machine holds: at most {max} replicas per \
+             service ({REPLICAS_PER_CORE} per CPU core, {REPLICAS_CEILING} in all)"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn not_scalable(name: &str) -> String {
+    format!("{name:?} cannot be scaled; use gateway, cache or store")
+}
+
+impl fmt::Display for Replicas {
+    /// `gateway=1,cache=2,store=1`, as `--replicas` takes it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "gateway={},cache={},store={}",
+            self.gateway, self.cache, self.store
+        )
     }
 }
 
@@ -229,6 +368,8 @@ impl fmt::Display for Health {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ServiceStatus {
     pub service: Service,
+    /// Which replica of the service, from 1.
+    pub replica: u16,
     /// The process id on the local runtime, the container id on docker; none when absent.
     pub id: Option<String>,
     pub state: State,
@@ -251,6 +392,7 @@ impl ServiceStatus {
     pub fn idle(service: Service, state: State) -> Self {
         Self {
             service,
+            replica: 1,
             id: None,
             state,
             health: Health::None,
@@ -265,13 +407,20 @@ impl ServiceStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {
     pub service: Service,
+    /// Which replica logged it, when the service has more than one.
+    pub replica: Option<u16>,
     pub text: String,
 }
 
 impl fmt::Display for LogLine {
-    /// `gateway | …`, the name padded so the lines of all services align.
+    /// `gateway | …` (`cache.2 | …` for a second replica), padded so the lines of all
+    /// services align.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:<8} | {}", self.service.name(), self.text)
+        let source = match self.replica {
+            Some(replica) => format!("{}.{replica}", self.service.name()),
+            None => self.service.name().to_owned(),
+        };
+        write!(f, "{source:<10} | {}", self.text)
     }
 }
 
@@ -300,11 +449,49 @@ mod tests {
     }
 
     #[test]
+    fn replica_changes_parse_and_apply() {
+        let changes = Replicas::parse_changes("gateway=2, cache=3").expect("valid");
+        assert_eq!(changes, [(Service::Gateway, 2), (Service::Cache, 3)]);
+        let replicas = Replicas::default().with(&changes).expect("valid");
+        assert_eq!(replicas.to_string(), "gateway=2,cache=3,store=1");
+        assert_eq!(replicas.of(Service::Proxy), 1);
+        assert_eq!(Replicas::default().of(Service::Proxy), 0);
+    }
+
+    #[test]
+    fn bad_replica_counts_say_what_is_wrong() {
+        for (text, expected) in [
+            ("cache=0", "at least one cache"),
+            ("redis=2", "cannot be scaled"),
+            ("proxy=2", "cannot be scaled"),
+            ("web=2", "cannot be scaled"),
+            ("cache", "is not SERVICE=N"),
+            ("cache=two", "whole number"),
+            ("cache=-1", "whole number"),
+            ("", "at least one SERVICE=N"),
+            ("store=100000", "whole number"),
+        ] {
+            let err = Replicas::parse_changes(text).expect_err(text);
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+        let too_many = format!("gateway={}", Replicas::max() + 1);
+        let err = Replicas::parse_changes(&too_many).expect_err("too many");
+        assert!(err.contains("per CPU core"), "{err}");
+    }
+
+    #[test]
     fn log_lines_align_on_every_runtime() {
         let line = LogLine {
             service: Service::Redis,
+            replica: None,
             text: "ready".into(),
         };
-        assert_eq!(line.to_string(), "redis    | ready");
+        assert_eq!(line.to_string(), "redis      | ready");
+        let line = LogLine {
+            service: Service::Cache,
+            replica: Some(2),
+            text: "ready".into(),
+        };
+        assert_eq!(line.to_string(), "cache.2    | ready");
     }
 }

@@ -104,7 +104,7 @@ impl StackSource {
             .collect();
         Ok(statuses?
             .into_iter()
-            .map(|status| row(status, &usage))
+            .filter_map(|status| row(status, &usage))
             .collect())
     }
 
@@ -127,13 +127,14 @@ impl RuntimeSource for StackSource {
     }
 }
 
-fn row(status: ServiceStatus, usage: &HashMap<Service, Usage>) -> ServiceRow {
+/// The dashboard's row for `status`; none for a service it does not show.
+fn row(status: ServiceStatus, usage: &HashMap<Service, Usage>) -> Option<ServiceRow> {
     // The engine reports zeros for a stopped container; unknown is the honest figure.
     let usage = usage
         .get(&status.service)
         .filter(|_| status.state == State::Running);
-    ServiceRow {
-        service: to_dashboard(status.service),
+    Some(ServiceRow {
+        service: to_dashboard(status.service)?,
         state: status.state.name().to_owned(),
         health: status.health.name().to_owned(),
         address: status.address,
@@ -141,16 +142,18 @@ fn row(status: ServiceStatus, usage: &HashMap<Service, Usage>) -> ServiceRow {
         uptime: status.uptime_secs.map(Duration::from_secs),
         cpu_percent: usage.and_then(|usage| usage.cpu_percent),
         memory_bytes: usage.and_then(|usage| usage.memory_bytes),
-    }
+    })
 }
 
-fn to_dashboard(service: Service) -> DashboardService {
+/// The dashboard's name for `service`; None for the proxy, which it does not show yet.
+fn to_dashboard(service: Service) -> Option<DashboardService> {
     match service {
-        Service::Gateway => DashboardService::Gateway,
-        Service::Cache => DashboardService::Cache,
-        Service::Store => DashboardService::Store,
-        Service::Redis => DashboardService::Redis,
-        Service::Postgres => DashboardService::Postgres,
+        Service::Gateway => Some(DashboardService::Gateway),
+        Service::Cache => Some(DashboardService::Cache),
+        Service::Store => Some(DashboardService::Store),
+        Service::Redis => Some(DashboardService::Redis),
+        Service::Postgres => Some(DashboardService::Postgres),
+        Service::Proxy => None,
     }
 }
 
@@ -171,7 +174,9 @@ mod tests {
     #[test]
     fn every_service_maps_both_ways() {
         for service in Service::ALL {
-            assert_eq!(from_dashboard(to_dashboard(service)), service);
+            if let Some(shown) = to_dashboard(service) {
+                assert_eq!(from_dashboard(shown), service);
+            }
         }
     }
 }

@@ -6,3 +6,4 @@ pub mod completions;
 pub mod config;
 pub mod dashboard;
 pub mod stack;
+pub mod stats;

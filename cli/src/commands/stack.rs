@@ -1,4 +1,4 @@
-//! `up`, `down`, `status`, `logs`: running the stack.
+//! `up`, `down`, `status`, `logs`, `scale`, `restart`: running the stack.
 
 use std::{
     io::{self, Write as _},
@@ -6,17 +6,101 @@ use std::{
 };
 
 use crate::{
-    args::{DownArgs, LogsArgs, OutputArgs, OutputFormat, UpArgs},
+    args::{
+        DownArgs, LogsArgs, OutputArgs, OutputFormat, ReplicaChanges, RestartArgs, ScaleArgs,
+        StackArgs, UpArgs,
+    },
     config::{Origin, StackConfig},
     error::{CliError, Result},
     home::ProjectHome,
     output::{self, Color},
-    runtime::{Runtime, StackSpec, local::LocalRuntime, progress::Progress},
-    stack::{Health, RuntimeKind, Service, ServiceStatus, State},
+    runtime::{Endpoints, Runtime, StackSpec, local::LocalRuntime, progress::Progress},
+    stack::{Health, Replicas, RuntimeChoice, RuntimeKind, Service, ServiceStatus, State},
 };
 
 pub async fn up(home: &ProjectHome, file: Option<&Path>, args: UpArgs) -> Result<()> {
-    let config = StackConfig::resolve(home, file, &args.stack)?;
+    let Converged {
+        runtime, endpoints, ..
+    } = converge(home, file, &args.stack).await?;
+    println!(
+        "stack {} is up on the {} runtime",
+        home.name,
+        runtime.kind().name()
+    );
+    println!("gateway  {}", endpoints.gateway);
+    if let Some(http) = &endpoints.http {
+        println!("http     {http}");
+    }
+    Ok(())
+}
+
+/// `up` with new replica counts: the running stack converges to them, and nothing else changes.
+pub async fn scale(home: &ProjectHome, file: Option<&Path>, args: ScaleArgs) -> Result<()> {
+    let Some(recorded) = home.stack()? else {
+        return Err(not_up(home));
+    };
+    let flags = StackArgs {
+        runtime: Some(match recorded.runtime {
+            RuntimeKind::Docker => RuntimeChoice::Docker,
+            RuntimeKind::Local => RuntimeChoice::Local,
+        }),
+        replicas: Some(ReplicaChanges(args.changes)),
+        ..StackArgs::default()
+    };
+    let converged = converge(home, file, &flags).await?;
+    println!("stack {} runs {}", home.name, converged.replicas);
+    Ok(())
+}
+
+/// A rolling restart of one service's replicas.
+pub async fn restart(home: &ProjectHome, args: RestartArgs) -> Result<()> {
+    let service = Service::parse(&args.service)
+        .filter(|service| Service::SCALABLE.contains(service))
+        .ok_or_else(|| {
+            CliError::usage(format!("cannot restart {:?}", args.service))
+                .with_hint("use gateway, cache or store")
+        })?;
+    if home.stack()?.is_none() {
+        return Err(not_up(home));
+    }
+    let runtime = existing_runtime(home).await?;
+    let running = runtime
+        .status()
+        .await?
+        .iter()
+        .filter(|status| status.service == service && status.state == State::Running)
+        .count();
+    if running == 0 {
+        return Err(
+            CliError::usage(format!("{service} is not running in project {}", home.name))
+                .with_hint("see `userctl status`; `userctl up` starts it"),
+        );
+    }
+    runtime.restart(service, &Progress::new()).await?;
+    println!(
+        "restarted {running} {service} replica{}, one at a time",
+        if running == 1 { "" } else { "s" }
+    );
+    Ok(())
+}
+
+/// Exit 4: there is no stack of this project to act on.
+fn not_up(home: &ProjectHome) -> CliError {
+    CliError::unreachable(format!("project {} is not up", home.name))
+        .with_hint("run `userctl up` first")
+}
+
+/// A stack as `converge` left it.
+struct Converged {
+    runtime: Runtime,
+    endpoints: Endpoints,
+    replicas: Replicas,
+}
+
+/// Brings the stack `flags` and the other layers describe up (or to its new shape), and records
+/// it for the commands after.
+async fn converge(home: &ProjectHome, file: Option<&Path>, flags: &StackArgs) -> Result<Converged> {
+    let config = StackConfig::resolve(home, file, flags)?;
     let recorded = home.stack()?;
     let chosen = Runtime::choose(
         home,
@@ -43,6 +127,7 @@ pub async fn up(home: &ProjectHome, file: Option<&Path>, args: UpArgs) -> Result
         home: home.clone(),
         store,
         ports: config.ports,
+        replicas: config.replicas,
         wait_timeout: config.wait_timeout,
         usersvc: locate_usersvc(config.usersvc.clone(), &config.origin("usersvc"))?,
         redis_image: config.redis_image.clone(),
@@ -55,16 +140,11 @@ pub async fn up(home: &ProjectHome, file: Option<&Path>, args: UpArgs) -> Result
     let endpoints = runtime.up(&spec, &progress).await?;
     runtime.record(home, store, &endpoints)?;
     config.record(home, runtime.kind(), store)?;
-    println!(
-        "stack {} is up on the {} runtime",
-        home.name,
-        runtime.kind().name()
-    );
-    println!("gateway  {}", endpoints.gateway);
-    if let Some(http) = &endpoints.http {
-        println!("http     {http}");
-    }
-    Ok(())
+    Ok(Converged {
+        runtime,
+        endpoints,
+        replicas: config.replicas,
+    })
 }
 
 pub async fn down(home: &ProjectHome, args: DownArgs) -> Result<()> {
@@ -167,6 +247,7 @@ fn status_table(statuses: &[ServiceStatus]) -> String {
             };
             vec![
                 status.service.name().to_owned(),
+                status.replica.to_string(),
                 status
                     .id
                     .as_deref()
@@ -177,7 +258,10 @@ fn status_table(statuses: &[ServiceStatus]) -> String {
             ]
         })
         .collect();
-    output::table(&["service", "id", "state", "health", "address"], &rows)
+    output::table(
+        &["service", "replica", "id", "state", "health", "address"],
+        &rows,
+    )
 }
 
 /// A container id as `docker ps` shows it (12 characters); a pid whole.

@@ -97,7 +97,7 @@ pub fn launch(wiring: &Wiring<'_>, service: Service) -> Option<Launch> {
                 ("USERSVC_HTTP_LISTEN", listen(wiring.listen.http)),
             ],
         ),
-        Service::Redis | Service::Postgres => return None,
+        Service::Redis | Service::Postgres | Service::Proxy => return None,
     };
     let holder = Holder::of(service)?;
     let tls_file = |name: &str| format!("{}/{name}", wiring.tls_dir.trim_end_matches('/'));

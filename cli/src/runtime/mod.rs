@@ -3,11 +3,13 @@
 //! it is; [`Runtime`] is the only way in.
 //!
 //! - [`launch`]: how each `usersvc` service is started, as data every runtime uses.
+//! - [`front`]: the HAProxy configuration in front of two or more gateways.
 //! - [`docker`]: containers on a private network through the Docker Engine API (bollard).
 //! - [`local`]: supervised `usersvc` processes on this machine, SQLite, a local Redis.
 //! - [`progress`]: one line of progress per service while `up` works.
 
 pub mod docker;
+pub mod front;
 pub mod launch;
 pub mod local;
 pub mod progress;
@@ -16,7 +18,9 @@ use std::{path::PathBuf, time::Duration};
 
 use crate::{
     home::{HomeError, ProjectHome, StackRecord},
-    stack::{LogLine, Ports, RuntimeChoice, RuntimeKind, Service, ServiceStatus, StoreKind},
+    stack::{
+        LogLine, Ports, Replicas, RuntimeChoice, RuntimeKind, Service, ServiceStatus, StoreKind,
+    },
 };
 
 /// Everything `up` needs to know, whichever runtime runs it.
@@ -25,6 +29,9 @@ pub struct StackSpec {
     pub home: ProjectHome,
     pub store: StoreKind,
     pub ports: Ports,
+    /// How many of each `usersvc` service run. `up` converges a running stack to these counts
+    /// (which is all `scale` is), adding or removing replicas without restarting the others.
+    pub replicas: Replicas,
     pub wait_timeout: Duration,
     /// The `usersvc` binary to run (local) or to build the services image from (docker).
     pub usersvc: PathBuf,
@@ -203,6 +210,20 @@ impl Runtime {
         match self {
             Self::Docker(docker) => docker.up(spec, progress).await,
             Self::Local(local) => local.up(spec, progress).await,
+        }
+    }
+
+    /// Restarts every replica of `service`, one at a time: the next stops only when the new one
+    /// is healthy and has had time to be found by its clients. With two or more replicas no
+    /// call fails (see `docs/design.md`, "Replicas").
+    pub async fn restart(
+        &self,
+        service: Service,
+        progress: &progress::Progress,
+    ) -> Result<(), RuntimeError> {
+        match self {
+            Self::Docker(docker) => docker.restart(service, progress).await,
+            Self::Local(local) => local.restart(service, progress).await,
         }
     }
 

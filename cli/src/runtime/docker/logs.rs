@@ -143,6 +143,7 @@ impl LineSplitter {
 fn log_line(service: Service, bytes: &[u8]) -> LogLine {
     LogLine {
         service,
+        replica: None,
         text: String::from_utf8_lossy(bytes).trim_end().to_owned(),
     }
 }
@@ -172,9 +173,9 @@ mod tests {
         assert_eq!(
             lines,
             [
-                "store    | store up",
-                "cache    | cache serving",
-                "cache    | last without newline"
+                "store      | store up",
+                "cache      | cache serving",
+                "cache      | last without newline"
             ]
         );
     }

@@ -128,6 +128,18 @@ impl DockerRuntime {
         endpoints(&started, &healthy)
     }
 
+    /// A rolling restart of `service`'s replicas (see [`crate::runtime::Runtime::restart`]).
+    pub async fn restart(
+        &self,
+        service: Service,
+        _progress: &Progress,
+    ) -> Result<(), RuntimeError> {
+        Err(RuntimeError::other(
+            format!("restarting {service}"),
+            "not supported on this runtime yet",
+        ))
+    }
+
     /// Stops and removes the project's containers and network; its volumes only with `volumes`.
     /// Returns the volumes it removed. Volumes are found by label, so this works as well on a
     /// stack that is already stopped or was never recorded.
@@ -479,7 +491,7 @@ impl DockerRuntime {
 }
 
 /// One progress line per service, made up front so they show in start order.
-struct Lines([ServiceProgress; 5]);
+struct Lines([ServiceProgress; 6]);
 
 impl Lines {
     fn new(progress: &Progress) -> Self {
@@ -493,6 +505,7 @@ impl Lines {
             Service::Store => 2,
             Service::Cache => 3,
             Service::Gateway => 4,
+            Service::Proxy => 5,
         };
         &self.0[index]
     }

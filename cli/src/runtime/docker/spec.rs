@@ -394,6 +394,8 @@ pub fn container(inputs: &StackInputs<'_>, service: Service) -> Option<Container
                 .push(SecretFile::new(JWT_KEY_FILE, inputs.jwt_key));
             spec
         }
+        // Not run on this runtime yet.
+        Service::Proxy => return None,
     };
     Some(spec)
 }

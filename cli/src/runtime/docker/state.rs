@@ -21,6 +21,7 @@ pub fn status_of(service: Service, container: &ContainerInspectResponse) -> Serv
     let health = health::health(container).map_or(Health::None, health_of);
     ServiceStatus {
         service,
+        replica: 1,
         id: container.id.clone(),
         state,
         health,

@@ -144,6 +144,18 @@ impl LocalRuntime {
         }
     }
 
+    /// A rolling restart of `service`'s replicas (see [`crate::runtime::Runtime::restart`]).
+    pub async fn restart(
+        &self,
+        service: Service,
+        _progress: &Progress,
+    ) -> Result<(), RuntimeError> {
+        Err(RuntimeError::other(
+            format!("restarting {service}"),
+            "not supported on this runtime yet",
+        ))
+    }
+
     /// Stops the stack; with `volumes` also deletes its SQLite database. Returns the files of
     /// data it deleted. Works as well on a stack that is already stopped.
     pub async fn down(&self, volumes: bool) -> Result<Vec<String>, RuntimeError> {
@@ -202,6 +214,7 @@ impl LocalRuntime {
             let running = process.filter(|p| p.state == State::Running);
             statuses.push(ServiceStatus {
                 service,
+                replica: 1,
                 id: running.and_then(|p| p.pid).map(|pid| pid.to_string()),
                 uptime_secs: running.map(|p| now.saturating_sub(p.started_at)),
                 restarts: process.map(|p| p.restarts),
@@ -239,6 +252,7 @@ impl LocalRuntime {
             let start = tail.map_or(0, |n| all.len().saturating_sub(n));
             lines.extend(all[start..].iter().map(|text| LogLine {
                 service: *service,
+                replica: None,
                 text: (*text).to_owned(),
             }));
             offsets.push((*service, path, text.len() as u64));
@@ -263,6 +277,7 @@ impl LocalRuntime {
                 if let Some(end) = new.rfind('\n') {
                     lines.extend(new[..end].lines().map(|text| LogLine {
                         service: *service,
+                        replica: None,
                         text: text.to_owned(),
                     }));
                     *offset += end as u64 + 1;

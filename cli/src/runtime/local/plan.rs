@@ -77,7 +77,7 @@ impl Plan {
             Service::Store => Some(url(self.store_port)),
             Service::Cache => Some(url(self.cache_port)),
             Service::Gateway => Some(url(self.gateway_port)),
-            Service::Redis | Service::Postgres => None,
+            Service::Redis | Service::Postgres | Service::Proxy => None,
         }
     }
 

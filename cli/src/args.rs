@@ -131,6 +131,12 @@ pub struct StackArgs {
     #[arg(long)]
     pub postgres_image: Option<String>,
 
+    /// HAProxy image for the proxy in front of two or more gateways (docker runtime)
+    /// [env: USERCTL_PROXY_IMAGE] [default: haproxy:2.6.18, else the locally built
+    /// userctl-local/haproxy:2.6 when no registry answers]
+    #[arg(long)]
+    pub proxy_image: Option<String>,
+
     /// Redis for the local runtime [env: USERCTL_REDIS_URL] [default: start redis-server from PATH on a free port]
     #[arg(long)]
     pub redis_url: Option<String>,

@@ -26,6 +26,7 @@
 //! [images]                    # docker runtime
 //! redis = "redis:7.2.5"
 //! postgres = "postgres:15.8"
+//! proxy = "haproxy:2.6.18"    # in front of two or more gateways
 //! ```
 
 use std::{
@@ -46,7 +47,7 @@ use crate::{
     args::StackArgs,
     home::ProjectHome,
     stack::{
-        CACHE_PORT, DEFAULT_POSTGRES_IMAGE, DEFAULT_REDIS_IMAGE, GATEWAY_PORT, HTTP_PORT, Ports,
+        CACHE_PORT, DEFAULT_POSTGRES_IMAGE, DEFAULT_PROXY_IMAGE, DEFAULT_REDIS_IMAGE, GATEWAY_PORT, HTTP_PORT, Ports,
         Replicas, RuntimeChoice, RuntimeKind, STORE_PORT, Service, StoreKind,
     },
 };
@@ -170,6 +171,8 @@ struct ImageSettings {
     redis: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     postgres: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    proxy: Option<String>,
 }
 
 impl ImageSettings {
@@ -204,10 +207,11 @@ const ENVIRONMENT: &[(&str, &str, EnvValue)] = &[
     ("USERCTL_STORE_PORT", "ports.store", EnvValue::Port),
     ("USERCTL_REDIS_IMAGE", "images.redis", EnvValue::Text),
     ("USERCTL_POSTGRES_IMAGE", "images.postgres", EnvValue::Text),
+    ("USERCTL_PROXY_IMAGE", "images.proxy", EnvValue::Text),
 ];
 
 /// Every key, in the order `userctl config` lists them.
-pub const KEYS: [&str; 15] = [
+pub const KEYS: [&str; 16] = [
     "runtime",
     "store",
     "wait_timeout",
@@ -223,6 +227,7 @@ pub const KEYS: [&str; 15] = [
     "ports.store",
     "images.redis",
     "images.postgres",
+    "images.proxy",
 ];
 
 /// Which layer a value came from.
@@ -263,6 +268,7 @@ pub struct StackConfig {
     /// None: the pinned default image.
     pub redis_image: Option<String>,
     pub postgres_image: Option<String>,
+    pub proxy_image: Option<String>,
     pub redis_url: Option<String>,
     pub cors_origins: Vec<String>,
     /// What the layers set, before defaults: what `record` keeps for the next `up`.
@@ -406,6 +412,7 @@ impl StackConfig {
             usersvc,
             redis_image: merged.images.redis.clone(),
             postgres_image: merged.images.postgres.clone(),
+            proxy_image: merged.images.proxy.clone(),
             redis_url: merged.redis_url.clone(),
             cors_origins,
             merged,
@@ -448,6 +455,9 @@ impl StackConfig {
                                 .as_deref()
                                 .unwrap_or(DEFAULT_POSTGRES_IMAGE)
                         )
+                    }
+                    "images.proxy" => {
+                        json!(self.proxy_image.as_deref().unwrap_or(DEFAULT_PROXY_IMAGE))
                     }
                     _ => Json::Null,
                 };
@@ -540,6 +550,7 @@ fn flag_settings(flags: &StackArgs) -> Settings {
         images: ImageSettings {
             redis: flags.redis_image.clone(),
             postgres: flags.postgres_image.clone(),
+            proxy: flags.proxy_image.clone(),
         },
     }
 }

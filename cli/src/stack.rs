@@ -17,10 +17,12 @@ pub const STORE_PORT: u16 = 50053;
 /// Pinned official tags, used when no image is given.
 pub const DEFAULT_REDIS_IMAGE: &str = "redis:7.2.5";
 pub const DEFAULT_POSTGRES_IMAGE: &str = "postgres:15.8";
+pub const DEFAULT_PROXY_IMAGE: &str = "haproxy:2.6.18";
 /// What `scripts/build-images` makes, for machines that cannot reach a registry; used when the
 /// pinned official tag can be neither found locally nor pulled.
 pub const LOCAL_REDIS_IMAGE: &str = "userctl-local/redis:7";
 pub const LOCAL_POSTGRES_IMAGE: &str = "userctl-local/postgres:15";
+pub const LOCAL_PROXY_IMAGE: &str = "userctl-local/haproxy:2.6";
 /// The one command that makes the local images.
 pub const BUILD_IMAGES_COMMAND: &str = "scripts/build-images";
 

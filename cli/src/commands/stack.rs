@@ -132,6 +132,7 @@ async fn converge(home: &ProjectHome, file: Option<&Path>, flags: &StackArgs) ->
         usersvc: locate_usersvc(config.usersvc.clone(), &config.origin("usersvc"))?,
         redis_image: config.redis_image.clone(),
         postgres_image: config.postgres_image.clone(),
+        proxy_image: config.proxy_image.clone(),
         redis_url: config.redis_url.clone(),
         cors_origins: config.cors_origins.clone(),
     };

@@ -39,6 +39,9 @@ pub struct StackSpec {
     pub redis_image: Option<String>,
     /// None: the pinned official image, else the locally built one (docker only).
     pub postgres_image: Option<String>,
+    /// None: the pinned official HAProxy image, else the locally built one (docker only; used
+    /// with two or more gateways).
+    pub proxy_image: Option<String>,
     /// Local runtime only: an existing Redis instead of starting `redis-server`.
     pub redis_url: Option<String>,
     /// Browser origins the gateway's HTTP door allows (CORS); empty allows none.

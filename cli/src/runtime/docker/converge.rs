@@ -18,9 +18,10 @@ use bollard::{
 use super::{
     engine::{engine, is_not_found},
     health,
-    spec::{ContainerSpec, DataVolume, HASH_LABEL, Names, SECRETS_DIR, SERVICE_UID, SecretFile},
+    spec::{ContainerSpec, DataVolume, HASH_LABEL, Names, SecretFile, Upload},
 };
-use crate::runtime::{RuntimeError, progress::ServiceProgress};
+use super::ReplicaLine;
+use crate::runtime::RuntimeError;
 
 /// Seconds a service gets to drain before the engine kills it.
 pub const STOP_TIMEOUT_SECS: i32 = 10;
@@ -99,7 +100,7 @@ pub async fn container(
     docker: &Docker,
     names: &Names,
     spec: &ContainerSpec,
-    line: &ServiceProgress,
+    line: &ReplicaLine,
 ) -> Result<Converged, RuntimeError> {
     let existing = inspect(docker, &spec.name).await?;
     if let Some(existing) = &existing {
@@ -150,7 +151,7 @@ async fn create(
     docker: &Docker,
     names: &Names,
     spec: &ContainerSpec,
-    line: &ServiceProgress,
+    line: &ReplicaLine,
 ) -> Result<(), RuntimeError> {
     line.phase("creating");
     let options = CreateContainerOptionsBuilder::default()
@@ -161,23 +162,26 @@ async fn create(
         .await
         .map_err(|err| engine(format!("creating container {}", spec.name), err))?;
     if !spec.secrets.is_empty() {
-        upload_secrets(docker, &spec.name, &spec.secrets).await?;
+        upload_secrets(docker, &spec.name, spec.upload, &spec.secrets).await?;
     }
     line.phase("starting");
     start(docker, spec).await
 }
 
-/// Puts the secrets into the created container as files only the service user can read.
+/// Puts the files into the created container, with the owner and mode `upload` gives (for
+/// keys: files only the service user can read).
 async fn upload_secrets(
     docker: &Docker,
     container: &str,
+    upload: Upload,
     secrets: &[SecretFile],
 ) -> Result<(), RuntimeError> {
     let names: Vec<&str> = secrets.iter().map(|secret| secret.name).collect();
     let context = || format!("copying {} into container {container}", names.join(", "));
-    let tarball = secret_tarball(secrets).map_err(|err| RuntimeError::other(context(), err))?;
+    let tarball =
+        secret_tarball(upload, secrets).map_err(|err| RuntimeError::other(context(), err))?;
     let options = UploadToContainerOptionsBuilder::default()
-        .path(SECRETS_DIR)
+        .path(upload.dir)
         .build();
     docker
         .upload_to_container(container, Some(options), bollard::body_full(tarball.into()))
@@ -185,14 +189,14 @@ async fn upload_secrets(
         .map_err(|err| engine(context(), err))
 }
 
-fn secret_tarball(secrets: &[SecretFile]) -> std::io::Result<Vec<u8>> {
+fn secret_tarball(upload: Upload, secrets: &[SecretFile]) -> std::io::Result<Vec<u8>> {
     let mut tar = tar::Builder::new(Vec::new());
     for secret in secrets {
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(tar::EntryType::Regular);
-        header.set_mode(0o400);
-        header.set_uid(SERVICE_UID);
-        header.set_gid(SERVICE_UID);
+        header.set_mode(upload.mode);
+        header.set_uid(upload.owner);
+        header.set_gid(upload.owner);
         header.set_mtime(0);
         header.set_size(secret.content.len() as u64);
         tar.append_data(&mut header, secret.name, secret.content.as_slice())?;
@@ -250,11 +254,15 @@ pub async fn remove(docker: &Docker, name: &str) -> Result<(), RuntimeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{runtime::docker::spec::Published, stack::Service};
+    use crate::{
+        runtime::docker::spec::{Published, Upload},
+        stack::Service,
+    };
 
     fn gateway(host_port: u16) -> ContainerSpec {
         ContainerSpec {
             service: Service::Gateway,
+            replica: 1,
             name: "t-gateway".into(),
             image: "i".into(),
             image_id: "sha256:i".into(),
@@ -270,6 +278,7 @@ mod tests {
             stop_signal: None,
             hardened: true,
             secrets: Vec::new(),
+            upload: Upload::SECRETS,
         }
     }
 
@@ -317,7 +326,7 @@ mod tests {
             digest: String::new(),
             content: b"k".to_vec(),
         };
-        let tarball = secret_tarball(&[secret]).expect("tarball");
+        let tarball = secret_tarball(Upload::SECRETS, &[secret]).expect("tarball");
         let mut archive = tar::Archive::new(tarball.as_slice());
         let entries: Vec<_> = archive
             .entries()
@@ -328,6 +337,6 @@ mod tests {
         let header = entries[0].header();
         assert_eq!(header.path().expect("path").to_string_lossy(), "jwt.key");
         assert_eq!(header.mode().expect("mode"), 0o400);
-        assert_eq!(header.uid().expect("uid"), SERVICE_UID);
+        assert_eq!(header.uid().expect("uid"), crate::runtime::docker::spec::SERVICE_UID);
     }
 }

@@ -1,5 +1,6 @@
 //! Readiness. The engine runs each container's health check; `up` polls the result with
-//! backoff until the container is healthy, has exited, or the deadline has passed.
+//! backoff until the container is healthy, has exited, or the deadline has passed. In front of
+//! two or more gateways `up` also asks the proxy's published port, as a user's call would.
 
 use std::time::Duration;
 
@@ -9,6 +10,10 @@ use bollard::{
     models::{ContainerInspectResponse, ContainerStateStatusEnum, HealthStatusEnum},
 };
 use tokio::time::Instant;
+use tonic::transport::Endpoint;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 use super::{engine::engine, logs};
 use crate::{runtime::RuntimeError, stack::Service};
@@ -110,6 +115,51 @@ pub async fn wait_healthy(
             timeout,
             logs: logs::last_lines(docker, name, LOG_LINES).await,
         }),
+    }
+}
+
+/// Waits until the front (the proxy in front of the gateways) answers gRPC health as SERVING
+/// through its published address `url`: the whole way a user's call takes, port publishing,
+/// HAProxy, DNS discovery and a gateway included.
+pub async fn wait_front(url: &str, deadline: Instant, timeout: Duration) -> Result<(), RuntimeError> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|err| RuntimeError::other(format!("reading the address {url}"), err))?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(2));
+    let look = || async {
+        let channel = endpoint.connect().await.map_err(|err| err.to_string())?;
+        let answer = HealthClient::new(channel)
+            .check(HealthCheckRequest::default())
+            .await
+            .map_err(|status| status.message().to_owned())?;
+        match answer.into_inner().status() {
+            ServingStatus::Serving => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    };
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(1))
+        .with_factor(1.5)
+        .without_max_times();
+    let last = std::sync::Mutex::new(String::from("no answer"));
+    let polled = look
+        .retry(backoff)
+        .notify(|reason, _| {
+            if let Ok(mut last) = last.lock() {
+                last.clone_from(reason);
+            }
+        });
+    match tokio::time::timeout_at(deadline, polled).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) | Err(_) => {
+            let reason = last.lock().map(|last| last.clone()).unwrap_or_default();
+            Err(RuntimeError::Unhealthy {
+                service: Service::Proxy.name(),
+                timeout,
+                logs: vec![format!("gRPC health through {url}: {reason}")],
+            })
+        }
     }
 }
 

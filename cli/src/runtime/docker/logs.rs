@@ -35,11 +35,20 @@ pub async fn last_lines(docker: &Docker, name: &str, count: usize) -> Vec<String
     lines[lines.len().saturating_sub(count)..].to_vec()
 }
 
-/// Hands the logs of `containers` to `sink` line by line. Without `follow` one service after
+/// A container whose logs `stream` reads, and how its lines are labelled.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub service: Service,
+    /// Set when the service has more than one replica.
+    pub replica: Option<u16>,
+    pub container: String,
+}
+
+/// Hands the logs of `containers` to `sink` line by line. Without `follow` one container after
 /// the other, so each reads as a whole; with it, lines as they come.
 pub async fn stream(
     docker: &Docker,
-    containers: &[(Service, String)],
+    containers: &[Source],
     follow: bool,
     tail: Option<usize>,
     sink: &mut (dyn FnMut(LogLine) -> io::Result<()> + Send),
@@ -51,10 +60,12 @@ pub async fn stream(
         .follow(follow)
         .tail(&tail)
         .build();
-    let streams = containers.iter().map(|(service, name)| {
+    let streams = containers.iter().map(|source| {
+        let name = &source.container;
+        let key = (source.service, source.replica);
         docker.logs(name, Some(options.clone())).map(move |chunk| {
             (
-                *service,
+                key,
                 chunk.map_err(|err| RuntimeError::other(format!("reading logs of {name}"), err)),
             )
         })
@@ -85,16 +96,19 @@ enum SinkError {
     Engine(RuntimeError),
 }
 
+/// A service and, when it has several, the replica.
+type Key = (Service, Option<u16>);
+
 async fn split_all(
-    chunks: impl futures::Stream<Item = (Service, Result<LogOutput, RuntimeError>)>,
+    chunks: impl futures::Stream<Item = (Key, Result<LogOutput, RuntimeError>)>,
     lines: &mut LineSplitter,
     sink: &mut (dyn FnMut(LogLine) -> io::Result<()> + Send),
 ) -> Result<(), SinkError> {
     futures::pin_mut!(chunks);
-    while let Some((service, chunk)) = chunks.next().await {
+    while let Some((key, chunk)) = chunks.next().await {
         let chunk = chunk.map_err(SinkError::Engine)?;
         lines
-            .split(service, &chunk.into_bytes(), sink)
+            .split(key, &chunk.into_bytes(), sink)
             .map_err(SinkError::Sink)?;
     }
     Ok(())
@@ -103,21 +117,21 @@ async fn split_all(
 /// Whole lines only: the engine may split a long line over several chunks.
 #[derive(Default)]
 struct LineSplitter {
-    partial: HashMap<Service, Vec<u8>>,
+    partial: HashMap<Key, Vec<u8>>,
 }
 
 impl LineSplitter {
     fn split(
         &mut self,
-        service: Service,
+        key: Key,
         bytes: &[u8],
         sink: &mut (dyn FnMut(LogLine) -> io::Result<()> + Send),
     ) -> io::Result<()> {
-        let partial = self.partial.entry(service).or_default();
+        let partial = self.partial.entry(key).or_default();
         partial.extend_from_slice(bytes);
         while let Some(end) = partial.iter().position(|byte| *byte == b'\n') {
             let line: Vec<u8> = partial.drain(..=end).collect();
-            sink(log_line(service, &line))?;
+            sink(log_line(key, &line))?;
         }
         Ok(())
     }
@@ -127,23 +141,28 @@ impl LineSplitter {
         &mut self,
         sink: &mut (dyn FnMut(LogLine) -> io::Result<()> + Send),
     ) -> io::Result<()> {
-        for service in Service::ALL {
-            if let Some(rest) = self
-                .partial
-                .remove(&service)
-                .filter(|rest| !rest.is_empty())
-            {
-                sink(log_line(service, &rest))?;
-            }
+        let mut rests: Vec<(Key, Vec<u8>)> = self
+            .partial
+            .drain()
+            .filter(|(_, rest)| !rest.is_empty())
+            .collect();
+        rests.sort_by_key(|((service, replica), _)| {
+            (
+                Service::ALL.iter().position(|known| known == service),
+                *replica,
+            )
+        });
+        for (key, rest) in rests {
+            sink(log_line(key, &rest))?;
         }
         Ok(())
     }
 }
 
-fn log_line(service: Service, bytes: &[u8]) -> LogLine {
+fn log_line((service, replica): Key, bytes: &[u8]) -> LogLine {
     LogLine {
         service,
-        replica: None,
+        replica,
         text: String::from_utf8_lossy(bytes).trim_end().to_owned(),
     }
 }
@@ -160,20 +179,19 @@ mod tests {
             lines.push(line.to_string());
             Ok(())
         };
+        let (cache, store) = ((Service::Cache, None), (Service::Store, Some(2)));
         splitter
-            .split(Service::Cache, b"cache serv", &mut sink)
+            .split(cache, b"cache serv", &mut sink)
             .expect("split");
+        splitter.split(store, b"store up\n", &mut sink).expect("split");
         splitter
-            .split(Service::Store, b"store up\n", &mut sink)
-            .expect("split");
-        splitter
-            .split(Service::Cache, b"ing\nlast without newline", &mut sink)
+            .split(cache, b"ing\nlast without newline", &mut sink)
             .expect("split");
         splitter.finish(&mut sink).expect("finish");
         assert_eq!(
             lines,
             [
-                "store      | store up",
+                "store.2    | store up",
                 "cache      | cache serving",
                 "cache      | last without newline"
             ]

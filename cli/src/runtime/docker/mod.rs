@@ -1,6 +1,11 @@
-//! The docker runtime: the stack as five containers on one private network, driven through the
+//! The docker runtime: the stack as containers on one private network, driven through the
 //! Docker Engine API (bollard), with every object labelled `io.userctl.project=<project>` so
 //! `up`, `down` and `status` touch only their own.
+//!
+//! Replicas are containers of their own (`{project}-cache`, `{project}-cache-2`, …, labelled
+//! `io.userctl.replica`), all on the network under their service's name, so Docker's DNS
+//! answers every replica's address and the services balance over them. With two or more
+//! gateways a `{project}-proxy` container (HAProxy) holds the published gateway and HTTP ports.
 //!
 //! - this file: [`DockerRuntime`], the runtime's operations, and the order `up` does things in.
 //! - [`engine`]: connecting, and bollard's errors translated once into [`RuntimeError`]s.
@@ -8,7 +13,7 @@
 //! - [`spec`]: what each container should be, as data, and the hash that says it changed.
 //! - [`image`]: the services image built from the local `usersvc` binary; pulling the others.
 //! - [`converge`]: creating, starting or leaving alone the network, volumes and containers.
-//! - [`health`]: waiting for health checks to pass.
+//! - [`health`]: waiting for health checks to pass, and for the front to answer.
 //! - [`logs`]: printing logs, and quoting a failed container's last lines.
 
 mod converge;
@@ -20,6 +25,7 @@ mod spec;
 mod state;
 
 use std::{
+    collections::HashSet,
     sync::Mutex,
     time::{Duration, Instant as StdInstant},
 };
@@ -38,7 +44,9 @@ use tokio::time::Instant;
 use self::{
     converge::Converged,
     engine::{engine, ignore_missing, is_not_found},
-    spec::{ContainerSpec, DataVolume, Images, Names, SERVICE_LABEL, StackInputs},
+    spec::{
+        ContainerSpec, DataVolume, Images, Names, REPLICA_LABEL, SERVICE_LABEL, StackInputs,
+    },
 };
 use super::{
     Endpoints, RuntimeError, StackSpec, Usage,
@@ -46,12 +54,21 @@ use super::{
 };
 use crate::home::TlsFiles;
 use crate::stack::{
-    DEFAULT_POSTGRES_IMAGE, DEFAULT_REDIS_IMAGE, LOCAL_POSTGRES_IMAGE, LOCAL_REDIS_IMAGE, LogLine,
-    Service, ServiceStatus, StoreKind,
+    DEFAULT_POSTGRES_IMAGE, DEFAULT_PROXY_IMAGE, DEFAULT_REDIS_IMAGE, LOCAL_POSTGRES_IMAGE,
+    LOCAL_PROXY_IMAGE, LOCAL_REDIS_IMAGE, LogLine, Replicas, Service, ServiceStatus, StoreKind,
 };
 
 /// The engine takes a second or two per CPU sample, so usage is sampled at most this often.
 const USAGE_MAX_AGE: Duration = Duration::from_secs(5);
+/// How often the services look their next hop up again (`usersvc::client::RESOLVE_INTERVAL`,
+/// in services/src/client.rs); HAProxy asks Docker's DNS as often.
+const RESOLVE_INTERVAL: Duration = Duration::from_secs(1);
+/// After a restarted replica is healthy, how long a rolling restart waits before it stops the
+/// next one: two lookups, so every client has found the new replica (and HAProxy has checked
+/// it) before the one that took its traffic goes away.
+const SETTLE: Duration = Duration::from_secs(2 * RESOLVE_INTERVAL.as_secs());
+/// How long one restarted replica may take to be healthy again.
+const RESTART_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct DockerRuntime {
     /// The engine, at the API version it speaks.
@@ -60,6 +77,29 @@ pub struct DockerRuntime {
     names: Names,
     /// The last CPU/memory sample and when it was taken.
     usage: Mutex<Option<(StdInstant, Vec<Usage>)>>,
+}
+
+/// One of the project's containers, as the engine lists it.
+#[derive(Debug, Clone)]
+struct Found {
+    /// None for a labelled container whose service label is not one we know.
+    service: Option<Service>,
+    replica: u16,
+    name: String,
+}
+
+impl Found {
+    /// `cache.2`, as logs and progress name a replica.
+    fn label(&self) -> String {
+        match self.service {
+            Some(service) => replica_label(service, self.replica),
+            None => self.name.clone(),
+        }
+    }
+}
+
+fn replica_label(service: Service, replica: u16) -> String {
+    format!("{}.{replica}", service.name())
 }
 
 impl DockerRuntime {
@@ -72,14 +112,17 @@ impl DockerRuntime {
         })
     }
 
-    /// Brings the stack up and waits until every service is healthy. Idempotent: what already
-    /// runs as specified is left alone, what stopped is started, what changed is recreated.
+    /// Brings the stack up and waits until every replica is healthy and the front answers.
+    /// Idempotent: what already runs as specified is left alone, what stopped is started, what
+    /// changed is recreated. On a running stack this is how counts change (`scale`): missing
+    /// replicas are added and must be healthy before extra ones are removed, highest first,
+    /// each drained; the others keep their containers.
     pub async fn up(
         &self,
         spec: &StackSpec,
         progress: &Progress,
     ) -> Result<Endpoints, RuntimeError> {
-        let lines = Lines::new(progress);
+        let lines = Lines::new(progress, spec.replicas);
         let secrets = spec.home.ensure_secrets()?;
         let jwt_key = self.jwt_key(spec).await?;
         let tls = self.tls_files(spec)?;
@@ -98,6 +141,7 @@ impl DockerRuntime {
             names: &self.names,
             store: spec.store,
             ports: spec.ports,
+            replicas: spec.replicas,
             secrets: &secrets,
             images: &images,
             jwt_key: &jwt_key,
@@ -105,60 +149,177 @@ impl DockerRuntime {
             cors_origins: &spec.cors_origins,
         };
         let specs = spec::stack(&inputs);
+        let existing = self.containers().await?;
+        let mut changes = Changes::new(&existing);
+        let result = self
+            .converge_stack(spec, &specs, &existing, &lines, &mut changes)
+            .await;
+        match result {
+            Ok(endpoints) => Ok(endpoints),
+            Err(err) if changes.running_before && !changes.is_empty() => {
+                Err(RuntimeError::other(
+                    format!("up stopped half-way ({changes}; every other container is as it was)"),
+                    err,
+                ))
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The containers in order: a proxy no longer wanted leaves first (its ports go back to
+    /// the gateway), then databases, services and proxy are converged; once all are healthy
+    /// and the front answers, the replicas beyond the counts are drained and removed.
+    async fn converge_stack(
+        &self,
+        spec: &StackSpec,
+        specs: &[ContainerSpec],
+        existing: &[Found],
+        lines: &Lines,
+        changes: &mut Changes,
+    ) -> Result<Endpoints, RuntimeError> {
+        if spec.replicas.of(Service::Proxy) == 0 {
+            for proxy in existing.iter().filter(|found| found.service == Some(Service::Proxy)) {
+                self.stop(&proxy.name).await?;
+                converge::remove(&self.docker, &proxy.name).await?;
+                changes.removed.push(proxy.label());
+            }
+        }
         // Databases first so service names resolve by the time the services look them up; no
         // need to wait for their health: the store retries its database for 30 s and the
-        // cache and gateway connect lazily. Within a group, containers start concurrently.
-        let (databases, services): (Vec<&ContainerSpec>, Vec<&ContainerSpec>) =
-            specs.iter().partition(|spec| !spec.service.is_usersvc());
-        let mut converged = self.converge_all(&databases, &lines).await?;
-        converged.extend(self.converge_all(&services, &lines).await?);
-        let started: Vec<&ContainerSpec> = databases.into_iter().chain(services).collect();
+        // cache and gateway connect lazily. The proxy last, once the gateway it replaces has
+        // given the published ports back. Within a group, containers start concurrently.
+        let group = |wanted: fn(Service) -> bool| -> Vec<&ContainerSpec> {
+            specs.iter().filter(|spec| wanted(spec.service)).collect()
+        };
+        let groups = [
+            group(|service| !service.is_usersvc() && service != Service::Proxy),
+            group(Service::is_usersvc),
+            group(|service| service == Service::Proxy),
+        ];
+        let mut started = Vec::new();
+        let mut converged = Vec::new();
+        for group in groups {
+            let outcomes = self.converge_all(&group, lines).await;
+            for (container, outcome) in group.iter().zip(&outcomes) {
+                if matches!(outcome, Ok(Converged::Started)) {
+                    changes.started(container);
+                }
+            }
+            converged.extend(first_error(outcomes)?);
+            started.extend(group);
+        }
 
         let deadline = Instant::now() + spec.wait_timeout;
         let waits = started.iter().zip(&converged).map(|(container, outcome)| {
-            self.wait_healthy(
-                container,
-                *outcome,
-                deadline,
-                spec.wait_timeout,
-                lines.get(container.service),
-            )
+            self.wait_healthy(container, *outcome, deadline, spec.wait_timeout, lines)
         });
-        let healthy = first_error(future::join_all(waits).await)?;
-        endpoints(&started, &healthy)
+        let healthy = future::join_all(waits).await;
+        if healthy.iter().any(Result::is_err) {
+            self.remove_failed_additions(&started, &healthy, changes).await;
+        }
+        let healthy = first_error(healthy)?;
+        let endpoints = endpoints(&started, &healthy)?;
+        if spec.replicas.of(Service::Proxy) > 0 {
+            health::wait_front(&endpoints.gateway, deadline, spec.wait_timeout).await?;
+        }
+
+        for extra in extras(existing, spec.replicas) {
+            progress_note(lines, &extra, "draining and removing");
+            self.stop(&extra.name).await?;
+            converge::remove(&self.docker, &extra.name).await?;
+            changes.removed.push(extra.label());
+        }
+        Ok(endpoints)
     }
 
-    /// A rolling restart of `service`'s replicas (see [`crate::runtime::Runtime::restart`]).
-    pub async fn restart(
+    /// Replicas this `up` added that did not become healthy are removed again, so a scale that
+    /// fails leaves the stack as it was serving.
+    async fn remove_failed_additions(
         &self,
-        service: Service,
-        _progress: &Progress,
-    ) -> Result<(), RuntimeError> {
-        Err(RuntimeError::other(
-            format!("restarting {service}"),
-            "not supported on this runtime yet",
-        ))
+        started: &[&ContainerSpec],
+        healthy: &[Result<ContainerInspectResponse, RuntimeError>],
+        changes: &mut Changes,
+    ) {
+        for (container, outcome) in started.iter().zip(healthy) {
+            let label = replica_label(container.service, container.replica);
+            if outcome.is_err()
+                && changes.running_before
+                && changes.added.contains(&label)
+                && converge::remove(&self.docker, &container.name).await.is_ok()
+            {
+                changes.added.retain(|added| *added != label);
+                changes.removed.push(format!("{label} (added, not healthy)"));
+            }
+        }
     }
 
-    /// Stops and removes the project's containers and network; its volumes only with `volumes`.
-    /// Returns the volumes it removed. Volumes are found by label, so this works as well on a
-    /// stack that is already stopped or was never recorded.
+    /// A rolling restart of `service`'s replicas (see [`crate::runtime::Runtime::restart`]): one
+    /// container at a time is stopped (drained, within the stop timeout), started again, and
+    /// waited for until healthy; then [`SETTLE`] passes before the next one stops.
+    pub async fn restart(&self, service: Service, progress: &Progress) -> Result<(), RuntimeError> {
+        let mut replicas: Vec<Found> = self
+            .containers()
+            .await?
+            .into_iter()
+            .filter(|found| found.service == Some(service))
+            .collect();
+        if replicas.is_empty() {
+            return Err(RuntimeError::NotUp {
+                project: self.names.project().to_owned(),
+                what: service.name().to_owned(),
+            });
+        }
+        replicas.sort_by_key(|found| found.replica);
+        let line = progress.service(service);
+        for (index, found) in replicas.iter().enumerate() {
+            let label = found.label();
+            line.phase(&format!("{label}: draining"));
+            self.stop(&found.name).await?;
+            line.phase(&format!("{label}: starting"));
+            self.docker
+                .start_container(&found.name, None)
+                .await
+                .map_err(|err| engine(format!("starting container {}", found.name), err))?;
+            line.phase(&format!("{label}: waiting for health"));
+            let deadline = Instant::now() + RESTART_TIMEOUT;
+            health::wait_healthy(&self.docker, service, &found.name, deadline, RESTART_TIMEOUT)
+                .await
+                .inspect_err(|err| line.fail(&format!("{label}: {err}")))?;
+            if index + 1 < replicas.len() {
+                line.phase(&format!("{label}: healthy; letting clients find it"));
+                tokio::time::sleep(SETTLE).await;
+            }
+        }
+        line.done(&format!(
+            "restarted {} replica{}",
+            replicas.len(),
+            if replicas.len() == 1 { "" } else { "s" }
+        ));
+        Ok(())
+    }
+
+    /// Stops and removes the project's containers (every replica and the proxy, found by
+    /// label) and network; its volumes only with `volumes`. Returns the volumes it removed.
+    /// Volumes are found by label, so this works as well on a stack that is already stopped or
+    /// was never recorded.
     pub async fn down(&self, volumes: bool) -> Result<Vec<String>, RuntimeError> {
         let containers = self.containers().await?;
-        // The services first, so they drain in-flight requests while their databases still answer.
-        let (services, databases): (Vec<_>, Vec<_>) = containers
-            .iter()
-            .partition(|(service, _)| service.is_some_and(Service::is_usersvc));
+        // The proxy and services first, so they drain in-flight requests while their
+        // databases still answer.
+        let (services, databases): (Vec<_>, Vec<_>) = containers.iter().partition(|found| {
+            found
+                .service
+                .is_some_and(|service| service.is_usersvc() || service == Service::Proxy)
+        });
         for group in [services, databases] {
             first_error(
-                future::join_all(group.into_iter().map(|(_, name)| self.stop(name))).await,
+                future::join_all(group.into_iter().map(|found| self.stop(&found.name))).await,
             )?;
         }
         let removals = containers
             .iter()
-            .map(|(_, name)| converge::remove(&self.docker, name));
+            .map(|found| converge::remove(&self.docker, &found.name));
         first_error(future::join_all(removals).await)?;
-
         let filters = self.names.label_filter();
         let networks = self
             .docker
@@ -206,30 +367,45 @@ impl DockerRuntime {
         Ok(deleted)
     }
 
-    /// One row per service, "absent" for those with no container.
+    /// One row per container, ordered by service then replica; "absent" for a service with no
+    /// container, except the proxy, which has a row only when it runs.
     pub async fn status(&self) -> Result<Vec<ServiceStatus>, RuntimeError> {
         let containers = self.containers().await?;
-        let rows = Service::ALL.into_iter().map(|service| {
-            let name = containers
+        let rows = Service::ALL.into_iter().flat_map(|service| {
+            let mut replicas: Vec<&Found> = containers
                 .iter()
-                .find(|(owner, _)| *owner == Some(service))
-                .map(|(_, name)| name.as_str());
-            async move {
-                let Some(name) = name else {
-                    return Ok(ServiceStatus::absent(service));
-                };
-                match converge::inspect(&self.docker, name).await? {
-                    Some(container) => Ok(state::status_of(service, &container)),
-                    // Removed between listing and inspecting.
-                    None => Ok(ServiceStatus::absent(service)),
-                }
+                .filter(|found| found.service == Some(service))
+                .collect();
+            replicas.sort_by_key(|found| found.replica);
+            if replicas.is_empty() && service != Service::Proxy {
+                vec![future::Either::Left(future::ready(Ok(Some(
+                    ServiceStatus::absent(service),
+                ))))]
+            } else {
+                replicas
+                    .into_iter()
+                    .map(|found| future::Either::Right(self.replica_status(service, found)))
+                    .collect()
             }
         });
-        future::join_all(rows).await.into_iter().collect()
+        let rows: Vec<Option<ServiceStatus>> = first_error(future::join_all(rows).await)?;
+        Ok(rows.into_iter().flatten().collect())
     }
 
-    /// Hands the logs to `sink` line by line: without `follow` one service after the other,
-    /// with it as they come.
+    /// None when the container was removed between listing and inspecting.
+    async fn replica_status(
+        &self,
+        service: Service,
+        found: &Found,
+    ) -> Result<Option<ServiceStatus>, RuntimeError> {
+        Ok(converge::inspect(&self.docker, &found.name)
+            .await?
+            .map(|container| state::status_of(service, found.replica, &container)))
+    }
+
+    /// Hands the logs to `sink` line by line: without `follow` one container after the other
+    /// (services in order, then replicas), with it as they come. Lines carry their replica
+    /// when the service has more than one.
     pub async fn logs(
         &self,
         service: Option<Service>,
@@ -237,12 +413,12 @@ impl DockerRuntime {
         tail: Option<usize>,
         sink: &mut (dyn FnMut(LogLine) -> std::io::Result<()> + Send),
     ) -> Result<(), RuntimeError> {
-        let containers: Vec<(Service, String)> = self
+        let containers: Vec<(Service, u16, String)> = self
             .containers()
             .await?
             .into_iter()
-            .filter_map(|(owner, name)| owner.map(|owner| (owner, name)))
-            .filter(|(owner, _)| service.is_none_or(|wanted| *owner == wanted))
+            .filter_map(|found| Some((found.service?, found.replica, found.name)))
+            .filter(|(owner, _, _)| service.is_none_or(|wanted| *owner == wanted))
             .collect();
         if containers.is_empty() {
             let what = service.map_or_else(
@@ -254,18 +430,37 @@ impl DockerRuntime {
                 what,
             });
         }
-        let mut ordered = containers;
-        ordered.sort_by_key(|(owner, _)| Service::ALL.iter().position(|service| service == owner));
+        let several: HashSet<Service> = containers
+            .iter()
+            .filter(|(_, replica, _)| *replica > 1)
+            .map(|(owner, _, _)| *owner)
+            .collect();
+        let mut ordered: Vec<logs::Source> = containers
+            .into_iter()
+            .map(|(owner, replica, name)| logs::Source {
+                service: owner,
+                replica: several.contains(&owner).then_some(replica),
+                container: name,
+            })
+            .collect();
+        ordered.sort_by_key(|source| {
+            (
+                Service::ALL.iter().position(|service| *service == source.service),
+                source.replica,
+            )
+        });
         logs::stream(&self.docker, &ordered, follow, tail, sink).await
     }
 
-    /// The last `tail` log lines of one service (none when it has no container).
+    /// The last `tail` log lines of one service's first replica (none when it has no
+    /// container).
     pub async fn recent_logs(&self, service: Service, tail: usize) -> Vec<String> {
         logs::last_lines(&self.docker, &self.names.container(service), tail).await
     }
 
-    /// CPU and memory of each running service, sampled at most every [`USAGE_MAX_AGE`]
-    /// (the engine takes about a second per sample); empty when the engine cannot say.
+    /// CPU and memory of each running container, one entry per replica, sampled at most every
+    /// [`USAGE_MAX_AGE`] (the engine takes about a second per sample); empty when the engine
+    /// cannot say.
     pub async fn usage(&self) -> Vec<Usage> {
         let cached = lock(&self.usage)
             .as_ref()
@@ -280,36 +475,34 @@ impl DockerRuntime {
     }
 
     async fn sample_usage(&self) -> Result<Vec<Usage>, RuntimeError> {
-        let containers = self.containers().await?;
-        let samples = containers
+        let mut containers: Vec<(Service, u16, String)> = self
+            .containers()
+            .await?
             .into_iter()
-            .filter_map(|(service, name)| service.map(|s| (s, name)))
-            .map(|(service, name)| async move {
-                let options = StatsOptionsBuilder::default().stream(false).build();
-                let sample = self.docker.stats(&name, Some(options)).next().await;
-                match sample {
-                    Some(Ok(sample)) => Ok(Some(state::usage_of(service, &sample))),
-                    // Not running: nothing to measure.
-                    None => Ok(None),
-                    Some(Err(err)) if is_not_found(&err) => Ok(None),
-                    Some(Err(err)) => Err(engine(format!("reading stats of {name}"), err)),
-                }
-            });
-        let mut usage: Vec<Usage> = first_error(future::join_all(samples).await)?
+            .filter_map(|found| Some((found.service?, found.replica, found.name)))
+            .collect();
+        containers.sort_by_key(|(service, replica, _)| {
+            (Service::ALL.iter().position(|s| s == service), *replica)
+        });
+        let samples = containers.into_iter().map(|(service, _, name)| async move {
+            let options = StatsOptionsBuilder::default().stream(false).build();
+            let sample = self.docker.stats(&name, Some(options)).next().await;
+            match sample {
+                Some(Ok(sample)) => Ok(Some(state::usage_of(service, &sample))),
+                // Not running: nothing to measure.
+                None => Ok(None),
+                Some(Err(err)) if is_not_found(&err) => Ok(None),
+                Some(Err(err)) => Err(engine(format!("reading stats of {name}"), err)),
+            }
+        });
+        Ok(first_error(future::join_all(samples).await)?
             .into_iter()
             .flatten()
-            .collect();
-        usage.sort_by_key(|usage| {
-            Service::ALL
-                .iter()
-                .position(|service| *service == usage.service)
-        });
-        Ok(usage)
+            .collect())
     }
 
-    /// The project's containers, running or not, with the service each runs (None for a
-    /// labelled container whose service label is not one we know).
-    async fn containers(&self) -> Result<Vec<(Option<Service>, String)>, RuntimeError> {
+    /// The project's containers, running or not, with the service and replica each runs.
+    async fn containers(&self) -> Result<Vec<Found>, RuntimeError> {
         let options = ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&self.names.label_filter())
@@ -322,13 +515,18 @@ impl DockerRuntime {
         Ok(listed
             .into_iter()
             .filter_map(|container| {
-                let service = container
-                    .labels
-                    .as_ref()
-                    .and_then(|labels| labels.get(SERVICE_LABEL));
-                let service = service.and_then(|name| Service::parse(name));
+                let labels = container.labels.as_ref();
+                let label = |key: &str| labels.and_then(|labels| labels.get(key));
+                let service = label(SERVICE_LABEL).and_then(|name| Service::parse(name));
+                let replica = label(REPLICA_LABEL)
+                    .and_then(|replica| replica.parse().ok())
+                    .unwrap_or(1);
                 let name = container.names?.first()?.trim_start_matches('/').to_owned();
-                Some((service, name))
+                Some(Found {
+                    service,
+                    replica,
+                    name,
+                })
             })
             .collect())
     }
@@ -351,7 +549,7 @@ impl DockerRuntime {
         })
     }
 
-    /// The three images; pulls and the build run concurrently.
+    /// The images; pulls and the build run concurrently.
     async fn images(&self, spec: &StackSpec, lines: &Lines) -> Result<Images, RuntimeError> {
         let usersvc_lines = [
             lines.get(Service::Store),
@@ -385,11 +583,26 @@ impl DockerRuntime {
             (DEFAULT_REDIS_IMAGE, LOCAL_REDIS_IMAGE),
             lines.get(Service::Redis),
         );
-        let (usersvc, redis, postgres) = futures::try_join!(usersvc, redis, postgres)?;
+        // HAProxy only in front of two or more gateways.
+        let proxy = async {
+            if spec.replicas.of(Service::Proxy) == 0 {
+                return Ok(None);
+            }
+            self.external_image(
+                spec.proxy_image.as_deref(),
+                (DEFAULT_PROXY_IMAGE, LOCAL_PROXY_IMAGE),
+                lines.get(Service::Proxy),
+            )
+            .await
+            .map(Some)
+        };
+        let (usersvc, redis, postgres, proxy) =
+            futures::try_join!(usersvc, redis, postgres, proxy)?;
         Ok(Images {
             usersvc,
             redis,
             postgres,
+            proxy,
         })
     }
 
@@ -438,14 +651,14 @@ impl DockerRuntime {
         &self,
         specs: &[&ContainerSpec],
         lines: &Lines,
-    ) -> Result<Vec<Converged>, RuntimeError> {
+    ) -> Vec<Result<Converged, RuntimeError>> {
         let each = specs.iter().map(|spec| async {
-            let line = lines.get(spec.service);
+            let line = lines.replica(spec.service, spec.replica);
             converge::container(&self.docker, &self.names, spec, line)
                 .await
                 .inspect_err(|err| line.fail(&err.to_string()))
         });
-        first_error(future::join_all(each).await)
+        future::join_all(each).await
     }
 
     async fn wait_healthy(
@@ -454,8 +667,9 @@ impl DockerRuntime {
         converged: Converged,
         deadline: Instant,
         timeout: Duration,
-        line: &ServiceProgress,
+        lines: &Lines,
     ) -> Result<ContainerInspectResponse, RuntimeError> {
+        let line = lines.replica(spec.service, spec.replica);
         line.phase("waiting for health");
         match health::wait_healthy(&self.docker, spec.service, &spec.name, deadline, timeout).await
         {
@@ -481,6 +695,7 @@ impl DockerRuntime {
         }
     }
 
+    /// Stops a container within the drain timeout (its stop signal first, SIGKILL after).
     async fn stop(&self, name: &str) -> Result<(), RuntimeError> {
         let options = StopContainerOptionsBuilder::default()
             .t(converge::STOP_TIMEOUT_SECS)
@@ -490,37 +705,182 @@ impl DockerRuntime {
     }
 }
 
-/// One progress line per service, made up front so they show in start order.
-struct Lines([ServiceProgress; 6]);
+/// The containers beyond the counts: replicas numbered past their service's count, gateways
+/// before caches before stores (callers before what they call), highest replica first.
+fn extras(existing: &[Found], replicas: Replicas) -> Vec<Found> {
+    let mut extras: Vec<Found> = existing
+        .iter()
+        .filter(|found| {
+            found.service.is_some_and(|service| {
+                Service::SCALABLE.contains(&service) && found.replica > replicas.of(service)
+            })
+        })
+        .cloned()
+        .collect();
+    extras.sort_by_key(|found| {
+        let order = Service::SCALABLE
+            .iter()
+            .position(|service| Some(*service) == found.service);
+        (std::cmp::Reverse(order), std::cmp::Reverse(found.replica))
+    });
+    extras
+}
 
-impl Lines {
-    fn new(progress: &Progress) -> Self {
-        Self(Service::ALL.map(|service| progress.service(service)))
-    }
-
-    fn get(&self, service: Service) -> &ServiceProgress {
-        let index = match service {
-            Service::Postgres => 0,
-            Service::Redis => 1,
-            Service::Store => 2,
-            Service::Cache => 3,
-            Service::Gateway => 4,
-            Service::Proxy => 5,
-        };
-        &self.0[index]
+/// A progress note about a container `up` found, on its service's first line.
+fn progress_note(lines: &Lines, found: &Found, message: &str) {
+    if let Some(service) = found.service {
+        lines
+            .replica(service, 1)
+            .note(&format!("{}: {message}", found.label()));
     }
 }
 
-/// The published addresses, read back from the engine (a host port of 0 let it choose).
+/// What `up` changed in a stack that was running, for the error when it stops half-way.
+struct Changes {
+    running_before: bool,
+    existing: HashSet<String>,
+    added: Vec<String>,
+    restarted: Vec<String>,
+    removed: Vec<String>,
+}
+
+impl Changes {
+    fn new(existing: &[Found]) -> Self {
+        Self {
+            running_before: existing
+                .iter()
+                .any(|found| found.service.is_some_and(Service::is_usersvc)),
+            existing: existing.iter().map(|found| found.name.clone()).collect(),
+            added: Vec::new(),
+            restarted: Vec::new(),
+            removed: Vec::new(),
+        }
+    }
+
+    /// `spec`'s container was (re)created or started.
+    fn started(&mut self, spec: &ContainerSpec) {
+        let label = replica_label(spec.service, spec.replica);
+        if self.existing.contains(&spec.name) {
+            self.restarted.push(label);
+        } else {
+            self.added.push(label);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.restarted.is_empty() && self.removed.is_empty()
+    }
+}
+
+impl std::fmt::Display for Changes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = [
+            ("added", &self.added),
+            ("started or recreated", &self.restarted),
+            ("removed", &self.removed),
+        ]
+        .into_iter()
+        .filter(|(_, what)| !what.is_empty())
+        .map(|(verb, what)| format!("{verb} {}", what.join(", ")))
+        .collect();
+        f.write_str(&parts.join("; "))
+    }
+}
+
+/// One progress line per replica, made up front so they show in start order.
+struct Lines(Vec<(Service, u16, ReplicaLine)>);
+
+impl Lines {
+    fn new(progress: &Progress, replicas: Replicas) -> Self {
+        let lines = Service::ALL
+            .into_iter()
+            .flat_map(|service| {
+                let count = replicas.of(service);
+                // The proxy has a line only when it runs; every other service has one even
+                // when unused, to say so.
+                let shown = if service == Service::Proxy { count } else { count.max(1) };
+                (1..=shown).map(move |replica| (service, replica, count))
+            })
+            .map(|(service, replica, count)| {
+                let prefix = (count > 1).then(|| format!("replica {replica}: "));
+                (
+                    service,
+                    replica,
+                    ReplicaLine {
+                        progress: progress.service(service),
+                        prefix,
+                    },
+                )
+            })
+            .collect();
+        Self(lines)
+    }
+
+    /// The line of one replica (of the first when there is no such replica).
+    fn replica(&self, service: Service, replica: u16) -> &ReplicaLine {
+        let of_service = || self.0.iter().filter(|(owner, _, _)| *owner == service);
+        of_service()
+            .find(|(_, number, _)| *number == replica)
+            .or_else(|| of_service().next())
+            .or_else(|| self.0.first())
+            .map(|(_, _, line)| line)
+            .unwrap_or_else(|| unreachable!("a line per service"))
+    }
+
+    /// A service's first line, for what concerns all its replicas (its image).
+    fn get(&self, service: Service) -> &ServiceProgress {
+        &self.replica(service, 1).progress
+    }
+}
+
+/// A service's progress line, its messages prefixed with the replica when it has several.
+pub(super) struct ReplicaLine {
+    progress: ServiceProgress,
+    prefix: Option<String>,
+}
+
+impl ReplicaLine {
+    fn text(&self, message: &str) -> String {
+        format!("{}{message}", self.prefix.as_deref().unwrap_or(""))
+    }
+
+    pub(super) fn phase(&self, message: &str) {
+        self.progress.phase(&self.text(message));
+    }
+
+    fn done(&self, message: &str) {
+        self.progress.done(&self.text(message));
+    }
+
+    fn note(&self, message: &str) {
+        self.progress.note(message);
+    }
+
+    fn fail(&self, message: &str) {
+        self.progress.fail(&self.text(message));
+    }
+}
+
+/// The published addresses, read back from the engine (a host port of 0 let it choose): the
+/// front (the proxy's ports when there is one, else the gateway's) and the first cache and
+/// store replicas'.
 fn endpoints(
     specs: &[&ContainerSpec],
     containers: &[ContainerInspectResponse],
 ) -> Result<Endpoints, RuntimeError> {
-    let address = |service: Service| {
+    let front = if specs.iter().any(|spec| spec.service == Service::Proxy) {
+        Service::Proxy
+    } else {
+        Service::Gateway
+    };
+    let first = |service: Service| {
         specs
             .iter()
             .zip(containers)
-            .find(|(spec, _)| spec.service == service)
+            .find(|(spec, _)| spec.service == service && spec.replica == 1)
+    };
+    let address = |service: Service| {
+        first(service)
             .and_then(|(spec, container)| state::published_address(container, spec.published?))
             .ok_or_else(|| {
                 RuntimeError::other(
@@ -529,13 +889,10 @@ fn endpoints(
                 )
             })
     };
-    let http = specs
-        .iter()
-        .zip(containers)
-        .find(|(spec, _)| spec.service == Service::Gateway)
-        .and_then(|(spec, container)| state::published_address(container, spec.http?));
+    let http =
+        first(front).and_then(|(spec, container)| state::published_address(container, spec.http?));
     Ok(Endpoints {
-        gateway: address(Service::Gateway)?,
+        gateway: address(front)?,
         cache: address(Service::Cache)?,
         store: address(Service::Store)?,
         http,
@@ -553,4 +910,50 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(service: Service, replica: u16) -> Found {
+        Found {
+            service: Some(service),
+            replica,
+            name: format!("t-{service}-{replica}"),
+        }
+    }
+
+    #[test]
+    fn extras_go_callers_first_and_highest_replica_first() {
+        let existing = [
+            found(Service::Store, 1),
+            found(Service::Store, 2),
+            found(Service::Cache, 1),
+            found(Service::Cache, 2),
+            found(Service::Cache, 3),
+            found(Service::Gateway, 1),
+            found(Service::Gateway, 2),
+            found(Service::Redis, 1),
+        ];
+        let replicas = Replicas {
+            gateway: 1,
+            cache: 1,
+            store: 2,
+        };
+        let order: Vec<String> = extras(&existing, replicas)
+            .iter()
+            .map(Found::label)
+            .collect();
+        assert_eq!(order, ["gateway.2", "cache.3", "cache.2"]);
+    }
+
+    #[test]
+    fn changes_name_what_was_added_restarted_and_removed() {
+        let mut changes = Changes::new(&[found(Service::Cache, 1)]);
+        assert!(changes.running_before && changes.is_empty());
+        changes.added.push("cache.2".into());
+        changes.removed.push("proxy.1".into());
+        assert_eq!(changes.to_string(), "added cache.2; removed proxy.1");
+    }
 }

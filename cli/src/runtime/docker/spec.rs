@@ -1,8 +1,15 @@
-//! What each container should be, as plain data. One [`ContainerSpec`] per service is built
-//! from the stack spec and the resolved images; its [`hash`](ContainerSpec::hash) becomes the
-//! `io.userctl.config-hash` label, which is how `up` tells a container it may leave alone from
-//! one it must recreate; and it turns into the Engine API's create body. No I/O lives here, so
-//! all of it is unit-tested.
+//! What each container should be, as plain data. One [`ContainerSpec`] per replica (and one
+//! for the proxy in front of two or more gateways) is built from the stack spec and the
+//! resolved images; its [`hash`](ContainerSpec::hash) becomes the `io.userctl.config-hash`
+//! label, which is how `up` tells a container it may leave alone from one it must recreate;
+//! and it turns into the Engine API's create body. No I/O lives here, so all of it is
+//! unit-tested.
+//!
+//! Replicas: every replica of a service joins the network under the service's name as alias,
+//! so Docker's DNS answers `cache` with every cache replica's address, and the services
+//! (which re-resolve their next hop every second) balance over them. A replica's spec depends
+//! only on its own service's count (the gateway's ports move to the proxy at two), never on
+//! another service's, so scaling one service leaves every other container as it is.
 
 use std::collections::HashMap;
 
@@ -17,7 +24,8 @@ use crate::{
     home::Secrets,
     pki::{self, Holder},
     runtime::launch::{self, Launch, Wiring},
-    stack::{CACHE_PORT, Ports, STORE_PORT, Service, StoreKind},
+    runtime::front::{self, Front, Gateways},
+    stack::{CACHE_PORT, GATEWAY_PORT, HTTP_PORT, Ports, Replicas, STORE_PORT, Service, StoreKind},
 };
 
 /// On every object `up` makes; `down` and `status` find the project's objects by it alone.
@@ -26,6 +34,9 @@ pub const PROJECT_LABEL: &str = "io.userctl.project";
 pub const SERVICE_LABEL: &str = "io.userctl.service";
 /// On containers: the [`ContainerSpec::hash`] the container was created from.
 pub const HASH_LABEL: &str = "io.userctl.config-hash";
+/// On containers: which replica of its service this is, from 1 (absent on containers made
+/// before replicas existed: those are replica 1).
+pub const REPLICA_LABEL: &str = "io.userctl.replica";
 
 /// The unprivileged user the services image runs as (distroless's "nonroot").
 pub const SERVICE_UID: u64 = 65532;
@@ -34,6 +45,11 @@ pub const SERVICE_UID: u64 = 65532;
 /// environment or on a bind mount.
 pub const SECRETS_DIR: &str = "/run/secrets";
 pub const JWT_KEY_FILE: &str = "jwt.key";
+/// Where the official haproxy image reads its configuration (the local stand-in too).
+pub const PROXY_CONFIG_DIR: &str = "/usr/local/etc/haproxy";
+pub const PROXY_CONFIG_FILE: &str = "haproxy.cfg";
+/// Docker's DNS server inside every user-defined network.
+const DOCKER_DNS: &str = "127.0.0.11:53";
 
 const NANOS_PER_MS: i64 = 1_000_000;
 
@@ -54,8 +70,19 @@ impl Names {
         &self.project
     }
 
+    /// The first replica's container: `{project}-{service}`.
     pub fn container(&self, service: Service) -> String {
-        format!("{}-{}", self.project, service.name())
+        self.replica(service, 1)
+    }
+
+    /// `{project}-{service}` for replica 1, `{project}-{service}-{n}` for the others. The
+    /// first keeps the name it had before replicas existed, so a one-replica stack (the
+    /// default) looks as it always did and an upgrade leaves its containers alone.
+    pub fn replica(&self, service: Service, replica: u16) -> String {
+        match replica {
+            0 | 1 => format!("{}-{}", self.project, service.name()),
+            n => format!("{}-{}-{n}", self.project, service.name()),
+        }
     }
 
     pub fn network(&self) -> String {
@@ -135,6 +162,8 @@ pub struct Images {
     pub redis: ResolvedImage,
     /// None when the store runs on SQLite.
     pub postgres: Option<ResolvedImage>,
+    /// None with one gateway: no proxy then.
+    pub proxy: Option<ResolvedImage>,
 }
 
 /// Everything specs are built from, resolved by `up` beforehand.
@@ -142,6 +171,7 @@ pub struct StackInputs<'a> {
     pub names: &'a Names,
     pub store: StoreKind,
     pub ports: Ports,
+    pub replicas: Replicas,
     pub secrets: &'a Secrets,
     pub images: &'a Images,
     /// The gateway's HS256 key, uploaded into its container.
@@ -158,6 +188,8 @@ pub struct StackInputs<'a> {
 #[derive(Debug, Clone, Serialize)]
 pub struct ContainerSpec {
     pub service: Service,
+    /// From 1.
+    pub replica: u16,
     pub name: String,
     pub image: String,
     /// What the config hash uses to tell the image changed: the image id, or for the
@@ -176,8 +208,33 @@ pub struct ContainerSpec {
     /// The usersvc containers need no capabilities and never gain privileges; the database
     /// images' entrypoints need theirs to drop to their own users.
     pub hardened: bool,
-    /// Files placed in [`SECRETS_DIR`] between create and start.
+    /// Files placed in `upload.dir` between create and start.
     pub secrets: Vec<SecretFile>,
+    /// Where the files go and whose they are.
+    pub upload: Upload,
+}
+
+/// Where a container's files are uploaded, with which owner and mode.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Upload {
+    pub dir: &'static str,
+    pub owner: u64,
+    pub mode: u32,
+}
+
+impl Upload {
+    /// Keys and certificates: readable by the service user only.
+    pub const SECRETS: Self = Self {
+        dir: SECRETS_DIR,
+        owner: SERVICE_UID,
+        mode: 0o400,
+    };
+    /// The proxy's configuration: no secret in it, readable by whichever user the image runs as.
+    const PROXY_CONFIG: Self = Self {
+        dir: PROXY_CONFIG_DIR,
+        owner: 0,
+        mode: 0o444,
+    };
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -230,16 +287,23 @@ impl std::fmt::Debug for SecretFile {
     }
 }
 
-/// The specs of a stack, in start order.
+/// The specs of a stack, in start order, every replica of a service after the other.
 pub fn stack(inputs: &StackInputs<'_>) -> Vec<ContainerSpec> {
     services_with(inputs.store)
         .into_iter()
-        .filter_map(|service| container(inputs, service))
+        .flat_map(|service| {
+            (1..=inputs.replicas.of(service)).filter_map(move |replica| container(inputs, service, replica))
+        })
         .collect()
 }
 
-/// The spec of one service; None for Postgres behind a SQLite store.
-pub fn container(inputs: &StackInputs<'_>, service: Service) -> Option<ContainerSpec> {
+/// The spec of one replica of a service; None for Postgres behind a SQLite store, and for the
+/// proxy in front of a single gateway.
+pub fn container(
+    inputs: &StackInputs<'_>,
+    service: Service,
+    replica: u16,
+) -> Option<ContainerSpec> {
     let names = inputs.names;
     let redis_password = &inputs.secrets.redis_password;
     let postgres_password = &inputs.secrets.postgres_password;
@@ -275,9 +339,12 @@ pub fn container(inputs: &StackInputs<'_>, service: Service) -> Option<Container
             .map(|(name, content)| SecretFile::new(name, content))
             .collect()
     };
+    // The first replica at the configured port, the others at any free one.
+    let host_port = |configured: u16| if replica == 1 { configured } else { 0 };
     let usersvc = |launch: Launch, host_port: u16| ContainerSpec {
         service,
-        name: names.container(service),
+        replica,
+        name: names.replica(service, replica),
         image: inputs.images.usersvc.reference.clone(),
         // The tag is the content hash of the image's files. Two concurrent `up`s can import
         // the same content as two image ids under one tag; hashing the id would then recreate
@@ -314,12 +381,14 @@ pub fn container(inputs: &StackInputs<'_>, service: Service) -> Option<Container
         stop_signal: None,
         hardened: true,
         secrets: tls_files(service),
+        upload: Upload::SECRETS,
     };
     let spec = match service {
         Service::Postgres => {
             let image = inputs.images.postgres.as_ref()?;
             ContainerSpec {
                 service,
+                replica: 1,
                 name: names.container(service),
                 image: image.reference.clone(),
                 image_id: image.id.clone(),
@@ -350,10 +419,12 @@ pub fn container(inputs: &StackInputs<'_>, service: Service) -> Option<Container
                 stop_signal: Some("SIGINT"),
                 hardened: false,
                 secrets: Vec::new(),
+                upload: Upload::SECRETS,
             }
         }
         Service::Redis => ContainerSpec {
             service,
+            replica: 1,
             name: names.container(service),
             image: inputs.images.redis.reference.clone(),
             image_id: inputs.images.redis.id.clone(),
@@ -376,6 +447,7 @@ pub fn container(inputs: &StackInputs<'_>, service: Service) -> Option<Container
             stop_signal: None,
             hardened: false,
             secrets: Vec::new(),
+            upload: Upload::SECRETS,
         },
         Service::Store => ContainerSpec {
             mounts: match inputs.store {
@@ -385,19 +457,89 @@ pub fn container(inputs: &StackInputs<'_>, service: Service) -> Option<Container
                     target: "/data",
                 }],
             },
-            ..usersvc(launch::launch(&wiring, service)?, inputs.ports.store)
+            ..usersvc(launch::launch(&wiring, service)?, host_port(inputs.ports.store))
         },
-        Service::Cache => usersvc(launch::launch(&wiring, service)?, inputs.ports.cache),
+        Service::Cache => usersvc(launch::launch(&wiring, service)?, host_port(inputs.ports.cache)),
         Service::Gateway => {
-            let mut spec = usersvc(launch::launch(&wiring, service)?, inputs.ports.gateway);
+            let proxied = inputs.replicas.of(Service::Proxy) > 0;
+            let launch = launch::launch(&wiring, service)?;
+            let mut spec = if proxied {
+                // Behind the proxy, which holds the published ports: each replica's gRPC port
+                // at a free one (to reach one replica directly), its HTTP port not at all.
+                ContainerSpec {
+                    http: None,
+                    ..usersvc(launch, 0)
+                }
+            } else {
+                usersvc(launch, host_port(inputs.ports.gateway))
+            };
             spec.secrets
                 .push(SecretFile::new(JWT_KEY_FILE, inputs.jwt_key));
             spec
         }
-        // Not run on this runtime yet.
-        Service::Proxy => return None,
+        Service::Proxy => proxy(inputs)?,
     };
     Some(spec)
+}
+
+/// HAProxy in front of the gateway replicas, found by their network alias through Docker's DNS,
+/// with a slot for as many replicas as the machine holds, so a scale needs no new
+/// configuration. None with one gateway.
+fn proxy(inputs: &StackInputs<'_>) -> Option<ContainerSpec> {
+    if inputs.replicas.of(Service::Proxy) == 0 {
+        return None;
+    }
+    let image = inputs.images.proxy.as_ref()?;
+    let config = front::config(&Front {
+        grpc_bind: format!("0.0.0.0:{GATEWAY_PORT}"),
+        http_bind: format!("0.0.0.0:{HTTP_PORT}"),
+        gateways: Gateways::Dns {
+            name: Service::Gateway.name().to_owned(),
+            grpc_port: GATEWAY_PORT,
+            http_port: HTTP_PORT,
+            slots: Replicas::max(),
+            resolver: DOCKER_DNS.to_owned(),
+        },
+    });
+    Some(ContainerSpec {
+        service: Service::Proxy,
+        replica: 1,
+        name: inputs.names.container(Service::Proxy),
+        image: image.reference.clone(),
+        image_id: image.id.clone(),
+        // The official image's entrypoint (and the stand-in's) runs `haproxy` in the
+        // foreground as master-worker.
+        cmd: strings(&[
+            "haproxy",
+            "-f",
+            &format!("{PROXY_CONFIG_DIR}/{PROXY_CONFIG_FILE}"),
+        ]),
+        env: Vec::new(),
+        mounts: Vec::new(),
+        published: Some(Published {
+            container_port: GATEWAY_PORT,
+            host_port: inputs.ports.gateway,
+        }),
+        http: Some(Published {
+            container_port: HTTP_PORT,
+            host_port: inputs.ports.http,
+        }),
+        // The gRPC door accepts connections. Whether a gateway answers behind it is for `up`
+        // to see through the published port; a connection that sends nothing is not logged
+        // (`option dontlognull`), so this check does not fill the proxy's log.
+        health: strings(&[
+            "CMD",
+            "bash",
+            "-c",
+            &format!("exec 3<>/dev/tcp/127.0.0.1/{GATEWAY_PORT}"),
+        ]),
+        // HAProxy's graceful stop: stop listening, finish what is in flight.
+        stop_signal: Some("SIGUSR1"),
+        // It binds ports above 1024 as the image's unprivileged user: no capability needed.
+        hardened: true,
+        secrets: vec![SecretFile::new(PROXY_CONFIG_FILE, config.as_bytes())],
+        upload: Upload::PROXY_CONFIG,
+    })
 }
 
 fn strings(items: &[&str]) -> Vec<String> {
@@ -416,6 +558,7 @@ impl ContainerSpec {
     pub fn create_body(&self, names: &Names) -> ContainerCreateBody {
         let mut labels = names.labels();
         labels.insert(SERVICE_LABEL.to_owned(), self.service.name().to_owned());
+        labels.insert(REPLICA_LABEL.to_owned(), self.replica.to_string());
         labels.insert(HASH_LABEL.to_owned(), self.hash());
 
         let endpoint = EndpointSettings {
@@ -527,6 +670,7 @@ mod tests {
             usersvc: image("userctl-usersvc:0123456789abcdef"),
             redis: image("redis:7"),
             postgres: Some(image("postgres:15")),
+            proxy: Some(image("haproxy:2.6")),
         }
     }
 
@@ -554,12 +698,23 @@ mod tests {
         jwt_key: &[u8],
         tls: &[(&'static str, Vec<u8>)],
     ) -> Vec<ContainerSpec> {
+        stack_of(store, ports, Replicas::default(), jwt_key, tls)
+    }
+
+    fn stack_of(
+        store: StoreKind,
+        ports: Ports,
+        replicas: Replicas,
+        jwt_key: &[u8],
+        tls: &[(&'static str, Vec<u8>)],
+    ) -> Vec<ContainerSpec> {
         let names = Names::new("t");
         let (secrets, images) = (secrets(), images());
         stack(&StackInputs {
             names: &names,
             store,
             ports,
+            replicas,
             secrets: &secrets,
             images: &images,
             jwt_key,

@@ -12,7 +12,11 @@ use crate::{
     stack::{self, Health, Service, ServiceStatus, State, loopback_url},
 };
 
-pub fn status_of(service: Service, container: &ContainerInspectResponse) -> ServiceStatus {
+pub fn status_of(
+    service: Service,
+    replica: u16,
+    container: &ContainerInspectResponse,
+) -> ServiceStatus {
     let engine_state = container.state.as_ref();
     let state = engine_state
         .and_then(|state| state.status)
@@ -21,7 +25,7 @@ pub fn status_of(service: Service, container: &ContainerInspectResponse) -> Serv
     let health = health::health(container).map_or(Health::None, health_of);
     ServiceStatus {
         service,
-        replica: 1,
+        replica,
         id: container.id.clone(),
         state,
         health,
@@ -169,7 +173,8 @@ mod tests {
             id: Some("abc123".into()),
             ..Default::default()
         };
-        let status = status_of(Service::Cache, &container);
+        let status = status_of(Service::Cache, 2, &container);
+        assert_eq!(status.replica, 2);
         assert_eq!(status.state, State::Unknown);
         assert_eq!(status.id.as_deref(), Some("abc123"));
         assert_eq!(status.address, None);

@@ -12,6 +12,7 @@ mod cli;
 mod concurrent_throttle;
 mod config;
 mod dashboard;
+mod docker_replicas;
 mod docker_runtime;
 mod enumeration_timing;
 mod faults;

@@ -64,10 +64,6 @@ impl Stack {
         }
     }
 
-    async fn rows(&self) -> Vec<Value> {
-        e2e::status(&self.userctl).await
-    }
-
     async fn gateway(&self) -> GatewayClient<Channel> {
         let channel = Channel::from_shared(self.grpc.clone())
             .expect("gateway URL")

@@ -160,10 +160,18 @@ fn servers(gateways: &Gateways, door: Door) -> String {
                 Door::Grpc => grpc_port,
                 Door::Http => http_port,
             };
-            format!(
-                "    server-template gateway {slots} {name}:{port}{proto} check port {http_port} \
-                 resolvers dns init-addr none{check_proto}\n"
-            )
+            // One `server` line per slot rather than a `server-template`: HAProxy 2.6 gives
+            // the template's copies every setting but `check-proto`, so from the second slot on
+            // the check spoke h2 to the HTTP door and timed out. Servers naming one host get
+            // distinct addresses from its answer, as a template's do.
+            (1..=*slots)
+                .map(|slot| {
+                    format!(
+                        "    server gateway{slot} {name}:{port}{proto} check port {http_port}\
+                         {check_proto} resolvers dns init-addr none\n"
+                    )
+                })
+                .collect()
         }
     }
 }
@@ -231,15 +239,21 @@ mod tests {
             },
         });
         assert!(text.contains("nameserver dns 127.0.0.11:53"), "{text}");
-        assert!(
-            text.contains(
-                "server-template gateway 8 gateway:50051 proto h2 check port 8080 resolvers dns"
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains("server-template gateway 8 gateway:8080 check port 8080"),
-            "{text}"
-        );
+        for slot in 1..=8 {
+            assert!(
+                text.contains(&format!(
+                    "server gateway{slot} gateway:50051 proto h2 check port 8080 check-proto h1 \
+                     resolvers dns init-addr none\n"
+                )),
+                "{text}"
+            );
+            assert!(
+                text.contains(&format!(
+                    "server gateway{slot} gateway:8080 check port 8080 resolvers dns"
+                )),
+                "{text}"
+            );
+        }
+        assert!(!text.contains("gateway9"), "{text}");
     }
 }

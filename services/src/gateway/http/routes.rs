@@ -26,6 +26,9 @@ use crate::gateway::{error::GatewayError, validate};
 
 /// How long `/readyz` waits for the cache's health check: a probe must answer fast.
 const READY_TIMEOUT: Duration = Duration::from_secs(1);
+/// Health checks `/readyz` makes before it calls the cache unavailable, and the pause between.
+const READY_ATTEMPTS: u32 = 3;
+const READY_RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// The original's user shape; `UserName` is the email, as it was there.
 #[derive(Debug, Serialize)]
@@ -178,14 +181,9 @@ pub async fn readyz(State(state): State<HttpState>) -> Response {
             "this gateway is shutting down; retry shortly",
         );
     }
-    let mut client = HealthClient::new(state.cache.clone());
-    let check = client.check(HealthCheckRequest {
-        service: String::new(),
-    });
-    match tokio::time::timeout(READY_TIMEOUT, check).await {
-        Ok(Ok(response)) if response.get_ref().status() == ServingStatus::Serving => {
-            envelope::success(Status { status: "ready" })
-        }
+    let client = HealthClient::new(state.cache.clone());
+    match tokio::time::timeout(READY_TIMEOUT, cache_serving(client)).await {
+        Ok(true) => envelope::success(Status { status: "ready" }),
         outcome => {
             tracing::debug!(?outcome, "not ready: the cache does not answer SERVING");
             envelope::failure(
@@ -195,6 +193,27 @@ pub async fn readyz(State(state): State<HttpState>) -> Response {
             )
         }
     }
+}
+
+/// Whether a cache replica answers SERVING, asking up to [`READY_ATTEMPTS`] times: a replica
+/// that has just begun to drain answers NOT_SERVING until the balance drops it (milliseconds
+/// later), and while another replica serves, that is no reason for a proxy to take this
+/// gateway out of rotation.
+async fn cache_serving(mut client: HealthClient<tonic::transport::Channel>) -> bool {
+    for attempt in 1..=READY_ATTEMPTS {
+        let answer = client
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await;
+        if answer.is_ok_and(|response| response.get_ref().status() == ServingStatus::Serving) {
+            return true;
+        }
+        if attempt < READY_ATTEMPTS {
+            tokio::time::sleep(READY_RETRY_PAUSE).await;
+        }
+    }
+    false
 }
 
 pub async fn metrics(State(state): State<HttpState>) -> Response {

@@ -114,6 +114,28 @@ impl Stack {
     }
 }
 
+/// Checks `report` with `check`, first printing what the proxy saw of the gateways when a
+/// call failed (servers going down and up, addresses changing), to tell a proxy's doing from a
+/// gateway's.
+#[track_caller]
+fn check_churn(project: &str, report: &Report, check: impl FnOnce(&Report)) {
+    if !report.failures().is_empty() {
+        let logs = std::process::Command::new("docker")
+            .args(["logs", "--timestamps", &format!("{project}-proxy")])
+            .output()
+            .expect("docker logs");
+        let text = String::from_utf8_lossy(&logs.stdout).into_owned()
+            + &String::from_utf8_lossy(&logs.stderr);
+        for line in text
+            .lines()
+            .filter(|line| !line.contains("[WARNING]") && !line.contains("Connect from"))
+        {
+            println!("proxy: {line}");
+        }
+    }
+    check(report);
+}
+
 fn rows_of<'a>(rows: &'a [Value], service: &str) -> Vec<&'a Value> {
     rows.iter().filter(|row| row["service"] == service).collect()
 }
@@ -277,7 +299,9 @@ async fn two_of_each_serve_through_the_proxy_spread_reads_share_the_throttle_and
     stack.userctl.run(&["scale", "cache=1"]).await.ok();
     churn.wait_for_calls(PHASE_CALLS, CALL_DEADLINE).await;
     let report = churn.stop().await;
-    report.assert_no_failed_call("scale cache=3, then cache=1");
+    check_churn(&stack.userctl.project, &report, |report| {
+        report.assert_no_failed_call("scale cache=3, then cache=1");
+    });
     let one = all_healthy(&stack.userctl).await;
     assert_eq!(rows_of(&one, "cache").len(), 1, "{one:?}");
     let after = ids(&one);
@@ -306,8 +330,10 @@ async fn rolling_restarts_cost_no_call_and_a_killed_cache_at_most_those_in_fligh
             "{restarted:?}"
         );
         churn.wait_for_calls(PHASE_CALLS / 4, CALL_DEADLINE).await;
-        let report: Report = churn.stop().await;
-        report.assert_no_failed_call(&format!("restart {service}"));
+        let report = churn.stop().await;
+        check_churn(&stack.userctl.project, &report, |report| {
+            report.assert_no_failed_call(&format!("restart {service}"));
+        });
         // Restarted in place: the same containers, running again.
         assert_eq!(ids(&all_healthy(&stack.userctl).await), before);
     }
@@ -327,10 +353,10 @@ async fn rolling_restarts_cost_no_call_and_a_killed_cache_at_most_those_in_fligh
     let repaired = stack.userctl.run(&up_args()).await.ok();
     assert!(repaired.stderr.contains("unchanged"), "{repaired:?}");
     churn.wait_for_calls(PHASE_CALLS / 4, CALL_DEADLINE).await;
-    churn
-        .stop()
-        .await
-        .assert_at_most_in_flight("docker kill of cache.2, then up");
+    let report = churn.stop().await;
+    check_churn(&stack.userctl.project, &report, |report| {
+        report.assert_at_most_in_flight("docker kill of cache.2, then up");
+    });
     let rows = all_healthy(&stack.userctl).await;
     assert_eq!(rows_of(&rows, "cache").len(), 2, "{rows:?}");
 }

@@ -137,7 +137,9 @@ fn check_churn(project: &str, report: &Report, check: impl FnOnce(&Report)) {
 }
 
 fn rows_of<'a>(rows: &'a [Value], service: &str) -> Vec<&'a Value> {
-    rows.iter().filter(|row| row["service"] == service).collect()
+    rows.iter()
+        .filter(|row| row["service"] == service)
+        .collect()
 }
 
 /// Container id by `service.replica`.
@@ -226,7 +228,11 @@ async fn two_of_each_serve_through_the_proxy_spread_reads_share_the_throttle_and
 
     // The flows through the published port: userctl (register, login, whoami) and gRPC.
     stack.logged_in("flow@example.com").await;
-    let me = stack.userctl.run(&["whoami", "--output", "json"]).await.ok();
+    let me = stack
+        .userctl
+        .run(&["whoami", "--output", "json"])
+        .await
+        .ok();
     assert!(me.stdout.contains("flow@example.com"), "{me:?}");
     let gateway = stack.gateway().await;
     let tokens = tokens(&accounts(&gateway, "spread", 8).await);
@@ -326,7 +332,9 @@ async fn rolling_restarts_cost_no_call_and_a_killed_cache_at_most_those_in_fligh
         churn.wait_for_calls(PHASE_CALLS / 4, CALL_DEADLINE).await;
         let restarted = stack.userctl.run(&["restart", service]).await.ok();
         assert!(
-            restarted.stdout.contains(&format!("restarted 2 {service} replicas")),
+            restarted
+                .stdout
+                .contains(&format!("restarted 2 {service} replicas")),
             "{restarted:?}"
         );
         churn.wait_for_calls(PHASE_CALLS / 4, CALL_DEADLINE).await;

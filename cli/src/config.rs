@@ -47,8 +47,8 @@ use crate::{
     args::StackArgs,
     home::ProjectHome,
     stack::{
-        CACHE_PORT, DEFAULT_POSTGRES_IMAGE, DEFAULT_PROXY_IMAGE, DEFAULT_REDIS_IMAGE, GATEWAY_PORT, HTTP_PORT, Ports,
-        Replicas, RuntimeChoice, RuntimeKind, STORE_PORT, Service, StoreKind,
+        CACHE_PORT, DEFAULT_POSTGRES_IMAGE, DEFAULT_PROXY_IMAGE, DEFAULT_REDIS_IMAGE, GATEWAY_PORT,
+        HTTP_PORT, Ports, Replicas, RuntimeChoice, RuntimeKind, STORE_PORT, Service, StoreKind,
     },
 };
 

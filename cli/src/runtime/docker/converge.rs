@@ -15,12 +15,12 @@ use bollard::{
     },
 };
 
+use super::ReplicaLine;
 use super::{
     engine::{engine, is_not_found},
     health,
     spec::{ContainerSpec, DataVolume, HASH_LABEL, Names, SecretFile, Upload},
 };
-use super::ReplicaLine;
 use crate::runtime::RuntimeError;
 
 /// Seconds a service gets to drain before the engine kills it.
@@ -337,6 +337,9 @@ mod tests {
         let header = entries[0].header();
         assert_eq!(header.path().expect("path").to_string_lossy(), "jwt.key");
         assert_eq!(header.mode().expect("mode"), 0o400);
-        assert_eq!(header.uid().expect("uid"), crate::runtime::docker::spec::SERVICE_UID);
+        assert_eq!(
+            header.uid().expect("uid"),
+            crate::runtime::docker::spec::SERVICE_UID
+        );
     }
 }

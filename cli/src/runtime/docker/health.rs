@@ -121,7 +121,11 @@ pub async fn wait_healthy(
 /// Waits until the front (the proxy in front of the gateways) answers gRPC health as SERVING
 /// through its published address `url`: the whole way a user's call takes, port publishing,
 /// HAProxy, DNS discovery and a gateway included.
-pub async fn wait_front(url: &str, deadline: Instant, timeout: Duration) -> Result<(), RuntimeError> {
+pub async fn wait_front(
+    url: &str,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<(), RuntimeError> {
     let endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|err| RuntimeError::other(format!("reading the address {url}"), err))?
         .connect_timeout(Duration::from_secs(1))
@@ -143,13 +147,11 @@ pub async fn wait_front(url: &str, deadline: Instant, timeout: Duration) -> Resu
         .with_factor(1.5)
         .without_max_times();
     let last = std::sync::Mutex::new(String::from("no answer"));
-    let polled = look
-        .retry(backoff)
-        .notify(|reason, _| {
-            if let Ok(mut last) = last.lock() {
-                last.clone_from(reason);
-            }
-        });
+    let polled = look.retry(backoff).notify(|reason, _| {
+        if let Ok(mut last) = last.lock() {
+            last.clone_from(reason);
+        }
+    });
     match tokio::time::timeout_at(deadline, polled).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) | Err(_) => {

@@ -183,7 +183,9 @@ mod tests {
         splitter
             .split(cache, b"cache serv", &mut sink)
             .expect("split");
-        splitter.split(store, b"store up\n", &mut sink).expect("split");
+        splitter
+            .split(store, b"store up\n", &mut sink)
+            .expect("split");
         splitter
             .split(cache, b"ing\nlast without newline", &mut sink)
             .expect("split");

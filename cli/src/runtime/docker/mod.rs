@@ -44,9 +44,7 @@ use tokio::time::Instant;
 use self::{
     converge::Converged,
     engine::{engine, ignore_missing, is_not_found},
-    spec::{
-        ContainerSpec, DataVolume, Images, Names, REPLICA_LABEL, SERVICE_LABEL, StackInputs,
-    },
+    spec::{ContainerSpec, DataVolume, Images, Names, REPLICA_LABEL, SERVICE_LABEL, StackInputs},
 };
 use super::{
     Endpoints, RuntimeError, StackSpec, Usage,
@@ -156,12 +154,10 @@ impl DockerRuntime {
             .await;
         match result {
             Ok(endpoints) => Ok(endpoints),
-            Err(err) if changes.running_before && !changes.is_empty() => {
-                Err(RuntimeError::other(
-                    format!("up stopped half-way ({changes}; every other container is as it was)"),
-                    err,
-                ))
-            }
+            Err(err) if changes.running_before && !changes.is_empty() => Err(RuntimeError::other(
+                format!("up stopped half-way ({changes}; every other container is as it was)"),
+                err,
+            )),
             Err(err) => Err(err),
         }
     }
@@ -178,7 +174,10 @@ impl DockerRuntime {
         changes: &mut Changes,
     ) -> Result<Endpoints, RuntimeError> {
         if spec.replicas.of(Service::Proxy) == 0 {
-            for proxy in existing.iter().filter(|found| found.service == Some(Service::Proxy)) {
+            for proxy in existing
+                .iter()
+                .filter(|found| found.service == Some(Service::Proxy))
+            {
                 self.stop(&proxy.name).await?;
                 converge::remove(&self.docker, &proxy.name).await?;
                 changes.removed.push(proxy.label());
@@ -215,7 +214,8 @@ impl DockerRuntime {
         });
         let healthy = future::join_all(waits).await;
         if healthy.iter().any(Result::is_err) {
-            self.remove_failed_additions(&started, &healthy, changes).await;
+            self.remove_failed_additions(&started, &healthy, changes)
+                .await;
         }
         let healthy = first_error(healthy)?;
         let endpoints = endpoints(&started, &healthy)?;
@@ -245,10 +245,14 @@ impl DockerRuntime {
             if outcome.is_err()
                 && changes.running_before
                 && changes.added.contains(&label)
-                && converge::remove(&self.docker, &container.name).await.is_ok()
+                && converge::remove(&self.docker, &container.name)
+                    .await
+                    .is_ok()
             {
                 changes.added.retain(|added| *added != label);
-                changes.removed.push(format!("{label} (added, not healthy)"));
+                changes
+                    .removed
+                    .push(format!("{label} (added, not healthy)"));
             }
         }
     }
@@ -282,9 +286,15 @@ impl DockerRuntime {
                 .map_err(|err| engine(format!("starting container {}", found.name), err))?;
             line.phase(&format!("{label}: waiting for health"));
             let deadline = Instant::now() + RESTART_TIMEOUT;
-            health::wait_healthy(&self.docker, service, &found.name, deadline, RESTART_TIMEOUT)
-                .await
-                .inspect_err(|err| line.fail(&format!("{label}: {err}")))?;
+            health::wait_healthy(
+                &self.docker,
+                service,
+                &found.name,
+                deadline,
+                RESTART_TIMEOUT,
+            )
+            .await
+            .inspect_err(|err| line.fail(&format!("{label}: {err}")))?;
             if index + 1 < replicas.len() {
                 line.phase(&format!("{label}: healthy; letting clients find it"));
                 tokio::time::sleep(SETTLE).await;
@@ -445,7 +455,9 @@ impl DockerRuntime {
             .collect();
         ordered.sort_by_key(|source| {
             (
-                Service::ALL.iter().position(|service| *service == source.service),
+                Service::ALL
+                    .iter()
+                    .position(|service| *service == source.service),
                 source.replica,
             )
         });
@@ -798,7 +810,11 @@ impl Lines {
                 let count = replicas.of(service);
                 // The proxy has a line only when it runs; every other service has one even
                 // when unused, to say so.
-                let shown = if service == Service::Proxy { count } else { count.max(1) };
+                let shown = if service == Service::Proxy {
+                    count
+                } else {
+                    count.max(1)
+                };
                 (1..=shown).map(move |replica| (service, replica, count))
             })
             .map(|(service, replica, count)| {

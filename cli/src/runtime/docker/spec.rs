@@ -23,8 +23,8 @@ use sha2::{Digest as _, Sha256};
 use crate::{
     home::Secrets,
     pki::{self, Holder},
-    runtime::launch::{self, Launch, Wiring},
     runtime::front::{self, Front, Gateways},
+    runtime::launch::{self, Launch, Wiring},
     stack::{CACHE_PORT, GATEWAY_PORT, HTTP_PORT, Ports, Replicas, STORE_PORT, Service, StoreKind},
 };
 
@@ -292,7 +292,8 @@ pub fn stack(inputs: &StackInputs<'_>) -> Vec<ContainerSpec> {
     services_with(inputs.store)
         .into_iter()
         .flat_map(|service| {
-            (1..=inputs.replicas.of(service)).filter_map(move |replica| container(inputs, service, replica))
+            (1..=inputs.replicas.of(service))
+                .filter_map(move |replica| container(inputs, service, replica))
         })
         .collect()
 }
@@ -457,9 +458,15 @@ pub fn container(
                     target: "/data",
                 }],
             },
-            ..usersvc(launch::launch(&wiring, service)?, host_port(inputs.ports.store))
+            ..usersvc(
+                launch::launch(&wiring, service)?,
+                host_port(inputs.ports.store),
+            )
         },
-        Service::Cache => usersvc(launch::launch(&wiring, service)?, host_port(inputs.ports.cache)),
+        Service::Cache => usersvc(
+            launch::launch(&wiring, service)?,
+            host_port(inputs.ports.cache),
+        ),
         Service::Gateway => {
             let proxied = inputs.replicas.of(Service::Proxy) > 0;
             let launch = launch::launch(&wiring, service)?;

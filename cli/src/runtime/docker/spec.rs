@@ -941,6 +941,104 @@ mod tests {
         assert!(!gateway.contains("--tls"), "{gateway}");
     }
 
+    fn replicas(gateway: u16, cache: u16, store: u16) -> Replicas {
+        Replicas {
+            gateway,
+            cache,
+            store,
+        }
+    }
+
+    fn with_replicas(replicas: Replicas) -> Vec<ContainerSpec> {
+        stack_of(
+            StoreKind::Postgres,
+            default_ports(),
+            replicas,
+            b"key",
+            &tls("ca"),
+        )
+    }
+
+    fn hashes(specs: &[ContainerSpec]) -> HashMap<String, String> {
+        specs
+            .iter()
+            .map(|spec| (spec.name.clone(), spec.hash()))
+            .collect()
+    }
+
+    #[test]
+    fn every_replica_is_a_container_under_its_services_alias_the_first_at_the_configured_port() {
+        let specs = with_replicas(replicas(1, 3, 2));
+        let caches: Vec<&ContainerSpec> = specs
+            .iter()
+            .filter(|spec| spec.service == Service::Cache)
+            .collect();
+        let names: Vec<&str> = caches.iter().map(|spec| spec.name.as_str()).collect();
+        assert_eq!(names, ["t-cache", "t-cache-2", "t-cache-3"]);
+        let ports: Vec<u16> = caches
+            .iter()
+            .map(|spec| spec.published.expect("published").host_port)
+            .collect();
+        assert_eq!(ports, [CACHE_PORT, 0, 0]);
+        for (index, cache) in caches.iter().enumerate() {
+            let body = cache.create_body(&Names::new("t"));
+            let labels = body.labels.expect("labels");
+            assert_eq!(labels[REPLICA_LABEL], (index + 1).to_string());
+            let endpoints = body
+                .networking_config
+                .and_then(|n| n.endpoints_config)
+                .expect("endpoints");
+            assert_eq!(endpoints["t-net"].aliases, Some(vec!["cache".to_owned()]));
+        }
+        assert!(specs.iter().all(|spec| spec.service != Service::Proxy));
+    }
+
+    #[test]
+    fn scaling_one_service_leaves_every_other_container_as_it_is() {
+        let before = hashes(&with_replicas(replicas(2, 1, 1)));
+        for after in [
+            replicas(2, 3, 1),
+            replicas(2, 1, 2),
+            replicas(3, 1, 1),
+            replicas(4, 2, 3),
+        ] {
+            let after = hashes(&with_replicas(after));
+            for (name, hash) in &before {
+                assert_eq!(after.get(name), Some(hash), "{name} changed");
+            }
+        }
+    }
+
+    #[test]
+    fn two_gateways_stand_behind_a_proxy_that_holds_the_published_ports() {
+        let specs = with_replicas(replicas(2, 1, 1));
+        for gateway in specs.iter().filter(|spec| spec.service == Service::Gateway) {
+            assert_eq!(gateway.published.expect("published").host_port, 0);
+            assert!(gateway.http.is_none(), "{gateway:?}");
+        }
+        let proxy = find(&specs, Service::Proxy);
+        assert_eq!(proxy.name, "t-proxy");
+        assert_eq!(proxy.image, "haproxy:2.6");
+        assert_eq!(proxy.published.expect("grpc").host_port, GATEWAY_PORT);
+        assert_eq!(proxy.http.expect("http").host_port, HTTP_PORT);
+        assert_eq!(proxy.stop_signal, Some("SIGUSR1"));
+        assert_eq!(proxy.upload.dir, PROXY_CONFIG_DIR);
+        let config = String::from_utf8(proxy.secrets[0].content.clone()).expect("text");
+        assert!(config.contains("nameserver dns 127.0.0.11:53"), "{config}");
+        assert!(config.contains("bind 0.0.0.0:50051 proto h2"), "{config}");
+        assert!(
+            config.contains("server gateway1 gateway:50051 proto h2"),
+            "{config}"
+        );
+
+        // Back to one gateway: no proxy, and the gateway holds the ports again.
+        let one = with_replicas(replicas(1, 1, 1));
+        assert!(one.iter().all(|spec| spec.service != Service::Proxy));
+        let gateway = find(&one, Service::Gateway);
+        assert_eq!(gateway.published.expect("grpc").host_port, GATEWAY_PORT);
+        assert_eq!(gateway.http.expect("http").host_port, HTTP_PORT);
+    }
+
     #[test]
     fn containers_are_labelled_unprivileged_and_never_restarted_by_docker() {
         let names = Names::new("t");

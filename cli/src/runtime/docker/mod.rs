@@ -96,6 +96,14 @@ impl Found {
     }
 }
 
+/// Where `service` comes in [`Service::ALL`], for sorting.
+fn service_order(service: Service) -> usize {
+    Service::ALL
+        .iter()
+        .position(|known| *known == service)
+        .unwrap_or(Service::ALL.len())
+}
+
 fn replica_label(service: Service, replica: u16) -> String {
     format!("{}.{replica}", service.name())
 }
@@ -381,25 +389,30 @@ impl DockerRuntime {
     /// container, except the proxy, which has a row only when it runs.
     pub async fn status(&self) -> Result<Vec<ServiceStatus>, RuntimeError> {
         let containers = self.containers().await?;
-        let rows = Service::ALL.into_iter().flat_map(|service| {
-            let mut replicas: Vec<&Found> = containers
-                .iter()
-                .filter(|found| found.service == Some(service))
-                .collect();
-            replicas.sort_by_key(|found| found.replica);
-            if replicas.is_empty() && service != Service::Proxy {
-                vec![future::Either::Left(future::ready(Ok(Some(
-                    ServiceStatus::absent(service),
-                ))))]
-            } else {
-                replicas
-                    .into_iter()
-                    .map(|found| future::Either::Right(self.replica_status(service, found)))
-                    .collect()
-            }
+        let inspected = containers.iter().filter_map(|found| {
+            let service = found.service?;
+            Some(self.replica_status(service, found))
         });
-        let rows: Vec<Option<ServiceStatus>> = first_error(future::join_all(rows).await)?;
-        Ok(rows.into_iter().flatten().collect())
+        let mut replicas: Vec<ServiceStatus> = first_error(future::join_all(inspected).await)?
+            .into_iter()
+            .flatten()
+            .collect();
+        replicas.sort_by_key(|row| (service_order(row.service), row.replica));
+        Ok(Service::ALL
+            .into_iter()
+            .flat_map(|service| {
+                let rows: Vec<ServiceStatus> = replicas
+                    .iter()
+                    .filter(|row| row.service == service)
+                    .cloned()
+                    .collect();
+                if rows.is_empty() && service != Service::Proxy {
+                    vec![ServiceStatus::absent(service)]
+                } else {
+                    rows
+                }
+            })
+            .collect())
     }
 
     /// None when the container was removed between listing and inspecting.
@@ -493,9 +506,7 @@ impl DockerRuntime {
             .into_iter()
             .filter_map(|found| Some((found.service?, found.replica, found.name)))
             .collect();
-        containers.sort_by_key(|(service, replica, _)| {
-            (Service::ALL.iter().position(|s| s == service), *replica)
-        });
+        containers.sort_by_key(|(service, replica, _)| (service_order(*service), *replica));
         let samples = containers.into_iter().map(|(service, _, name)| async move {
             let options = StatsOptionsBuilder::default().stream(false).build();
             let sample = self.docker.stats(&name, Some(options)).next().await;

@@ -15,12 +15,16 @@
 //! - [`converge`]: creating, starting or leaving alone the network, volumes and containers.
 //! - [`health`]: waiting for health checks to pass, and for the front to answer.
 //! - [`logs`]: printing logs, and quoting a failed container's last lines.
+//! - [`lines`]: `up`'s progress, a line per replica.
+//! - [`scale`]: the replicas beyond the counts, and what a half-done `up` changed.
 
 mod converge;
 mod engine;
 mod health;
 mod image;
+mod lines;
 mod logs;
+mod scale;
 mod spec;
 mod state;
 
@@ -44,6 +48,8 @@ use tokio::time::Instant;
 use self::{
     converge::Converged,
     engine::{engine, ignore_missing, is_not_found},
+    lines::{Lines, ReplicaLine},
+    scale::{Changes, extras},
     spec::{ContainerSpec, DataVolume, Images, Names, REPLICA_LABEL, SERVICE_LABEL, StackInputs},
 };
 use super::{
@@ -53,7 +59,7 @@ use super::{
 use crate::home::TlsFiles;
 use crate::stack::{
     DEFAULT_POSTGRES_IMAGE, DEFAULT_PROXY_IMAGE, DEFAULT_REDIS_IMAGE, LOCAL_POSTGRES_IMAGE,
-    LOCAL_PROXY_IMAGE, LOCAL_REDIS_IMAGE, LogLine, Replicas, Service, ServiceStatus, StoreKind,
+    LOCAL_PROXY_IMAGE, LOCAL_REDIS_IMAGE, LogLine, Service, ServiceStatus, StoreKind,
 };
 
 /// The engine takes a second or two per CPU sample, so usage is sampled at most this often.
@@ -232,7 +238,7 @@ impl DockerRuntime {
         }
 
         for extra in extras(existing, spec.replicas) {
-            progress_note(lines, &extra, "draining and removing");
+            lines.note_on(&extra, "draining and removing");
             self.stop(&extra.name).await?;
             converge::remove(&self.docker, &extra.name).await?;
             changes.removed.push(extra.label());
@@ -728,166 +734,6 @@ impl DockerRuntime {
     }
 }
 
-/// The containers beyond the counts: replicas numbered past their service's count, gateways
-/// before caches before stores (callers before what they call), highest replica first.
-fn extras(existing: &[Found], replicas: Replicas) -> Vec<Found> {
-    let mut extras: Vec<Found> = existing
-        .iter()
-        .filter(|found| {
-            found.service.is_some_and(|service| {
-                Service::SCALABLE.contains(&service) && found.replica > replicas.of(service)
-            })
-        })
-        .cloned()
-        .collect();
-    extras.sort_by_key(|found| {
-        let order = Service::SCALABLE
-            .iter()
-            .position(|service| Some(*service) == found.service);
-        (std::cmp::Reverse(order), std::cmp::Reverse(found.replica))
-    });
-    extras
-}
-
-/// A progress note about a container `up` found, on its service's first line.
-fn progress_note(lines: &Lines, found: &Found, message: &str) {
-    if let Some(service) = found.service {
-        lines
-            .replica(service, 1)
-            .note(&format!("{}: {message}", found.label()));
-    }
-}
-
-/// What `up` changed in a stack that was running, for the error when it stops half-way.
-struct Changes {
-    running_before: bool,
-    existing: HashSet<String>,
-    added: Vec<String>,
-    restarted: Vec<String>,
-    removed: Vec<String>,
-}
-
-impl Changes {
-    fn new(existing: &[Found]) -> Self {
-        Self {
-            running_before: existing
-                .iter()
-                .any(|found| found.service.is_some_and(Service::is_usersvc)),
-            existing: existing.iter().map(|found| found.name.clone()).collect(),
-            added: Vec::new(),
-            restarted: Vec::new(),
-            removed: Vec::new(),
-        }
-    }
-
-    /// `spec`'s container was (re)created or started.
-    fn started(&mut self, spec: &ContainerSpec) {
-        let label = replica_label(spec.service, spec.replica);
-        if self.existing.contains(&spec.name) {
-            self.restarted.push(label);
-        } else {
-            self.added.push(label);
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.restarted.is_empty() && self.removed.is_empty()
-    }
-}
-
-impl std::fmt::Display for Changes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let parts: Vec<String> = [
-            ("added", &self.added),
-            ("started or recreated", &self.restarted),
-            ("removed", &self.removed),
-        ]
-        .into_iter()
-        .filter(|(_, what)| !what.is_empty())
-        .map(|(verb, what)| format!("{verb} {}", what.join(", ")))
-        .collect();
-        f.write_str(&parts.join("; "))
-    }
-}
-
-/// One progress line per replica, made up front so they show in start order.
-struct Lines(Vec<(Service, u16, ReplicaLine)>);
-
-impl Lines {
-    fn new(progress: &Progress, replicas: Replicas) -> Self {
-        let lines = Service::ALL
-            .into_iter()
-            .flat_map(|service| {
-                let count = replicas.of(service);
-                // The proxy has a line only when it runs; every other service has one even
-                // when unused, to say so.
-                let shown = if service == Service::Proxy {
-                    count
-                } else {
-                    count.max(1)
-                };
-                (1..=shown).map(move |replica| (service, replica, count))
-            })
-            .map(|(service, replica, count)| {
-                let prefix = (count > 1).then(|| format!("replica {replica}: "));
-                (
-                    service,
-                    replica,
-                    ReplicaLine {
-                        progress: progress.service(service),
-                        prefix,
-                    },
-                )
-            })
-            .collect();
-        Self(lines)
-    }
-
-    /// The line of one replica (of the first when there is no such replica).
-    fn replica(&self, service: Service, replica: u16) -> &ReplicaLine {
-        let of_service = || self.0.iter().filter(|(owner, _, _)| *owner == service);
-        of_service()
-            .find(|(_, number, _)| *number == replica)
-            .or_else(|| of_service().next())
-            .or_else(|| self.0.first())
-            .map(|(_, _, line)| line)
-            .unwrap_or_else(|| unreachable!("a line per service"))
-    }
-
-    /// A service's first line, for what concerns all its replicas (its image).
-    fn get(&self, service: Service) -> &ServiceProgress {
-        &self.replica(service, 1).progress
-    }
-}
-
-/// A service's progress line, its messages prefixed with the replica when it has several.
-pub(super) struct ReplicaLine {
-    progress: ServiceProgress,
-    prefix: Option<String>,
-}
-
-impl ReplicaLine {
-    fn text(&self, message: &str) -> String {
-        format!("{}{message}", self.prefix.as_deref().unwrap_or(""))
-    }
-
-    pub(super) fn phase(&self, message: &str) {
-        self.progress.phase(&self.text(message));
-    }
-
-    fn done(&self, message: &str) {
-        self.progress.done(&self.text(message));
-    }
-
-    fn note(&self, message: &str) {
-        self.progress.note(message);
-    }
-
-    fn fail(&self, message: &str) {
-        self.progress.fail(&self.text(message));
-    }
-}
-
 /// The published addresses, read back from the engine (a host port of 0 let it choose): the
 /// front (the proxy's ports when there is one, else the gateway's) and the first cache and
 /// store replicas'.
@@ -937,50 +783,4 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn found(service: Service, replica: u16) -> Found {
-        Found {
-            service: Some(service),
-            replica,
-            name: format!("t-{service}-{replica}"),
-        }
-    }
-
-    #[test]
-    fn extras_go_callers_first_and_highest_replica_first() {
-        let existing = [
-            found(Service::Store, 1),
-            found(Service::Store, 2),
-            found(Service::Cache, 1),
-            found(Service::Cache, 2),
-            found(Service::Cache, 3),
-            found(Service::Gateway, 1),
-            found(Service::Gateway, 2),
-            found(Service::Redis, 1),
-        ];
-        let replicas = Replicas {
-            gateway: 1,
-            cache: 1,
-            store: 2,
-        };
-        let order: Vec<String> = extras(&existing, replicas)
-            .iter()
-            .map(Found::label)
-            .collect();
-        assert_eq!(order, ["gateway.2", "cache.3", "cache.2"]);
-    }
-
-    #[test]
-    fn changes_name_what_was_added_restarted_and_removed() {
-        let mut changes = Changes::new(&[found(Service::Cache, 1)]);
-        assert!(changes.running_before && changes.is_empty());
-        changes.added.push("cache.2".into());
-        changes.removed.push("proxy.1".into());
-        assert_eq!(changes.to_string(), "added cache.2; removed proxy.1");
-    }
 }

@@ -14,7 +14,7 @@ use tonic::{Code, Request, transport::Channel};
 use userctl_proto::gateway::v1::{LoginRequest, gateway_client::GatewayClient};
 use userctl_tests::{
     churn::{Churn, Front, Report},
-    cli::Userctl,
+    cli::{Userctl, run_command},
     e2e::{self, Teardown},
     eventually,
     load::{CALL_DEADLINE, accounts, failures, tokens, whoami_load},
@@ -319,6 +319,21 @@ async fn two_of_each_serve_through_the_proxy_spread_reads_share_the_throttle_and
         );
     }
     assert_eq!(after.len(), before.len() - 1, "{one:?}");
+
+    // A scale that cannot finish (no new replica is healthy within half a second: the engine's
+    // first check runs after one) fails, removes the replica it added, says so, and leaves
+    // the stack serving as it was.
+    let mut scale = stack.userctl.command(&["scale", "cache=2"]);
+    scale.env("USERCTL_WAIT_TIMEOUT", "500ms");
+    let failed = run_command(scale, "").await.expect_code(1);
+    println!("a scale that could not finish: {}", failed.stderr.trim());
+    assert!(
+        failed.stderr.contains("up stopped half-way") && failed.stderr.contains("cache.2"),
+        "{failed:?}"
+    );
+    let same = all_healthy(&stack.userctl).await;
+    assert_eq!(ids(&same), after, "{failed:?}");
+    stack.userctl.run(&["whoami"]).await.ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -263,10 +263,7 @@ impl DockerRuntime {
                     .await
                     .is_ok()
             {
-                changes.added.retain(|added| *added != label);
-                changes
-                    .removed
-                    .push(format!("{label} (added, not healthy)"));
+                changes.removed.push(format!("{label} again (not healthy)"));
             }
         }
     }

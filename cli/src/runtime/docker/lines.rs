@@ -7,13 +7,23 @@ use crate::{
     stack::{Replicas, Service},
 };
 
-/// One progress line per replica, made up front so they show in start order.
-pub struct Lines(Vec<(Service, u16, ReplicaLine)>);
+/// One progress line per replica, made up front so they show in start order. The first is
+/// Postgres's, which every stack shows (as unused with SQLite), so a line is always there.
+pub struct Lines {
+    first: ReplicaLine,
+    rest: Vec<(Service, u16, ReplicaLine)>,
+}
 
 impl Lines {
     pub fn new(progress: &Progress, replicas: Replicas) -> Self {
-        let lines = Service::ALL
+        let line = |service: Service, replica: u16, count: u16| ReplicaLine {
+            progress: progress.service(service),
+            prefix: (count > 1).then(|| format!("replica {replica}: ")),
+        };
+        let first = line(Service::Postgres, 1, 1);
+        let rest = Service::ALL
             .into_iter()
+            .filter(|service| *service != Service::Postgres)
             .flat_map(|service| {
                 let count = replicas.of(service);
                 // The proxy has a line only when it runs; every other service has one even
@@ -25,30 +35,22 @@ impl Lines {
                 };
                 (1..=shown).map(move |replica| (service, replica, count))
             })
-            .map(|(service, replica, count)| {
-                let prefix = (count > 1).then(|| format!("replica {replica}: "));
-                (
-                    service,
-                    replica,
-                    ReplicaLine {
-                        progress: progress.service(service),
-                        prefix,
-                    },
-                )
-            })
+            .map(|(service, replica, count)| (service, replica, line(service, replica, count)))
             .collect();
-        Self(lines)
+        Self { first, rest }
     }
 
-    /// The line of one replica (of the first when there is no such replica).
+    /// The line of one replica (of the service's first when there is no such replica, of
+    /// Postgres when the service has none).
     pub fn replica(&self, service: Service, replica: u16) -> &ReplicaLine {
-        let of_service = || self.0.iter().filter(|(owner, _, _)| *owner == service);
+        if service == Service::Postgres {
+            return &self.first;
+        }
+        let of_service = || self.rest.iter().filter(|(owner, _, _)| *owner == service);
         of_service()
             .find(|(_, number, _)| *number == replica)
             .or_else(|| of_service().next())
-            .or_else(|| self.0.first())
-            .map(|(_, _, line)| line)
-            .unwrap_or_else(|| unreachable!("a line per service"))
+            .map_or(&self.first, |(_, _, line)| line)
     }
 
     /// A service's first line, for what concerns all its replicas (its image).

@@ -10,7 +10,7 @@ use userctl_proto::cache::v1::Stats;
 use crate::{
     app::{App, Header},
     format::percent,
-    model::{GrpcHealth, Update},
+    model::{GrpcHealth, ReplicaId, Update},
     source::{Service, ServiceRow},
 };
 
@@ -63,11 +63,13 @@ fn watched(seconds: u64) -> (App, Instant) {
     app.apply(Update::Runtime(Ok(healthy_rows())), t0);
     for service in [Service::Gateway, Service::Cache, Service::Store] {
         let health = GrpcHealth::Serving;
-        app.apply(Update::Health { service, health }, t0);
+        let id = ReplicaId::new(service, 1);
+        app.apply(Update::Health { id, health }, t0);
     }
     for second in 0..=seconds {
         let at = t0 + Duration::from_secs(second);
-        app.apply(Update::Stats(stats(second, true, 0)), at);
+        let stats = stats(second, true, 0);
+        app.apply(Update::Stats { replica: 1, stats }, at);
     }
     (app, t0)
 }
@@ -84,7 +86,13 @@ fn degraded() -> App {
         let mut sample = stats(second, false, (second - 30) * 40);
         sample.hits = stats(30, true, 0).hits;
         sample.misses = stats(30, true, 0).misses + (second - 30) * 40;
-        app.apply(Update::Stats(sample), at);
+        app.apply(
+            Update::Stats {
+                replica: 1,
+                stats: sample,
+            },
+            at,
+        );
     }
     let mut rows = healthy_rows();
     rows[3] = ServiceRow {
@@ -100,12 +108,16 @@ fn unreachable() -> App {
     let (mut app, t0) = watched(30);
     let at = t0 + Duration::from_secs(31);
     app.apply(
-        Update::StatsLost("Connection refused (os error 111)".into()),
+        Update::StatsLost {
+            replica: 1,
+            reason: "Connection refused (os error 111)".into(),
+        },
         at,
     );
     for service in [Service::Gateway, Service::Cache, Service::Store] {
         let health = GrpcHealth::Unreachable;
-        app.apply(Update::Health { service, health }, at);
+        let id = ReplicaId::new(service, 1);
+        app.apply(Update::Health { id, health }, at);
     }
     app.apply(
         Update::Runtime(Err("cannot reach the Docker engine".into())),

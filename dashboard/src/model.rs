@@ -182,6 +182,9 @@ pub struct CacheView {
     /// Hit ratio per interval in thousandths, over every replica, oldest first; `None` for an
     /// interval with no reads or a gap in the data.
     pub history: VecDeque<Option<u64>>,
+    /// The replicas heard from since the last bar: a bar is drawn once every streaming
+    /// replica has had its say, so there is one per interval however many replicas report.
+    round: BTreeSet<u16>,
 }
 
 impl CacheView {
@@ -258,13 +261,27 @@ impl CacheView {
             .and_then(|stats| hit_ratio(stats.hits, stats.misses))
     }
 
-    /// The replica whose samples add a bar to the sparkline, so there is one bar per interval
-    /// however many replicas report: the first one streaming.
-    fn pacer(&self) -> Option<u16> {
-        self.replicas
-            .iter()
-            .find(|(_, replica)| replica.link == Link::Up)
-            .map(|(number, _)| *number)
+    /// Counts `replica` in this interval's round; true when the round is complete.
+    fn heard_from(&mut self, replica: u16) -> bool {
+        self.round.insert(replica);
+        self.round_complete()
+    }
+
+    fn round_complete(&self) -> bool {
+        !self.round.is_empty()
+            && self
+                .replicas
+                .iter()
+                .filter(|(_, replica)| replica.link == Link::Up)
+                .all(|(number, _)| self.round.contains(number))
+    }
+
+    /// The bar for the round just completed: the ratio over every streaming replica's last
+    /// interval (a gap if none was measured, as after a restart).
+    fn close_round(&mut self) {
+        let point = self.window().and_then(|window| window.ratio);
+        self.push_history(point.map(|r| (r * RATIO_SCALE as f64).round() as u64));
+        self.round.clear();
     }
 
     fn push_history(&mut self, point: Option<u64>) {
@@ -346,6 +363,7 @@ impl Model {
             cache: CacheView {
                 replicas: BTreeMap::from([(1, ReplicaStats::connecting())]),
                 history: VecDeque::with_capacity(HISTORY),
+                round: BTreeSet::new(),
             },
             events: VecDeque::with_capacity(EVENTS),
             logs: None,
@@ -430,16 +448,9 @@ impl Model {
                 format!("{name}: restarted; its counters start again from zero"),
             );
         }
-        if self.cache.pacer() == Some(replica) {
-            match sample {
-                Sample::First => {}
-                Sample::Restarted => self.cache.push_history(None),
-                Sample::Measured => {
-                    let point = self.cache.window().and_then(|window| window.ratio);
-                    self.cache
-                        .push_history(point.map(|r| (r * RATIO_SCALE as f64).round() as u64));
-                }
-            }
+        // A first sample measures nothing yet: that replica joins the next round.
+        if !matches!(sample, Sample::First) && self.cache.heard_from(replica) {
+            self.cache.close_round();
         }
     }
 
@@ -465,9 +476,15 @@ impl Model {
                     Severity::Problem,
                     format!("{name} stats: lost ({reason}); retrying"),
                 );
-                // A gap in the sparkline once no replica reports.
-                if self.cache.pacer().is_none() {
+                if self.cache.link() == Link::Up {
+                    // The others may have been waiting only for this one.
+                    if self.cache.round_complete() {
+                        self.cache.close_round();
+                    }
+                } else {
+                    // A gap in the sparkline once no replica reports.
                     self.cache.push_history(None);
+                    self.cache.round.clear();
                 }
             }
             Link::Connecting => self.event(
@@ -545,6 +562,7 @@ impl Model {
                     }
                     if id.service == Service::Cache {
                         self.cache.replicas.remove(&id.replica);
+                        self.cache.round.remove(&id.replica);
                     }
                 }
                 (None, row) => {
@@ -850,5 +868,246 @@ mod tests {
         }
         assert_eq!(model.cache.history.len(), HISTORY);
         assert_eq!(model.events.len(), EVENTS);
+    }
+
+    fn running(service: Service, replica: u16) -> ServiceRow {
+        ServiceRow {
+            replica,
+            ..ServiceRow::new(service, "running")
+        }
+    }
+
+    /// Two gateways behind the proxy, `caches` cache replicas, one of everything else.
+    fn stack(caches: u16) -> Vec<ServiceRow> {
+        let mut rows = vec![
+            running(Service::Postgres, 1),
+            running(Service::Redis, 1),
+            running(Service::Store, 1),
+        ];
+        rows.extend((1..=caches).map(|replica| running(Service::Cache, replica)));
+        rows.extend([
+            running(Service::Gateway, 2),
+            running(Service::Gateway, 1),
+            running(Service::Proxy, 1),
+        ]);
+        rows
+    }
+
+    fn labels(model: &Model) -> Vec<String> {
+        model.services.iter().map(|v| model.label(v.id())).collect()
+    }
+
+    fn cache_sample(replica: u16, hits: u64, misses: u64, uptime_secs: u64) -> Update {
+        Update::Stats {
+            replica,
+            stats: sample(hits, misses, uptime_secs),
+        }
+    }
+
+    #[test]
+    fn a_row_per_replica_front_to_back_named_as_userctl_logs_names_them() {
+        let t0 = Instant::now();
+        let mut model = Model::new(t0);
+        assert_eq!(
+            labels(&model),
+            ["gateway", "cache", "store", "redis", "postgres"],
+            "the first replica of each service before the runtime answers"
+        );
+        model.apply(Update::Runtime(Ok(stack(2))), t0);
+        assert_eq!(
+            labels(&model),
+            [
+                "proxy",
+                "gateway.1",
+                "gateway.2",
+                "cache.1",
+                "cache.2",
+                "store",
+                "redis",
+                "postgres"
+            ]
+        );
+        assert!(
+            model.services.iter().all(|view| view.row.is_some()),
+            "every view has its own row"
+        );
+        assert!(model.events.is_empty(), "the first poll is the baseline");
+        assert_eq!(
+            model.cache.live(),
+            (0, 2),
+            "both cache replicas are watched"
+        );
+    }
+
+    #[test]
+    fn replicas_that_come_and_go_are_events_and_their_rows_follow() {
+        let t0 = Instant::now();
+        let mut model = Model::new(t0);
+        model.apply(Update::Runtime(Ok(stack(1))), t0);
+        model.apply(Update::Runtime(Ok(stack(2))), t0);
+        assert_eq!(model.services.len(), 8);
+        model.apply(cache_sample(2, 10, 0, 1), t0);
+        assert_eq!(model.cache.latest().map(|s| s.hits), Some(10));
+
+        let mut one_gateway = stack(1);
+        one_gateway.retain(|row| row.service != Service::Proxy && row.replica == 1);
+        model.apply(Update::Runtime(Ok(one_gateway)), t0);
+        assert_eq!(
+            labels(&model),
+            ["gateway", "cache", "store", "redis", "postgres"]
+        );
+        assert_eq!(
+            model.cache.live(),
+            (0, 1),
+            "cache.2's figures leave with it"
+        );
+        assert_eq!(model.cache.latest(), None);
+        // A sample the stopped feed had already sent changes nothing.
+        model.apply(cache_sample(2, 20, 0, 2), t0);
+        assert_eq!(model.cache.latest(), None);
+
+        // The first replica of a service stays, unknown, when the runtime stops reporting it.
+        model.apply(Update::Runtime(Ok(Vec::new())), t0);
+        assert_eq!(model.services.len(), 5);
+        assert!(model.services.iter().all(|view| view.row.is_none()));
+        assert_eq!(
+            texts(&model)[..4],
+            [
+                "cache.2: reported by the runtime",
+                "proxy: no longer reported by the runtime",
+                "gateway.2: no longer reported by the runtime",
+                "cache.2: no longer reported by the runtime",
+            ]
+        );
+        assert!(texts(&model).contains(&"gateway: no longer reported by the runtime"));
+    }
+
+    #[test]
+    fn health_is_watched_per_replica() {
+        let t0 = Instant::now();
+        let mut model = Model::new(t0);
+        model.apply(Update::Runtime(Ok(stack(2))), t0);
+        let cache = |replica| ReplicaId::new(Service::Cache, replica);
+        for replica in [1, 2] {
+            let health = GrpcHealth::Serving;
+            model.apply(
+                Update::Health {
+                    id: cache(replica),
+                    health,
+                },
+                t0,
+            );
+        }
+        let health = GrpcHealth::Unreachable;
+        model.apply(
+            Update::Health {
+                id: cache(2),
+                health,
+            },
+            t0,
+        );
+        // A replica the runtime does not report is not shown, whatever its feed says.
+        let health = GrpcHealth::Unreachable;
+        model.apply(
+            Update::Health {
+                id: cache(3),
+                health,
+            },
+            t0,
+        );
+        assert_eq!(texts(&model), ["cache.2: unreachable"]);
+        assert_eq!(
+            model.view(cache(1)).map(|v| v.grpc),
+            Some(GrpcHealth::Serving)
+        );
+        assert_eq!(
+            model.view(cache(2)).map(|v| v.grpc),
+            Some(GrpcHealth::Unreachable)
+        );
+        assert!(model.view(cache(3)).is_none());
+    }
+
+    #[test]
+    fn the_cache_figures_are_the_sum_over_its_replicas() {
+        let t0 = Instant::now();
+        let second = |n| t0 + Duration::from_secs(n);
+        let mut model = Model::new(t0);
+        model.apply(Update::Runtime(Ok(stack(2))), t0);
+        model.apply(cache_sample(1, 90, 10, 5), t0);
+        model.apply(cache_sample(2, 10, 10, 3), t0);
+        assert_eq!(model.cache.ratio_since_start(), Some(100.0 / 120.0));
+        assert_eq!(
+            model.cache.window(),
+            None,
+            "one sample each has no window yet"
+        );
+
+        // One second on: replica 1 read 10 hits, replica 2 read 10 misses.
+        model.apply(cache_sample(1, 100, 10, 6), second(1));
+        model.apply(cache_sample(2, 10, 20, 4), second(1));
+        let window = model.cache.window().expect("a window over both");
+        assert_eq!(window.hits_per_sec, 10.0);
+        assert_eq!(window.misses_per_sec, 10.0);
+        assert_eq!(window.ratio, Some(0.5));
+        let total = model.cache.latest().expect("a total");
+        assert_eq!((total.hits, total.misses), (110, 30));
+        assert_eq!(total.uptime_secs, 4, "the youngest replica's uptime");
+        assert_eq!(model.cache.ratio_since_start(), hit_ratio(110, 30));
+        assert_eq!(model.cache.live(), (2, 2));
+        // One bar per interval, not one per replica's sample.
+        assert_eq!(model.cache.history.len(), 1);
+
+        // Replica 2's stream breaks: the panel goes on with replica 1, and says so.
+        model.apply(
+            Update::StatsLost {
+                replica: 2,
+                reason: "connection refused".into(),
+            },
+            second(2),
+        );
+        model.apply(cache_sample(1, 120, 10, 7), second(2));
+        assert_eq!(model.cache.link(), Link::Up);
+        assert_eq!(model.cache.live(), (1, 2));
+        let window = model.cache.window().expect("replica 1's window");
+        assert_eq!((window.hits_per_sec, window.ratio), (20.0, Some(1.0)));
+        assert_eq!(
+            model.cache.latest().map(|s| s.hits),
+            Some(130),
+            "replica 2's last count still counts"
+        );
+        assert_eq!(model.cache.history, [Some(500), Some(1000)]);
+        assert_eq!(
+            texts(&model),
+            ["cache.2 stats: lost (connection refused); retrying"]
+        );
+    }
+
+    #[test]
+    fn redis_is_up_only_if_every_streaming_cache_replica_says_so() {
+        let t0 = Instant::now();
+        let mut model = Model::new(t0);
+        model.apply(Update::Runtime(Ok(stack(2))), t0);
+        model.apply(cache_sample(1, 1, 0, 1), t0);
+        model.apply(cache_sample(2, 1, 0, 1), t0);
+        let down = Stats {
+            redis_up: false,
+            ..sample(1, 1, 2)
+        };
+        model.apply(
+            Update::Stats {
+                replica: 2,
+                stats: down,
+            },
+            t0,
+        );
+        assert_eq!(model.cache.latest().map(|s| s.redis_up), Some(false));
+        model.apply(cache_sample(2, 1, 1, 3), t0);
+        assert_eq!(
+            texts(&model),
+            [
+                "redis: went down; the cache falls through to the store",
+                "redis: came back"
+            ]
+        );
     }
 }

@@ -241,4 +241,42 @@ mod tests {
         press(&mut app, KeyCode::Char('p'));
         assert_eq!(app.shown().cache.latest().map(|s| s.hits), Some(5));
     }
+
+    #[test]
+    fn the_selection_stays_on_its_replica_and_moves_down_when_it_goes_away() {
+        use crate::source::ServiceRow;
+
+        let mut app = app();
+        let t0 = Instant::now();
+        let rows = |caches: u16, proxy: bool| {
+            let mut rows = vec![ServiceRow::new(Service::Gateway, "running")];
+            if proxy {
+                rows.push(ServiceRow::new(Service::Proxy, "running"));
+            }
+            rows.extend((1..=caches).map(|replica| ServiceRow {
+                replica,
+                ..ServiceRow::new(Service::Cache, "running")
+            }));
+            rows.push(ServiceRow::new(Service::Store, "running"));
+            Update::Runtime(Ok(rows))
+        };
+        app.apply(rows(3, false), t0);
+        press(&mut app, KeyCode::Down);
+        press(&mut app, KeyCode::Down);
+        assert_eq!(app.selected(), ReplicaId::new(Service::Cache, 2));
+        press(&mut app, KeyCode::Enter);
+        assert_eq!(app.logs_wanted(), Some(Service::Cache));
+
+        // A row added above (the proxy, first) does not move the selection off cache.2.
+        app.apply(rows(3, true), t0);
+        assert_eq!(app.selected(), ReplicaId::new(Service::Cache, 2));
+        assert_eq!(app.shown().services[0].service, Service::Proxy);
+
+        // Scaled to one cache replica: the row below takes its place.
+        app.apply(rows(1, true), t0);
+        assert_eq!(app.selected(), ReplicaId::new(Service::Store, 1));
+        assert_eq!(app.logs_wanted(), Some(Service::Store));
+        press(&mut app, KeyCode::Up);
+        assert_eq!(app.selected(), ReplicaId::new(Service::Cache, 1));
+    }
 }

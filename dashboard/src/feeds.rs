@@ -527,3 +527,147 @@ fn chain(err: &(dyn std::error::Error + Send + Sync + 'static)) -> String {
     }
     line
 }
+
+#[cfg(test)]
+mod tests {
+    use futures::future::BoxFuture;
+    use tokio::net::TcpListener;
+    use tokio_stream::wrappers::TcpListenerStream;
+    use tonic::transport::Server;
+
+    use super::*;
+    use crate::source::{ServiceRow, SourceError};
+
+    /// Nothing listens here: connections are refused at once.
+    const NOWHERE: &str = "http://127.0.0.1:1";
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// A runtime with nothing to say; the test hands the feeds their rows itself.
+    struct Silent;
+
+    impl RuntimeSource for Silent {
+        fn status(&self) -> BoxFuture<'_, Result<Vec<ServiceRow>, SourceError>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+
+        fn recent_logs(
+            &self,
+            _: Service,
+            _: usize,
+        ) -> BoxFuture<'_, Result<Vec<String>, SourceError>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+    }
+
+    fn at(service: Service, replica: u16, addr: &str) -> ServiceRow {
+        ServiceRow {
+            replica,
+            address: Some(addr.to_owned()),
+            ..ServiceRow::new(service, "running")
+        }
+    }
+
+    /// Waits for the first update `pick` accepts, skipping the others.
+    async fn next<T>(
+        updates: &mut mpsc::Receiver<Update>,
+        pick: impl Fn(Update) -> Option<T>,
+    ) -> T {
+        timeout(WAIT, async {
+            loop {
+                let update = updates.recv().await.expect("the feeds run");
+                if let Some(found) = pick(update) {
+                    return found;
+                }
+            }
+        })
+        .await
+        .expect("the update within the wait")
+    }
+
+    fn watched(feeds: &Feeds) -> Vec<ReplicaId> {
+        let mut ids: Vec<ReplicaId> = feeds.replicas.keys().copied().collect();
+        ids.sort();
+        ids
+    }
+
+    #[tokio::test]
+    async fn a_replica_is_watched_at_its_own_address_while_reported_and_no_longer_after() {
+        let (reporter, service) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = format!("http://{}", listener.local_addr().expect("address"));
+        let server = tokio::spawn(
+            Server::builder()
+                .add_service(service)
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+
+        let endpoints = Endpoints {
+            gateway: NOWHERE.into(),
+            cache: NOWHERE.into(),
+            store: NOWHERE.into(),
+        };
+        let (updates_tx, mut updates) = mpsc::channel(256);
+        let (_logs_tx, logs_wanted) = watch::channel(None);
+        let refresh = Duration::from_millis(100);
+        let mut feeds = Feeds::start(
+            &endpoints,
+            None,
+            refresh,
+            Arc::new(Silent),
+            updates_tx,
+            logs_wanted,
+        );
+        let gateway = |replica| ReplicaId::new(Service::Gateway, replica);
+        let cache = |replica| ReplicaId::new(Service::Cache, replica);
+        let store = ReplicaId::new(Service::Store, 1);
+        assert_eq!(watched(&feeds), [gateway(1), cache(1), store]);
+
+        // The second gateway answers at its own address; the second cache nowhere.
+        feeds.track(&[
+            at(Service::Gateway, 2, &addr),
+            at(Service::Cache, 2, NOWHERE),
+        ]);
+        assert_eq!(
+            watched(&feeds),
+            [gateway(1), gateway(2), cache(1), cache(2), store]
+        );
+        let health = |id| {
+            move |update| match update {
+                Update::Health { id: from, health } if from == id => Some(health),
+                _ => None,
+            }
+        };
+        assert_eq!(
+            next(&mut updates, health(gateway(2))).await,
+            GrpcHealth::Serving
+        );
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        assert_eq!(
+            next(&mut updates, health(gateway(2))).await,
+            GrpcHealth::NotServing
+        );
+        // Cache replica 2 has a stats feed of its own, which reports its failure as its own.
+        let lost = |update| matches!(update, Update::StatsLost { replica: 2, .. }).then_some(());
+        next(&mut updates, lost).await;
+
+        // Both gone from the rows: their feeds stop, and that is no feed failing. The first
+        // replicas stay, at the recorded address, even when not reported.
+        feeds.track(&[]);
+        assert_eq!(watched(&feeds), [gateway(1), cache(1), store]);
+        assert!(
+            timeout(Duration::from_millis(500), feeds.failure())
+                .await
+                .is_err(),
+            "stopping a replica's feeds is not a failure"
+        );
+        // Runtime polls, logs, and the four feeds of the first replicas.
+        assert_eq!(feeds.tasks.len(), 6);
+        feeds.stop().await;
+        server.abort();
+    }
+}

@@ -532,16 +532,14 @@ impl Model {
             .into_iter()
             .map(|view| (view.id(), view))
             .collect();
-        // Named alike before and after, so a scale from one to two says `cache.1`, `cache.2`.
-        let several = |service: Service| {
-            let count = |ids: &mut dyn Iterator<Item = &ReplicaId>| {
-                ids.filter(|id| id.service == service).count()
-            };
-            count(&mut views.keys()) > 1 || count(&mut rows.keys()) > 1
-        };
-        let named = |id: ReplicaId| label(id.service, id.replica, several(id.service));
         let ids: BTreeSet<ReplicaId> = views.keys().chain(rows.keys()).copied().collect();
-        let names: BTreeMap<ReplicaId, String> = ids.iter().map(|id| (*id, named(*id))).collect();
+        // Named over the replicas before and after, so a scale from one cache to two (or back)
+        // speaks of `cache.1` and `cache.2`.
+        let several = |service: Service| ids.iter().filter(|id| id.service == service).count() > 1;
+        let names: BTreeMap<ReplicaId, String> = ids
+            .iter()
+            .map(|id| (*id, label(id.service, id.replica, several(id.service))))
+            .collect();
         for id in ids {
             let name = &names[&id];
             match (views.remove(&id), rows.remove(&id)) {

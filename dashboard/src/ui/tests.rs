@@ -322,6 +322,16 @@ fn every_size_renders_without_panicking() {
             render(&app, width, height);
         }
     }
+    // More rows than some screens have lines, the last one selected.
+    let mut app = replicated();
+    for _ in 0..10 {
+        press(&mut app, KeyCode::Down);
+    }
+    for width in (0..=130).step_by(7) {
+        for height in 0..=40 {
+            render(&app, width, height);
+        }
+    }
 }
 
 #[test]

@@ -6,8 +6,8 @@ pub const MIN_WIDTH: u16 = 20;
 pub const MIN_HEIGHT: u16 = 4;
 /// Borders and the column titles, above the rows.
 const SERVICES_FRAME: u16 = 3;
-/// What the services table gets however many rows it has (the five of a stack without
-/// replicas), if the screen has it; more rows get up to half the body, then scroll.
+/// The services table's height with five rows, a stack without replicas. More rows take more
+/// lines, up to this or half the body, whichever is more; past that the table scrolls.
 const SERVICES_HEIGHT: u16 = SERVICES_FRAME + 5;
 /// Borders and six lines of numbers.
 const CACHE_HEIGHT: u16 = 8;

@@ -200,6 +200,109 @@ async fn the_dashboard_shows_hits_moving_and_quits_cleanly_with_q() {
     userctl.run(&["down", "--volumes"]).await.ok();
 }
 
+/// `userctl stats --output json`: each cache replica's hits, and the stack's total.
+async fn cache_hits(userctl: &Userctl) -> (Vec<u64>, u64) {
+    let run = userctl.run(&["stats", "--output", "json"]).await.ok();
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&run.stdout).expect("stats JSON");
+    let hits = |row: &serde_json::Value| row["hits"].as_u64().expect("hits");
+    let replicas = rows
+        .iter()
+        .filter(|row| row["service"] == "cache")
+        .map(hits)
+        .collect();
+    let total = rows
+        .iter()
+        .find(|row| row["service"] == "total")
+        .map(hits)
+        .expect("a total row");
+    (replicas, total)
+}
+
+/// Two gateways behind the proxy and two cache replicas on the local runtime: a row each, every
+/// `usersvc` replica's health watched at its own address, and the cache panel's hits the sum
+/// `userctl stats` gives, once both replicas have served reads.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_replicas_each_has_a_row_and_the_cache_panel_sums_them() {
+    let home = tempfile::tempdir().expect("home");
+    let userctl = Userctl::new(home.path());
+    let _teardown = Teardown(userctl.clone());
+    let mut up = UP.to_vec();
+    up.extend(["--replicas", "gateway=2,cache=2,store=1"]);
+    userctl.run(&up).await.ok();
+    userctl
+        .run_with_stdin(
+            &[
+                "register",
+                "--email",
+                "rey@example.com",
+                "--name",
+                "Rey",
+                "--password-stdin",
+            ],
+            PASSWORD,
+        )
+        .await
+        .ok();
+    e2e::login(&userctl, "rey@example.com").await.ok();
+
+    let tmux = Tmux::start(&userctl, 100, 30);
+    let userctl_bin = binary("userctl");
+    tmux.type_line(&format!(
+        r#"'{}' dashboard; echo "exit=$?""#,
+        userctl_bin.display()
+    ));
+    let rows = [
+        "proxy",
+        "gateway.1",
+        "gateway.2",
+        "cache.1",
+        "cache.2",
+        "store ",
+    ];
+    tmux.wait_for(
+        "a row per replica, each usersvc replica serving, both caches streaming",
+        |screen| {
+            // Between the selection marker (or its blank) and the next column.
+            let ready = rows.iter().all(|row| screen.contains(&format!(" {row} ")))
+                && screen.matches("● serving").count() == 5
+                && screen.contains("Cache · live · 2 replicas");
+            ready.then_some(())
+        },
+    )
+    .await;
+
+    // Reads until both cache replicas have served some: then the panel's total is a sum.
+    let mut calls = 0;
+    let (replicas, total) = loop {
+        for _ in 0..10 {
+            userctl.run(&["whoami"]).await.ok();
+        }
+        calls += 10;
+        let (replicas, total) = cache_hits(&userctl).await;
+        let both = replicas.len() == 2 && replicas.iter().all(|hits| *hits > 0);
+        if both || calls >= 100 {
+            break (replicas, total);
+        }
+    };
+    assert!(
+        replicas.len() == 2 && replicas.iter().all(|hits| *hits > 0),
+        "after {calls} whoami calls, hits per cache replica: {replicas:?}"
+    );
+    // Nothing reads any more, so the counters stand still and the panel catches up to them.
+    tmux.wait_for(
+        "the panel's total hits to be userctl stats' total",
+        |screen| cache_figures(screen).filter(|(hits, _)| *hits == total),
+    )
+    .await;
+
+    tmux.key("q");
+    tmux.wait_for("the shell to report the dashboard's exit", |screen| {
+        screen.contains("exit=0").then_some(())
+    })
+    .await;
+    userctl.run(&["down", "--volumes"]).await.ok();
+}
+
 #[tokio::test]
 async fn without_a_terminal_the_dashboard_refuses_with_a_usage_error() {
     let home = tempfile::tempdir().expect("home");

@@ -8,7 +8,7 @@ use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use tokio::time::Instant;
 
 use crate::{
-    model::{Model, Update},
+    model::{Model, ReplicaId, Update},
     source::Service,
 };
 
@@ -37,7 +37,8 @@ pub struct App {
     /// The model as it was when the user paused; data keeps arriving into `live` meanwhile,
     /// so resuming shows the present and no event is lost.
     frozen: Option<Model>,
-    selected: Service,
+    /// The selected row; it stays on its replica as rows come and go.
+    selected: ReplicaId,
     logs_open: bool,
     help_open: bool,
 }
@@ -49,7 +50,7 @@ impl App {
             color,
             live: Model::new(started),
             frozen: None,
-            selected: Service::Gateway,
+            selected: ReplicaId::new(Service::Gateway, 1),
             logs_open: false,
             help_open: false,
         }
@@ -68,8 +69,24 @@ impl App {
         self.frozen.is_some()
     }
 
-    pub fn selected(&self) -> Service {
-        self.selected
+    /// The selected row: the replica chosen, or the nearest still shown if it went away.
+    pub fn selected(&self) -> ReplicaId {
+        self.selected_index()
+            .and_then(|index| self.shown().services.get(index))
+            .map_or(self.selected, |view| view.id())
+    }
+
+    /// Where the selected row is in the shown model: the replica chosen, else the row that took
+    /// its place (the rows are sorted, so the next one down), else the last.
+    fn selected_index(&self) -> Option<usize> {
+        let services = &self.shown().services;
+        let last = services.len().checked_sub(1)?;
+        Some(
+            services
+                .iter()
+                .position(|view| view.id() >= self.selected)
+                .unwrap_or(last),
+        )
     }
 
     pub fn logs_open(&self) -> bool {
@@ -80,9 +97,10 @@ impl App {
         self.help_open
     }
 
-    /// The service whose logs the logs feed should fetch, if any.
+    /// The service whose logs the logs feed should fetch, if any: the selected replica's
+    /// service (runtimes keep logs per service, or only the first replica's).
     pub fn logs_wanted(&self) -> Option<Service> {
-        self.logs_open.then_some(self.selected)
+        self.logs_open.then(|| self.selected().service)
     }
 
     /// A terminal event; only key presses matter (resizes just redraw).
@@ -135,9 +153,16 @@ impl App {
     }
 
     fn select(&mut self, step: isize) {
-        let last = Service::ALL.len() - 1;
-        let index = self.selected.index().saturating_add_signed(step).min(last);
-        self.selected = Service::ALL[index];
+        let Some(current) = self.selected_index() else {
+            return;
+        };
+        let services = &self.shown().services;
+        let index = current
+            .saturating_add_signed(step)
+            .min(services.len().saturating_sub(1));
+        if let Some(view) = services.get(index) {
+            self.selected = view.id();
+        }
     }
 }
 
@@ -185,11 +210,11 @@ mod tests {
     fn arrows_select_within_the_five_services_and_logs_follow_the_selection() {
         let mut app = app();
         press(&mut app, KeyCode::Up);
-        assert_eq!(app.selected(), Service::Gateway);
+        assert_eq!(app.selected(), ReplicaId::new(Service::Gateway, 1));
         for _ in 0..10 {
             press(&mut app, KeyCode::Down);
         }
-        assert_eq!(app.selected(), Service::Postgres);
+        assert_eq!(app.selected(), ReplicaId::new(Service::Postgres, 1));
         press(&mut app, KeyCode::Up);
         assert_eq!(app.logs_wanted(), None);
         press(&mut app, KeyCode::Char('l'));
@@ -200,19 +225,58 @@ mod tests {
     fn pause_freezes_the_screen_but_not_the_data() {
         let mut app = app();
         let t0 = Instant::now();
-        let stats = |hits| {
-            Update::Stats(Stats {
+        let stats = |hits| Update::Stats {
+            replica: 1,
+            stats: Stats {
                 hits,
                 redis_up: true,
                 ..Stats::default()
-            })
+            },
         };
         app.apply(stats(1), t0);
         press(&mut app, KeyCode::Char('p'));
         app.apply(stats(5), t0);
         assert!(app.paused());
-        assert_eq!(app.shown().cache.latest.as_ref().map(|s| s.hits), Some(1));
+        assert_eq!(app.shown().cache.latest().map(|s| s.hits), Some(1));
         press(&mut app, KeyCode::Char('p'));
-        assert_eq!(app.shown().cache.latest.as_ref().map(|s| s.hits), Some(5));
+        assert_eq!(app.shown().cache.latest().map(|s| s.hits), Some(5));
+    }
+
+    #[test]
+    fn the_selection_stays_on_its_replica_and_moves_down_when_it_goes_away() {
+        use crate::source::ServiceRow;
+
+        let mut app = app();
+        let t0 = Instant::now();
+        let rows = |caches: u16, proxy: bool| {
+            let mut rows = vec![ServiceRow::new(Service::Gateway, "running")];
+            if proxy {
+                rows.push(ServiceRow::new(Service::Proxy, "running"));
+            }
+            rows.extend((1..=caches).map(|replica| ServiceRow {
+                replica,
+                ..ServiceRow::new(Service::Cache, "running")
+            }));
+            rows.push(ServiceRow::new(Service::Store, "running"));
+            Update::Runtime(Ok(rows))
+        };
+        app.apply(rows(3, false), t0);
+        press(&mut app, KeyCode::Down);
+        press(&mut app, KeyCode::Down);
+        assert_eq!(app.selected(), ReplicaId::new(Service::Cache, 2));
+        press(&mut app, KeyCode::Enter);
+        assert_eq!(app.logs_wanted(), Some(Service::Cache));
+
+        // A row added above (the proxy, first) does not move the selection off cache.2.
+        app.apply(rows(3, true), t0);
+        assert_eq!(app.selected(), ReplicaId::new(Service::Cache, 2));
+        assert_eq!(app.shown().services[0].service, Service::Proxy);
+
+        // Scaled to one cache replica: the row below takes its place.
+        app.apply(rows(1, true), t0);
+        assert_eq!(app.selected(), ReplicaId::new(Service::Store, 1));
+        assert_eq!(app.logs_wanted(), Some(Service::Store));
+        press(&mut app, KeyCode::Up);
+        assert_eq!(app.selected(), ReplicaId::new(Service::Cache, 1));
     }
 }

@@ -1,17 +1,23 @@
 //! The live sources, one task each, pushing [`Update`]s into the app's channel:
 //!
-//! - `CacheStats/WatchStats` on the cache (the counters, every refresh interval);
-//! - `grpc.health.v1.Health/Watch` on the gateway, cache and store (pushed on change);
-//!   the cache and store over mutual TLS when the stack has certificates;
+//! - `CacheStats/WatchStats` on every cache replica (the counters, every refresh interval);
+//! - `grpc.health.v1.Health/Watch` on every gateway, cache and store replica (pushed on
+//!   change); the cache and store over mutual TLS when the stack has certificates;
 //! - the runtime's status, polled every refresh interval;
 //! - the selected service's recent logs, while the logs pane is open.
 //!
 //! A source that fails reports it and tries again with exponential backoff, forever: services
-//! come and go while the dashboard watches. A service the runtime republishes elsewhere (a
-//! container restarted on a new port) is followed there, see [`Feeds::follow`]. Nothing here
-//! touches the screen.
+//! come and go while the dashboard watches. The first replica of each service is watched from
+//! the start at the address the stack record gives; the runtime's rows then say where each
+//! replica answers now (a container restarted on a new port moves) and which replicas exist,
+//! see [`Feeds::track`]. Nothing here touches the screen.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    future::Future,
+    sync::Arc,
+    time::Duration,
+};
 
 use backon::{BackoffBuilder as _, ExponentialBackoff, ExponentialBuilder};
 use tokio::{
@@ -31,8 +37,8 @@ use userctl_proto::cache::v1::{WatchStatsRequest, cache_stats_client::CacheStats
 
 use crate::{
     ClientTls, Endpoints, format,
-    model::{GrpcHealth, Update},
-    source::{RuntimeSource, Service},
+    model::{GrpcHealth, ReplicaId, Update},
+    source::{RuntimeSource, Service, ServiceRow},
 };
 
 /// Lines of logs fetched for the logs pane; more than any terminal shows.
@@ -52,26 +58,27 @@ const MIN_LOGS_REFRESH: Duration = Duration::from_secs(1);
 /// The running feeds; [`Feeds::stop`] ends them.
 pub struct Feeds {
     cancel: CancellationToken,
-    tasks: JoinSet<()>,
-    /// Where the gateway, cache and store answer; the gRPC feeds read it at each connect.
-    addresses: Addresses,
+    tasks: JoinSet<Ended>,
+    /// The gRPC feeds of each `usersvc` replica watched.
+    replicas: HashMap<ReplicaId, Watched>,
+    tls: Option<Arc<ClientTls>>,
+    refresh: Duration,
+    updates: mpsc::Sender<Update>,
 }
 
-struct Addresses {
-    gateway: watch::Sender<String>,
-    cache: watch::Sender<String>,
-    store: watch::Sender<String>,
+/// The feeds of one `usersvc` replica: where it answers (read at each connect), and how to stop
+/// them when the replica goes away.
+struct Watched {
+    addr: watch::Sender<String>,
+    cancel: CancellationToken,
 }
 
-impl Addresses {
-    fn of(&self, service: Service) -> Option<&watch::Sender<String>> {
-        match service {
-            Service::Gateway => Some(&self.gateway),
-            Service::Cache => Some(&self.cache),
-            Service::Store => Some(&self.store),
-            Service::Redis | Service::Postgres => None,
-        }
-    }
+/// How a feed's task ended.
+enum Ended {
+    /// It was told to: the dashboard is closing, or its replica went away.
+    Stopped,
+    /// On its own, which feeds never do.
+    Finished,
 }
 
 impl Feeds {
@@ -87,67 +94,114 @@ impl Feeds {
         let mut feeds = Self {
             cancel: CancellationToken::new(),
             tasks: JoinSet::new(),
-            addresses: Addresses {
-                gateway: watch::Sender::new(endpoints.gateway.clone()),
-                cache: watch::Sender::new(endpoints.cache.clone()),
-                store: watch::Sender::new(endpoints.store.clone()),
-            },
+            replicas: HashMap::new(),
+            tls: tls.map(Arc::new),
+            refresh,
+            updates: updates.clone(),
         };
-        let tls = tls.map(Arc::new);
-        let cache = feeds.addresses.cache.subscribe();
-        let cache_tls = Peer::new(Service::Cache, tls.clone());
-        feeds.spawn(stats(cache, cache_tls, refresh, updates.clone()));
-        for service in [Service::Gateway, Service::Cache, Service::Store] {
-            if let Some(addr) = feeds.addresses.of(service).map(watch::Sender::subscribe) {
-                let peer = Peer::new(service, tls.clone());
-                feeds.spawn(health(service, addr, peer, updates.clone()));
-            }
+        for (service, addr) in [
+            (Service::Gateway, &endpoints.gateway),
+            (Service::Cache, &endpoints.cache),
+            (Service::Store, &endpoints.store),
+        ] {
+            feeds.watch(ReplicaId::new(service, 1), addr.clone());
         }
-        feeds.spawn(runtime_status(runtime.clone(), refresh, updates.clone()));
-        feeds.spawn(logs(runtime, refresh, logs_wanted, updates));
+        let cancel = feeds.cancel.clone();
+        feeds.spawn(
+            cancel.clone(),
+            runtime_status(runtime.clone(), refresh, updates.clone()),
+        );
+        feeds.spawn(cancel, logs(runtime, refresh, logs_wanted, updates));
         feeds
     }
 
-    fn spawn(&mut self, feed: impl Future<Output = ()> + Send + 'static) {
-        let cancel = self.cancel.clone();
+    fn spawn(
+        &mut self,
+        cancel: CancellationToken,
+        feed: impl Future<Output = ()> + Send + 'static,
+    ) {
         self.tasks.spawn(async move {
             tokio::select! {
-                () = cancel.cancelled() => {}
-                () = feed => {}
+                () = cancel.cancelled() => Ended::Stopped,
+                () = feed => Ended::Finished,
             }
         });
     }
 
-    /// Points `service`'s feeds at `addr` from their next connection on; a feed waiting to
-    /// retry tries at once. For the runtime's published address, which moves when a container
-    /// restarts on a port chosen by the engine.
-    pub fn follow(&self, service: Service, addr: &str) {
-        if let Some(current) = self.addresses.of(service) {
-            current.send_if_modified(|current| {
-                let moved = current != addr;
-                if moved {
-                    addr.clone_into(current);
-                }
-                moved
-            });
+    /// Starts the feeds of one `usersvc` replica: its health, and its counters if a cache.
+    fn watch(&mut self, id: ReplicaId, addr: String) {
+        let addr = watch::Sender::new(addr);
+        let cancel = self.cancel.child_token();
+        let peer = Peer::new(id.service, self.tls.clone());
+        let health = health(id, addr.subscribe(), peer.clone(), self.updates.clone());
+        self.spawn(cancel.clone(), health);
+        if id.service == Service::Cache {
+            let stats = stats(
+                id.replica,
+                addr.subscribe(),
+                peer,
+                self.refresh,
+                self.updates.clone(),
+            );
+            self.spawn(cancel.clone(), stats);
         }
+        self.replicas.insert(id, Watched { addr, cancel });
+    }
+
+    /// Follows the runtime's rows, the truth about which replicas exist and where each answers
+    /// now (the recorded addresses go stale when a container restarts on an engine-chosen
+    /// port): a replica seen for the first time is watched, one that moved is followed there
+    /// (a feed waiting to retry tries at once), and one no longer reported stops being
+    /// watched, except the first of each service, whose recorded address may yet answer.
+    pub fn track(&mut self, rows: &[ServiceRow]) {
+        for row in rows.iter().filter(|row| row.service.is_grpc()) {
+            let Some(addr) = &row.address else { continue };
+            let id = ReplicaId::new(row.service, row.replica);
+            match self.replicas.get(&id) {
+                Some(watched) => {
+                    watched.addr.send_if_modified(|current| {
+                        let moved = current != addr;
+                        if moved {
+                            addr.clone_into(current);
+                        }
+                        moved
+                    });
+                }
+                None => self.watch(id, addr.clone()),
+            }
+        }
+        let reported: HashSet<ReplicaId> = rows
+            .iter()
+            .map(|row| ReplicaId::new(row.service, row.replica))
+            .collect();
+        self.replicas.retain(|id, watched| {
+            let keep = id.replica == 1 || reported.contains(id);
+            if !keep {
+                watched.cancel.cancel();
+            }
+            keep
+        });
     }
 
     /// Resolves if a feed ends on its own, which only a bug (a panic) makes happen: the
     /// dashboard would otherwise go on showing data that no longer comes.
     pub async fn failure(&mut self) -> String {
-        match self.tasks.join_next().await {
-            Some(Err(err)) if err.is_panic() => {
-                let panic = err.into_panic();
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "no message".to_owned());
-                format!("a data feed panicked: {message}")
+        loop {
+            match self.tasks.join_next().await {
+                // A replica that went away; the others go on.
+                Some(Ok(Ended::Stopped)) => {}
+                Some(Err(err)) if err.is_panic() => {
+                    let panic = err.into_panic();
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "no message".to_owned());
+                    return format!("a data feed panicked: {message}");
+                }
+                Some(_) => return "a data feed stopped".to_owned(),
+                None => return std::future::pending().await,
             }
-            Some(_) => "a data feed stopped".to_owned(),
-            None => std::future::pending().await,
         }
     }
 
@@ -158,7 +212,9 @@ impl Feeds {
     }
 }
 
+/// One cache replica's counters.
 async fn stats(
+    replica: u16,
     mut addr: watch::Receiver<String>,
     peer: Peer,
     refresh: Duration,
@@ -170,11 +226,16 @@ async fn stats(
     let mut delays = backoff();
     loop {
         let current = addr.borrow_and_update().clone();
-        let (received, reason) = stream_stats(&current, &peer, interval_ms, stall, &updates).await;
+        let (received, reason) =
+            stream_stats(replica, &current, &peer, interval_ms, stall, &updates).await;
         if received {
             delays = backoff();
         }
-        if updates.send(Update::StatsLost(reason)).await.is_err() {
+        if updates
+            .send(Update::StatsLost { replica, reason })
+            .await
+            .is_err()
+        {
             return;
         }
         retry_after(next_delay(&mut delays), &mut addr).await;
@@ -183,6 +244,7 @@ async fn stats(
 
 /// Forwards one `WatchStats` stream; returns whether it delivered anything and why it ended.
 async fn stream_stats(
+    replica: u16,
     addr: &str,
     peer: &Peer,
     interval_ms: u32,
@@ -203,7 +265,11 @@ async fn stream_stats(
         match timeout(stall, stream.message()).await {
             Ok(Ok(Some(stats))) => {
                 received = true;
-                if updates.send(Update::Stats(stats)).await.is_err() {
+                if updates
+                    .send(Update::Stats { replica, stats })
+                    .await
+                    .is_err()
+                {
                     return (received, "the dashboard is closing".into());
                 }
             }
@@ -220,7 +286,7 @@ async fn stream_stats(
 }
 
 async fn health(
-    service: Service,
+    id: ReplicaId,
     mut addr: watch::Receiver<String>,
     peer: Peer,
     updates: mpsc::Sender<Update>,
@@ -228,13 +294,13 @@ async fn health(
     let mut delays = backoff();
     loop {
         let current = addr.borrow_and_update().clone();
-        match watch_health(service, &current, &peer, &updates).await {
+        match watch_health(id, &current, &peer, &updates).await {
             Watch::Lost { received } => {
                 if received {
                     delays = backoff();
                 }
                 let lost = Update::Health {
-                    service,
+                    id,
                     health: GrpcHealth::Unreachable,
                 };
                 if updates.send(lost).await.is_err() {
@@ -261,7 +327,7 @@ enum Watch {
 
 /// Forwards one `Health/Watch` stream (the server's overall health).
 async fn watch_health(
-    service: Service,
+    id: ReplicaId,
     addr: &str,
     peer: &Peer,
     updates: &mpsc::Sender<Update>,
@@ -286,11 +352,7 @@ async fn watch_health(
                 GrpcHealth::NotServing
             }
         };
-        if updates
-            .send(Update::Health { service, health })
-            .await
-            .is_err()
-        {
+        if updates.send(Update::Health { id, health }).await.is_err() {
             return Watch::Closing;
         }
         // A server that is not serving is usually draining, and an open watch would hold
@@ -376,7 +438,7 @@ impl Peer {
             Service::Cache => Some("cache"),
             Service::Store => Some("store"),
             // The gateway's ports are the stack's plaintext front door.
-            Service::Gateway | Service::Redis | Service::Postgres => None,
+            Service::Proxy | Service::Gateway | Service::Redis | Service::Postgres => None,
         };
         Self {
             tls: tls.zip(server_name),
@@ -464,4 +526,148 @@ fn chain(err: &(dyn std::error::Error + Send + Sync + 'static)) -> String {
         source = cause.source();
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::future::BoxFuture;
+    use tokio::net::TcpListener;
+    use tokio_stream::wrappers::TcpListenerStream;
+    use tonic::transport::Server;
+
+    use super::*;
+    use crate::source::{ServiceRow, SourceError};
+
+    /// Nothing listens here: connections are refused at once.
+    const NOWHERE: &str = "http://127.0.0.1:1";
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// A runtime with nothing to say; the test hands the feeds their rows itself.
+    struct Silent;
+
+    impl RuntimeSource for Silent {
+        fn status(&self) -> BoxFuture<'_, Result<Vec<ServiceRow>, SourceError>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+
+        fn recent_logs(
+            &self,
+            _: Service,
+            _: usize,
+        ) -> BoxFuture<'_, Result<Vec<String>, SourceError>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+    }
+
+    fn at(service: Service, replica: u16, addr: &str) -> ServiceRow {
+        ServiceRow {
+            replica,
+            address: Some(addr.to_owned()),
+            ..ServiceRow::new(service, "running")
+        }
+    }
+
+    /// Waits for the first update `pick` accepts, skipping the others.
+    async fn next<T>(
+        updates: &mut mpsc::Receiver<Update>,
+        pick: impl Fn(Update) -> Option<T>,
+    ) -> T {
+        timeout(WAIT, async {
+            loop {
+                let update = updates.recv().await.expect("the feeds run");
+                if let Some(found) = pick(update) {
+                    return found;
+                }
+            }
+        })
+        .await
+        .expect("the update within the wait")
+    }
+
+    fn watched(feeds: &Feeds) -> Vec<ReplicaId> {
+        let mut ids: Vec<ReplicaId> = feeds.replicas.keys().copied().collect();
+        ids.sort();
+        ids
+    }
+
+    #[tokio::test]
+    async fn a_replica_is_watched_at_its_own_address_while_reported_and_no_longer_after() {
+        let (reporter, service) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = format!("http://{}", listener.local_addr().expect("address"));
+        let server = tokio::spawn(
+            Server::builder()
+                .add_service(service)
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+
+        let endpoints = Endpoints {
+            gateway: NOWHERE.into(),
+            cache: NOWHERE.into(),
+            store: NOWHERE.into(),
+        };
+        let (updates_tx, mut updates) = mpsc::channel(256);
+        let (_logs_tx, logs_wanted) = watch::channel(None);
+        let refresh = Duration::from_millis(100);
+        let mut feeds = Feeds::start(
+            &endpoints,
+            None,
+            refresh,
+            Arc::new(Silent),
+            updates_tx,
+            logs_wanted,
+        );
+        let gateway = |replica| ReplicaId::new(Service::Gateway, replica);
+        let cache = |replica| ReplicaId::new(Service::Cache, replica);
+        let store = ReplicaId::new(Service::Store, 1);
+        assert_eq!(watched(&feeds), [gateway(1), cache(1), store]);
+
+        // The second gateway answers at its own address; the second cache nowhere.
+        feeds.track(&[
+            at(Service::Gateway, 2, &addr),
+            at(Service::Cache, 2, NOWHERE),
+        ]);
+        assert_eq!(
+            watched(&feeds),
+            [gateway(1), gateway(2), cache(1), cache(2), store]
+        );
+        let health = |id| {
+            move |update| match update {
+                Update::Health { id: from, health } if from == id => Some(health),
+                _ => None,
+            }
+        };
+        assert_eq!(
+            next(&mut updates, health(gateway(2))).await,
+            GrpcHealth::Serving
+        );
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        assert_eq!(
+            next(&mut updates, health(gateway(2))).await,
+            GrpcHealth::NotServing
+        );
+        // Cache replica 2 has a stats feed of its own, which reports its failure as its own.
+        let lost = |update| matches!(update, Update::StatsLost { replica: 2, .. }).then_some(());
+        next(&mut updates, lost).await;
+
+        // Both gone from the rows: their feeds stop, and that is no feed failing. The first
+        // replicas stay, at the recorded address, even when not reported.
+        feeds.track(&[]);
+        assert_eq!(watched(&feeds), [gateway(1), cache(1), store]);
+        assert!(
+            timeout(Duration::from_millis(500), feeds.failure())
+                .await
+                .is_err(),
+            "stopping a replica's feeds is not a failure"
+        );
+        // Runtime polls, logs, and the four feeds of the first replicas.
+        assert_eq!(feeds.tasks.len(), 6);
+        feeds.stop().await;
+        server.abort();
+    }
 }

@@ -1,12 +1,14 @@
 //! `userctl dashboard`: a live terminal view of a running stack — the cache's hit ratio and
-//! counters, each service's health, what changed, and the logs of one service.
+//! counters over every cache replica, the health of each replica, what changed, and the logs of
+//! one service.
 //!
 //! Layout:
 //!
 //! - [`source`]: what the dashboard asks of the runtime ([`RuntimeSource`]); the CLI implements
 //!   it over Docker or the local supervisor, so this crate knows neither.
-//! - `feeds`: one task per live source (`WatchStats`, `Health/Watch` per service, runtime
-//!   polls, logs), each pushing [`Update`]s into a channel and retrying with backoff.
+//! - `feeds`: one task per live source (`WatchStats` per cache replica, `Health/Watch` per
+//!   `usersvc` replica, runtime polls, logs), each pushing [`Update`]s into a channel and
+//!   retrying with backoff.
 //! - [`model`]: the data and how updates change it: ratios from counter deltas, events on
 //!   transitions. No I/O, no clock.
 //! - [`app`]: the [`App`] — the model plus what the user is looking at, and what keys do.
@@ -39,7 +41,7 @@ use tokio::{
 
 pub use app::{Action, App, Header};
 pub use error::DashboardError;
-pub use model::{Update, hit_ratio};
+pub use model::{ReplicaId, Update, hit_ratio};
 pub use source::{RuntimeSource, Service, ServiceRow, SourceError};
 
 /// Where the stack's gRPC services answer, as `http://host:port` URLs.
@@ -137,11 +139,11 @@ async fn event_loop(
         tokio::select! {
             update = updates.recv() => {
                 let Some(update) = update else { return Ok(()) };
-                follow_addresses(feeds, &update);
+                track_replicas(feeds, &update);
                 app.apply(update, Instant::now());
                 // Several sources often report at once: one redraw for all of them.
                 while let Ok(update) = updates.try_recv() {
-                    follow_addresses(feeds, &update);
+                    track_replicas(feeds, &update);
                     app.apply(update, Instant::now());
                 }
             }
@@ -171,14 +173,9 @@ async fn event_loop(
     }
 }
 
-/// The runtime's published addresses are the truth about where a service answers now; the
-/// recorded ones go stale when a container restarts on an engine-chosen port.
-fn follow_addresses(feeds: &feeds::Feeds, update: &Update) {
+/// The runtime's rows say which replicas exist and where each answers now.
+fn track_replicas(feeds: &mut feeds::Feeds, update: &Update) {
     if let Update::Runtime(Ok(rows)) = update {
-        for row in rows.iter().filter(|row| row.service.is_grpc()) {
-            if let Some(addr) = &row.address {
-                feeds.follow(row.service, addr);
-            }
-        }
+        feeds.track(rows);
     }
 }

@@ -9,9 +9,11 @@ use futures::future::BoxFuture;
 /// Any error a [`RuntimeSource`] reports; the dashboard shows its text and retries.
 pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The five services of a stack, in the order the dashboard lists them (front to back).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The services of a stack, in the order the dashboard lists them (front to back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Service {
+    /// HAProxy in front of two or more gateways; not part of a stack with one.
+    Proxy,
     Gateway,
     Cache,
     Store,
@@ -20,7 +22,8 @@ pub enum Service {
 }
 
 impl Service {
-    pub const ALL: [Service; 5] = [
+    pub const ALL: [Service; 6] = [
+        Self::Proxy,
         Self::Gateway,
         Self::Cache,
         Self::Store,
@@ -30,6 +33,7 @@ impl Service {
 
     pub fn name(self) -> &'static str {
         match self {
+            Self::Proxy => "proxy",
             Self::Gateway => "gateway",
             Self::Cache => "cache",
             Self::Store => "store",
@@ -43,16 +47,28 @@ impl Service {
         matches!(self, Self::Gateway | Self::Cache | Self::Store)
     }
 
-    /// Position in [`Service::ALL`].
-    pub fn index(self) -> usize {
-        self as usize
+    /// Whether every stack has it: the proxy comes and goes with the gateway count.
+    pub fn always_there(self) -> bool {
+        self != Self::Proxy
     }
 }
 
-/// One service as the runtime sees it; `None` where the runtime cannot say.
+/// The name of one replica on screen, as `userctl logs` names it: `cache` while the service
+/// has one replica, `cache.1`, `cache.2`… once it has several.
+pub fn label(service: Service, replica: u16, several: bool) -> String {
+    if several {
+        format!("{}.{replica}", service.name())
+    } else {
+        service.name().to_owned()
+    }
+}
+
+/// One replica of a service as the runtime sees it; `None` where the runtime cannot say.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceRow {
     pub service: Service,
+    /// Which replica, from 1; Redis, Postgres and the proxy have only replica 1.
+    pub replica: u16,
     /// running, exited, restarting, absent…
     pub state: String,
     /// The runtime's own health check: healthy, unhealthy, starting, none.
@@ -68,10 +84,11 @@ pub struct ServiceRow {
 }
 
 impl ServiceRow {
-    /// A row with only the state known.
+    /// A row for replica 1 with only the state known.
     pub fn new(service: Service, state: impl Into<String>) -> Self {
         Self {
             service,
+            replica: 1,
             state: state.into(),
             health: "none".into(),
             address: None,
@@ -86,10 +103,11 @@ impl ServiceRow {
 /// The runtime's view of the stack. Both calls may fail (the engine went away); the dashboard
 /// shows the error and asks again with backoff.
 pub trait RuntimeSource: Send + Sync {
-    /// One row per service the runtime knows about.
+    /// One row per replica the runtime knows about.
     fn status(&self) -> BoxFuture<'_, Result<Vec<ServiceRow>, SourceError>>;
 
-    /// The last `tail` lines `service` logged, oldest first.
+    /// The last `tail` lines `service` logged, oldest first (of every replica, or of the
+    /// first, as the runtime keeps them).
     fn recent_logs(
         &self,
         service: Service,

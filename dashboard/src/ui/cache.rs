@@ -1,4 +1,5 @@
-//! The cache's numbers: hit ratios, rates, totals, Redis and read times.
+//! The cache's numbers: hit ratios, rates, totals, Redis and read times, summed over every cache
+//! replica (read times: the slowest replica's).
 
 use std::time::Duration;
 
@@ -18,30 +19,34 @@ use crate::{
 };
 
 pub fn render(cache: &CacheView, theme: &Theme, area: Rect, buf: &mut Buffer) {
-    let title = match &cache.link {
-        Link::Up => Line::from(vec![
-            Span::raw(" Cache "),
+    let link = cache.link();
+    let (live, watched) = cache.live();
+    let status = match &link {
+        Link::Up if live < watched => vec![Span::styled(
+            format!("· {live} of {watched} replicas live "),
+            theme.warn,
+        )],
+        Link::Up if watched > 1 => vec![
             Span::styled("· live ", theme.ok),
-        ]),
-        Link::Connecting => Line::from(vec![
-            Span::raw(" Cache "),
-            Span::styled("· connecting… ", theme.dim),
-        ]),
-        Link::Down(_) => Line::from(vec![
-            Span::raw(" Cache "),
-            Span::styled("· unreachable, retrying ", theme.bad),
-        ]),
+            Span::raw(format!("· {watched} replicas ")),
+        ],
+        Link::Up => vec![Span::styled("· live ", theme.ok)],
+        Link::Connecting => vec![Span::styled("· connecting… ", theme.dim)],
+        Link::Down(_) => vec![Span::styled("· unreachable, retrying ", theme.bad)],
     };
-    // Last known numbers stay, dimmed, while the stream is down.
-    let value = if cache.link == Link::Up {
+    let title = Line::from([vec![Span::raw(" Cache ")], status].concat());
+    // Last known numbers stay, dimmed, while the streams are down.
+    let value = if link == Link::Up {
         Style::new()
     } else {
         theme.dim
     };
-    let stats = cache.latest.as_ref();
+    let stats = cache.latest();
+    let stats = stats.as_ref();
     let count =
         |pick: fn(&Stats) -> u64| stats.map_or_else(|| "-".to_owned(), |s| pick(s).to_string());
-    let window = cache.window.as_ref();
+    let window = cache.window();
+    let window = window.as_ref();
     let now = match window {
         Some(window) => window
             .ratio
@@ -56,7 +61,7 @@ pub fn render(cache: &CacheView, theme: &Theme, area: Rect, buf: &mut Buffer) {
     };
     let redis = match stats {
         None => Span::styled("-", theme.dim),
-        Some(_) if cache.link != Link::Up => Span::styled("? (no stats)", theme.dim),
+        Some(_) if link != Link::Up => Span::styled("? (no stats)", theme.dim),
         Some(s) if s.redis_up => Span::styled("● up", theme.ok),
         Some(_) => Span::styled("✗ down (store serves reads)", theme.bad),
     };
@@ -119,6 +124,11 @@ pub fn render(cache: &CacheView, theme: &Theme, area: Rect, buf: &mut Buffer) {
             vec![
                 pair("p50", latency(|s| s.read_p50_us)),
                 pair("p99", latency(|s| s.read_p99_us)),
+                if watched > 1 {
+                    vec![Span::styled("slowest replica", theme.dim)]
+                } else {
+                    Vec::new()
+                },
             ],
         ),
     ];

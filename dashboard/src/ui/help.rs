@@ -20,7 +20,7 @@ pub fn render(theme: &Theme, area: Rect, buf: &mut Buffer) {
     let lines = vec![
         key("q, Ctrl-C", "quit"),
         key("Esc", "close help or logs, else quit"),
-        key("↑ ↓  (k j)", "select a service"),
+        key("↑ ↓  (k j)", "select a row (one per replica)"),
         key("Enter, l", "show or hide the selected service's logs"),
         key("p", "pause or resume the screen (data keeps coming)"),
         key("?", "this help"),
@@ -31,11 +31,12 @@ pub fn render(theme: &Theme, area: Rect, buf: &mut Buffer) {
             theme.dim,
         ),
         Line::raw(""),
-        Line::raw("  Hit ratio = hits / (hits + misses); negative hits (cached"),
-        Line::raw("  not-found) are counted on their own. \"now\" is the last"),
-        Line::raw("  interval, \"since start\" since the cache started, as"),
-        Line::raw("  CacheStats/GetStats reports it. The sparkline spans 0-100%"),
-        Line::raw("  (its lowest step includes 0%); blank means no reads."),
+        Line::raw("  Hit ratio = hits / (hits + misses) over every cache replica;"),
+        Line::raw("  negative hits (cached not-found) are counted on their own."),
+        Line::raw("  \"now\" is the last interval, \"since start\" since the caches"),
+        Line::raw("  started, as `userctl stats` totals CacheStats/GetStats. The"),
+        Line::raw("  sparkline spans 0-100% (its lowest step includes 0%); blank"),
+        Line::raw("  means no reads."),
     ];
     Clear.render(popup, buf);
     Paragraph::new(lines)

@@ -4,8 +4,11 @@ use ratatui::layout::{Constraint, Layout, Rect};
 
 pub const MIN_WIDTH: u16 = 20;
 pub const MIN_HEIGHT: u16 = 4;
-/// Borders, the column titles and five rows.
-const SERVICES_HEIGHT: u16 = 8;
+/// Borders and the column titles, above the rows.
+const SERVICES_FRAME: u16 = 3;
+/// The services table's height with five rows, a stack without replicas. More rows take more
+/// lines, up to this or half the body, whichever is more; past that the table scrolls.
+const SERVICES_HEIGHT: u16 = SERVICES_FRAME + 5;
 /// Borders and six lines of numbers.
 const CACHE_HEIGHT: u16 = 8;
 /// The cache numbers' width when the sparkline sits beside them.
@@ -31,7 +34,8 @@ pub struct Panes {
 }
 
 impl Panes {
-    pub fn plan(area: Rect, logs_open: bool) -> Option<Self> {
+    /// `rows`: how many rows the services table has.
+    pub fn plan(area: Rect, logs_open: bool, rows: usize) -> Option<Self> {
         if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
             return None;
         }
@@ -44,8 +48,12 @@ impl Panes {
         .areas(area);
 
         // The cache numbers matter most, then the services, then the rest.
-        let (services_height, cache_height) = if body.height >= SERVICES_HEIGHT + CACHE_HEIGHT {
-            (SERVICES_HEIGHT, CACHE_HEIGHT)
+        let wanted = u16::try_from(rows)
+            .unwrap_or(u16::MAX)
+            .saturating_add(SERVICES_FRAME)
+            .min(SERVICES_HEIGHT.max(body.height / 2));
+        let (services_height, cache_height) = if body.height >= wanted + CACHE_HEIGHT {
+            (wanted, CACHE_HEIGHT)
         } else if body.height >= CACHE_HEIGHT + 4 {
             (body.height - CACHE_HEIGHT, CACHE_HEIGHT)
         } else {

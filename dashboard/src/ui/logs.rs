@@ -1,4 +1,4 @@
-//! The recent log lines of the selected service.
+//! The recent log lines of the selected row's service.
 
 use ratatui::{
     buffer::Buffer,
@@ -11,7 +11,7 @@ use super::theme::Theme;
 use crate::{app::App, model::Model};
 
 pub fn render(app: &App, model: &Model, theme: &Theme, area: Rect, buf: &mut Buffer) {
-    let service = app.selected();
+    let service = app.selected().service;
     let rows = usize::from(area.height.saturating_sub(2));
     let lines: Vec<Line> = match &model.logs {
         Some(logs) if logs.service == service => match &logs.lines {

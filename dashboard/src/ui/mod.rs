@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  header: what is watched, refresh, LIVE/PAUSED
-//!  services table                         (gateway, cache, store, redis, postgres)
+//!  services table, a row per replica      (proxy, gateway, cache, store, redis, postgres)
 //!  cache numbers        | hit-ratio sparkline
 //!  events               | logs of the selected service (when open)
 //!  footer: keys
@@ -40,7 +40,7 @@ use theme::Theme;
 impl Widget for &App {
     fn render(self, area: Rect, buf: &mut Buffer) {
         let theme = Theme::new(self.color);
-        let Some(panes) = Panes::plan(area, self.logs_open()) else {
+        let Some(panes) = Panes::plan(area, self.logs_open(), self.shown().services.len()) else {
             Paragraph::new("too small")
                 .wrap(Wrap { trim: true })
                 .style(theme.dim)

@@ -1,10 +1,11 @@
-//! The services table: one row per service, columns dropped from the right on narrow screens.
+//! The services table: one row per replica, columns dropped from the right on narrow screens,
+//! scrolled to keep the selected row in view when the rows outnumber the lines.
 
 use ratatui::{
     buffer::Buffer,
-    layout::Rect,
+    layout::{Constraint, Rect},
     text::{Line, Span},
-    widgets::{Block, Cell, Row, Table, Widget},
+    widgets::{Block, Cell, Row, StatefulWidget, Table, TableState},
 };
 
 use super::theme::Theme;
@@ -15,9 +16,16 @@ use crate::{
     source::Service,
 };
 
+/// The name column at its narrowest: the selection marker and `postgres`. It is always the
+/// first column.
+const NAME_WIDTH: u16 = 10;
+/// The selection marker before each name.
+const MARKER_WIDTH: u16 = 2;
+
 /// One column of the services table; narrower screens drop the highest `drop_order` first.
 struct Column {
     title: &'static str,
+    /// The least it takes; the name column widens for long replica names.
     width: u16,
     drop_order: u8,
     /// Comes from the runtime's last answer, so it goes stale (dim) while the runtime is down.
@@ -28,10 +36,10 @@ struct Column {
 const COLUMNS: [Column; 8] = [
     Column {
         title: "  SERVICE",
-        width: 10,
+        width: NAME_WIDTH,
         drop_order: 0,
         from_runtime: false,
-        cell: |view, _, _| Span::raw(view.service.name()),
+        cell: |view, model, _| Span::raw(model.label(view.id())),
     },
     Column {
         title: "STATE",
@@ -140,7 +148,7 @@ fn health_cell(view: &ServiceView, _: &Model, theme: &Theme) -> Span<'static> {
 /// Live health: `Health/Watch` for the `usersvc` services, the cache's view of Redis.
 fn live_cell(view: &ServiceView, model: &Model, theme: &Theme) -> Span<'static> {
     if view.service == Service::Redis {
-        return match (&model.cache.link, &model.cache.latest) {
+        return match (model.cache.link(), model.cache.latest()) {
             (Link::Up, Some(stats)) if stats.redis_up => Span::styled("● up", theme.ok),
             (Link::Up, Some(_)) => Span::styled("✗ down", theme.bad),
             _ => Span::styled("-", theme.dim),
@@ -159,15 +167,25 @@ fn live_cell(view: &ServiceView, model: &Model, theme: &Theme) -> Span<'static> 
 
 pub fn render(app: &App, model: &Model, theme: &Theme, area: Rect, buf: &mut Buffer) {
     let inner_width = area.width.saturating_sub(2);
-    let columns = fitting_columns(inner_width);
+    let name_width = model
+        .services
+        .iter()
+        .map(|view| model.label(view.id()).chars().count())
+        .max()
+        .and_then(|longest| u16::try_from(longest).ok())
+        .map_or(NAME_WIDTH, |longest| {
+            (longest + MARKER_WIDTH).max(NAME_WIDTH)
+        });
+    let columns = fitting_columns(inner_width, name_width);
     let header = Row::new(
         columns
             .iter()
             .map(|column| Cell::from(Span::styled(column.title, theme.title))),
     );
     let stale = matches!(model.runtime, Link::Down(_));
+    let selected = app.selected();
     let rows = model.services.iter().map(|view| {
-        let selected = view.service == app.selected();
+        let selected = view.id() == selected;
         let cells = columns.iter().enumerate().map(|(i, column)| {
             let mut span = (column.cell)(view, model, theme);
             if stale && column.from_runtime {
@@ -200,22 +218,30 @@ pub fn render(app: &App, model: &Model, theme: &Theme, area: Rect, buf: &mut Buf
             Span::styled(format!("· runtime: {reason}; retrying "), theme.bad),
         ]),
     };
-    Table::new(rows, columns.iter().map(|column| column.width))
+    let widths = columns
+        .iter()
+        .enumerate()
+        .map(|(i, column)| Constraint::Length(if i == 0 { name_width } else { column.width }));
+    // The state only scrolls; the row's own style and marker show the selection.
+    let mut state = TableState::default()
+        .with_selected(model.services.iter().position(|view| view.id() == selected));
+    Table::new(rows, widths)
         .header(header)
         .column_spacing(1)
         .block(Block::bordered().title(title))
-        .render(area, buf);
+        .render(area, buf, &mut state);
 }
 
-/// The columns that fit `width`, dropping whole groups in `drop_order`.
-fn fitting_columns(width: u16) -> Vec<&'static Column> {
+/// The columns that fit `width`, dropping whole groups in `drop_order`. The first, the name,
+/// always stays, and takes `name_width`.
+fn fitting_columns(width: u16, name_width: u16) -> Vec<&'static Column> {
     for keep_up_to in (0..=3).rev() {
         let kept: Vec<&Column> = COLUMNS
             .iter()
             .filter(|column| column.drop_order <= keep_up_to)
             .collect();
-        let needed: u16 = kept.iter().map(|column| column.width + 1).sum();
-        if needed <= width + 1 {
+        let others: u16 = kept.iter().skip(1).map(|column| column.width + 1).sum();
+        if name_width + 1 + others <= width + 1 {
             return kept;
         }
     }

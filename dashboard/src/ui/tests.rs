@@ -10,7 +10,7 @@ use userctl_proto::cache::v1::Stats;
 use crate::{
     app::{App, Header},
     format::percent,
-    model::{GrpcHealth, Update},
+    model::{GrpcHealth, ReplicaId, Update},
     source::{Service, ServiceRow},
 };
 
@@ -63,11 +63,13 @@ fn watched(seconds: u64) -> (App, Instant) {
     app.apply(Update::Runtime(Ok(healthy_rows())), t0);
     for service in [Service::Gateway, Service::Cache, Service::Store] {
         let health = GrpcHealth::Serving;
-        app.apply(Update::Health { service, health }, t0);
+        let id = ReplicaId::new(service, 1);
+        app.apply(Update::Health { id, health }, t0);
     }
     for second in 0..=seconds {
         let at = t0 + Duration::from_secs(second);
-        app.apply(Update::Stats(stats(second, true, 0)), at);
+        let stats = stats(second, true, 0);
+        app.apply(Update::Stats { replica: 1, stats }, at);
     }
     (app, t0)
 }
@@ -84,7 +86,13 @@ fn degraded() -> App {
         let mut sample = stats(second, false, (second - 30) * 40);
         sample.hits = stats(30, true, 0).hits;
         sample.misses = stats(30, true, 0).misses + (second - 30) * 40;
-        app.apply(Update::Stats(sample), at);
+        app.apply(
+            Update::Stats {
+                replica: 1,
+                stats: sample,
+            },
+            at,
+        );
     }
     let mut rows = healthy_rows();
     rows[3] = ServiceRow {
@@ -100,17 +108,76 @@ fn unreachable() -> App {
     let (mut app, t0) = watched(30);
     let at = t0 + Duration::from_secs(31);
     app.apply(
-        Update::StatsLost("Connection refused (os error 111)".into()),
+        Update::StatsLost {
+            replica: 1,
+            reason: "Connection refused (os error 111)".into(),
+        },
         at,
     );
     for service in [Service::Gateway, Service::Cache, Service::Store] {
         let health = GrpcHealth::Unreachable;
-        app.apply(Update::Health { service, health }, at);
+        let id = ReplicaId::new(service, 1);
+        app.apply(Update::Health { id, health }, at);
     }
     app.apply(
         Update::Runtime(Err("cannot reach the Docker engine".into())),
         at,
     );
+    app
+}
+
+/// Two gateways behind the proxy and two cache replicas, watched for 30 s: the cache replicas
+/// take different shares of the reads and the second is slower.
+fn replicated() -> App {
+    let t0 = Instant::now();
+    let header = Header {
+        title: "project demo · local runtime".into(),
+        refresh: Duration::from_secs(1),
+    };
+    let mut app = App::new(header, false, t0);
+    let replica = |service, replica: u16, uptime| ServiceRow {
+        replica,
+        address: Some(format!("http://127.0.0.1:{}", 40000 + replica)),
+        restarts: Some(0),
+        ..row(service, "running", "healthy", uptime)
+    };
+    let mut rows = healthy_rows();
+    rows.extend([
+        replica(Service::Proxy, 1, 3725),
+        replica(Service::Gateway, 2, 3725),
+        replica(Service::Cache, 2, 600),
+    ]);
+    app.apply(Update::Runtime(Ok(rows)), t0);
+    for (service, replica) in [
+        (Service::Gateway, 1),
+        (Service::Gateway, 2),
+        (Service::Cache, 1),
+        (Service::Cache, 2),
+        (Service::Store, 1),
+    ] {
+        let id = ReplicaId::new(service, replica);
+        let health = GrpcHealth::Serving;
+        app.apply(Update::Health { id, health }, t0);
+    }
+    for second in 0..=30 {
+        let at = t0 + Duration::from_secs(second);
+        let first = stats(second, true, 0);
+        app.apply(
+            Update::Stats {
+                replica: 1,
+                stats: first,
+            },
+            at,
+        );
+        let stats = Stats {
+            hits: 200 + second * 45,
+            misses: 50 + second * 5,
+            read_p99_us: 2400,
+            uptime_secs: 600 + second,
+            ..first
+        };
+        app.apply(Update::Stats { replica: 2, stats }, at);
+    }
     app
 }
 
@@ -148,6 +215,43 @@ fn redis_down_shows_the_cache_failing_open() {
 #[test]
 fn an_unreachable_stack_shows_every_source_down() {
     insta::assert_snapshot!(screen(&unreachable(), 100, 30));
+}
+
+#[test]
+fn two_cache_replicas_and_two_gateways_behind_the_proxy() {
+    insta::assert_snapshot!(screen(&replicated(), 100, 30));
+}
+
+#[test]
+fn the_cache_panel_shows_the_sum_over_the_replicas() {
+    let app = replicated();
+    let screen = screen(&app, 100, 30);
+    let total = |second| stats(second, true, 0).hits + 200 + second * 45;
+    assert!(
+        screen.contains(&format!("Totals     hits {} ", total(30))),
+        "{screen}"
+    );
+    let (hits, misses) = (total(30), stats(30, true, 0).misses + 50 + 30 * 5);
+    let ratio = crate::hit_ratio(hits, misses).expect("reads");
+    assert!(
+        screen.contains(&format!("since start {}", percent(ratio))),
+        "{screen}"
+    );
+    // 95 + 45 hits and 5 + 5 misses a second over both.
+    assert!(screen.contains("now 93.3%"), "{screen}");
+}
+
+#[test]
+fn the_selected_replica_stays_in_view_on_a_short_screen() {
+    let mut app = replicated();
+    for _ in 0..7 {
+        press(&mut app, KeyCode::Down);
+    }
+    let screen = screen(&app, 80, 18);
+    assert!(screen.contains("▶ postgres"), "{screen}");
+    press(&mut app, KeyCode::Enter);
+    let screen = self::screen(&app, 120, 40);
+    assert!(screen.contains("Logs · postgres"), "{screen}");
 }
 
 #[test]
@@ -213,6 +317,16 @@ fn every_size_renders_without_panicking() {
     }
     press(&mut app, KeyCode::Char('?'));
     press(&mut app, KeyCode::Enter);
+    for width in (0..=130).step_by(7) {
+        for height in 0..=40 {
+            render(&app, width, height);
+        }
+    }
+    // More rows than some screens have lines, the last one selected.
+    let mut app = replicated();
+    for _ in 0..10 {
+        press(&mut app, KeyCode::Down);
+    }
     for width in (0..=130).step_by(7) {
         for height in 0..=40 {
             render(&app, width, height);

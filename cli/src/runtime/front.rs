@@ -127,9 +127,10 @@ enum Door {
 
 /// The `server` lines of one backend; every check asks the replica's HTTP port.
 fn servers(gateways: &Gateways, door: Door) -> String {
-    let proto = match door {
-        Door::Grpc => " proto h2",
-        Door::Http => "",
+    // The check asks the HTTP door, over HTTP/1.1 whatever the server's own protocol.
+    let (proto, check_proto) = match door {
+        Door::Grpc => (" proto h2", " check-proto h1"),
+        Door::Http => ("", ""),
     };
     match gateways {
         Gateways::Listed(addrs) => addrs
@@ -141,7 +142,7 @@ fn servers(gateways: &Gateways, door: Door) -> String {
                     Door::Http => addr.http_port,
                 };
                 format!(
-                    "    server gateway{} {}:{port}{proto} check port {}\n",
+                    "    server gateway{} {}:{port}{proto} check port {}{check_proto}\n",
                     index + 1,
                     addr.host,
                     addr.http_port
@@ -161,7 +162,7 @@ fn servers(gateways: &Gateways, door: Door) -> String {
             };
             format!(
                 "    server-template gateway {slots} {name}:{port}{proto} check port {http_port} \
-                 resolvers dns init-addr none\n"
+                 resolvers dns init-addr none{check_proto}\n"
             )
         }
     }
@@ -196,7 +197,9 @@ mod tests {
         assert!(text.contains("bind 127.0.0.1:50051 proto h2"), "{text}");
         assert!(text.contains("bind 127.0.0.1:8080\n"), "{text}");
         assert!(
-            text.contains("server gateway1 127.0.0.1:41001 proto h2 check port 41002"),
+            text.contains(
+                "server gateway1 127.0.0.1:41001 proto h2 check port 41002 check-proto h1\n"
+            ),
             "{text}"
         );
         assert!(

@@ -392,3 +392,152 @@ fn load_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, Run
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> Plan {
+        Plan {
+            fingerprint: "f".into(),
+            generation: 0,
+            usersvc: "usersvc".into(),
+            redis: RedisPlan::External {
+                url: "redis://127.0.0.1:6379".into(),
+            },
+            store_port: 50053,
+            cache_port: 50052,
+            gateway_port: 50051,
+            http_port: 8080,
+            stores: Vec::new(),
+            caches: Vec::new(),
+            gateways: Vec::new(),
+            haproxy: None,
+            wait_timeout_ms: default_wait_ms(),
+            database_url: "sqlite://userctl.db".into(),
+            jwt_key: "jwt.key".into(),
+            tls_dir: "tls".into(),
+            cors_origins: Vec::new(),
+        }
+    }
+
+    /// Ports from 40000 up, as a picker would give them.
+    fn picker() -> impl FnMut(Service) -> Result<u16, RuntimeError> {
+        let mut next = 40_000;
+        move |_| {
+            next += 1;
+            Ok(next)
+        }
+    }
+
+    fn replicas(gateway: u16, cache: u16, store: u16) -> Replicas {
+        Replicas {
+            gateway,
+            cache,
+            store,
+        }
+    }
+
+    #[test]
+    fn a_plan_from_before_replicas_reads_as_one_of_each_at_the_published_ports() {
+        let mut json = serde_json::to_value(plan()).expect("json");
+        for key in [
+            "stores",
+            "caches",
+            "gateways",
+            "generation",
+            "wait_timeout_ms",
+        ] {
+            json.as_object_mut().expect("object").remove(key);
+        }
+        let old: Plan = serde_json::from_value(json).expect("an old plan reads");
+        let old = old.normalized();
+        assert_eq!(old.replicas(), Replicas::default());
+        assert!(!old.has_proxy());
+        assert_eq!(old.store_addrs(), "http://127.0.0.1:50053");
+        assert_eq!(
+            old.address(Service::Gateway, 1).as_deref(),
+            Some("http://127.0.0.1:50051")
+        );
+        assert_eq!(old.wait_timeout(), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn new_replicas_get_free_ports_and_the_first_keeps_the_published_one() {
+        let mut pick = picker();
+        let plan = plan()
+            .with_replicas(replicas(1, 3, 2), &mut pick)
+            .expect("plan");
+        assert_eq!(plan.stores, [50053, 40001]);
+        assert_eq!(plan.caches, [50052, 40002, 40003]);
+        assert_eq!(
+            plan.store_addrs(),
+            "http://127.0.0.1:50053,http://127.0.0.1:40001"
+        );
+        assert!(plan.front().is_none(), "no proxy with one gateway");
+
+        let smaller = plan
+            .clone()
+            .with_replicas(replicas(1, 2, 2), &mut pick)
+            .expect("plan");
+        assert_eq!(
+            smaller.caches,
+            [50052, 40002],
+            "the replicas that stay keep their ports"
+        );
+        assert_eq!(smaller.stores, plan.stores);
+    }
+
+    #[test]
+    fn two_gateways_move_the_published_ports_to_the_proxy_and_back() {
+        let mut pick = picker();
+        let one = plan()
+            .with_replicas(Replicas::default(), &mut pick)
+            .expect("plan");
+        let two = one
+            .clone()
+            .with_replicas(replicas(2, 1, 1), &mut pick)
+            .expect("plan");
+        assert!(two.has_proxy());
+        assert!(
+            two.gateways
+                .iter()
+                .all(|ports| ports.grpc != 50051 && ports.http != 8080),
+            "every gateway has ports of its own: {:?}",
+            two.gateways
+        );
+        assert_eq!(two.front_url(), "http://127.0.0.1:50051");
+        let front = two.front().expect("a proxy");
+        assert_eq!(front.grpc_bind, "127.0.0.1:50051");
+        assert_eq!(front.http_bind, "127.0.0.1:8080");
+
+        let three = two
+            .clone()
+            .with_replicas(replicas(3, 1, 1), &mut pick)
+            .expect("plan");
+        assert_eq!(
+            three.gateways[..2],
+            two.gateways[..],
+            "gateways that stay keep ports"
+        );
+
+        let back = three
+            .with_replicas(Replicas::default(), &mut pick)
+            .expect("plan");
+        assert_eq!(back.gateways, one.gateways);
+        assert!(!back.has_proxy());
+    }
+
+    #[test]
+    fn the_first_replica_logs_where_it_always_did() {
+        let dir = Path::new("/x");
+        assert_eq!(
+            log_path(dir, Service::Cache, 1),
+            Path::new("/x/logs/cache.log")
+        );
+        assert_eq!(
+            log_path(dir, Service::Cache, 2),
+            Path::new("/x/logs/cache.2.log")
+        );
+    }
+}

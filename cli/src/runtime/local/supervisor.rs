@@ -96,10 +96,11 @@ pub async fn supervise(home: &ProjectHome) -> Result<()> {
         error: None,
         phase: None,
     }));
-    save(&state, &dir);
+    // The handlers first: the saved state says SIGHUP is safe to send.
     let shutdown = on_signal()?;
     let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|err| RuntimeError::other("handling SIGHUP", err))?;
+    save(&state, &dir);
 
     let mut supervisor = Supervisor {
         home: home.clone(),

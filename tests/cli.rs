@@ -150,6 +150,49 @@ async fn each_failure_has_its_exit_code_and_one_line() {
     }
 }
 
+/// Replica counts and services are checked before anything is touched, and the commands that
+/// act on a running stack say so when there is none.
+#[tokio::test]
+async fn scale_restart_and_stats_refuse_bad_input_and_a_stack_that_is_not_up() {
+    let home = tempfile::tempdir().expect("home");
+    let userctl = Userctl::new(home.path());
+    let cases: [(&[&str], i32, &str); 10] = [
+        (&["scale", "cache=0"], 2, "at least one cache"),
+        (&["scale", "web=2"], 2, "cannot be scaled"),
+        (&["scale", "redis=2"], 2, "cannot be scaled"),
+        (&["scale", "cache=99"], 2, "per CPU core"),
+        (&["scale"], 2, "SERVICE=N"),
+        (
+            &["up", "--replicas", "gateway=0"],
+            2,
+            "at least one gateway",
+        ),
+        (&["restart", "redis"], 2, "cannot restart \"redis\""),
+        (&["restart", "cache"], 4, "is not up"),
+        (&["scale", "cache=2"], 4, "is not up"),
+        (&["stats"], 4, "is not up"),
+    ];
+    for (args, code, says) in cases {
+        let run = userctl.run(args).await;
+        assert_eq!(run.code, code, "{args:?}: {run:?}");
+        assert!(run.stderr.contains(says), "{args:?}: {run:?}");
+        assert!(run.stderr.starts_with("error: "), "{args:?}: {run:?}");
+    }
+
+    let mut up = userctl.command(&["up", "--runtime", "local"]);
+    up.env("USERCTL_REPLICAS", "cache=0");
+    let run = userctl_tests::cli::run_command(up, "").await.expect_code(2);
+    assert!(
+        run.stderr
+            .starts_with("error: env USERCTL_REPLICAS: cache=0: a stack needs at least one cache"),
+        "{run:?}"
+    );
+    assert!(
+        !userctl.project_dir().join("local").exists(),
+        "nothing was started: {run:?}"
+    );
+}
+
 #[tokio::test]
 async fn an_expired_saved_token_asks_to_log_in_again() {
     let f = fixture().await;

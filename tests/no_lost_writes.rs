@@ -255,3 +255,154 @@ async fn no_acknowledged_registration_is_lost_while_redis_and_the_store_restart(
     }
     stack.stop().await;
 }
+
+/// The same promise with two replicas of every service behind `userctl`, while each service is
+/// restarted replica by replica (`userctl restart`): a rolling restart fails no registration, so
+/// every attempt is answered OK or ALREADY_EXISTS; every OK is stored once with the id its
+/// client got; nothing is stored that nobody was told about.
+///
+/// Size: registrations go on, from one address through the published front, until all three
+/// rolling restarts are done (about half a minute on two cores); the budget per address is
+/// raised through the environment `userctl up` passes on to the local services
+/// (`USERSVC_REGISTRATIONS_PER_PEER`), since a storm from one address is what it exists to stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_acknowledged_registration_is_lost_while_every_service_restarts_replica_by_replica() {
+    use userctl_tests::{
+        cli::{Userctl, run_command},
+        e2e::{LOCAL_UP, Teardown, status},
+    };
+    /// Registrations in flight at once, and every how many attempts one repeats an account.
+    const IN_FLIGHT: usize = 8;
+    const REPEAT_EVERY: usize = 3;
+
+    let home = tempfile::tempdir().expect("home");
+    let userctl = Userctl::new(home.path());
+    let _teardown = Teardown(userctl.clone());
+    let mut up =
+        userctl.command(&[LOCAL_UP, &["--replicas", "gateway=2,cache=2,store=2"]].concat());
+    up.env("USERSVC_REGISTRATIONS_PER_PEER", "1000000");
+    run_command(up, "").await.ok();
+    let rows = status(&userctl).await;
+    let front = rows
+        .iter()
+        .find(|row| row["service"] == "proxy")
+        .and_then(|row| row["address"].as_str())
+        .expect("a proxy holds the published gateway port")
+        .to_owned();
+    let gateway = userctl_proto::gateway::v1::gateway_client::GatewayClient::new(
+        tonic::transport::Channel::from_shared(front)
+            .expect("front URL")
+            .connect()
+            .await
+            .expect("connect to the front"),
+    );
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let started = Instant::now();
+    let storm = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let attempts = (0..).map_while(|n: usize| {
+                // An account attempted before comes back every REPEAT_EVERY attempts.
+                let account = if n % REPEAT_EVERY == REPEAT_EVERY - 1 {
+                    n / 2
+                } else {
+                    n
+                };
+                (!stop.is_cancelled()).then_some((account, n % ATTEMPTS))
+            });
+            futures::stream::iter(attempts)
+                .map(|(account, attempt)| {
+                    let mut gateway = gateway.clone();
+                    async move {
+                        let mut request = Request::new(RegisterRequest {
+                            email: spelling(account, attempt),
+                            full_name: format!("User {account}"),
+                            password: format!("password of user {account}"),
+                        });
+                        request.set_timeout(Duration::from_secs(30));
+                        let result = gateway.register(request).await.map(|r| r.into_inner());
+                        Attempt { account, result }
+                    }
+                })
+                .buffer_unordered(IN_FLIGHT)
+                .collect::<Vec<_>>()
+                .await
+        }
+    });
+    let mut timeline = Vec::new();
+    for service in ["store", "cache", "gateway"] {
+        userctl.run(&["restart", service]).await.ok();
+        timeline.push(format!(
+            "{service} restarted by {:.1} s",
+            started.elapsed().as_secs_f64()
+        ));
+    }
+    stop.cancel();
+    let attempts = tokio::time::timeout(STORM_LIMIT, storm)
+        .await
+        .expect("the storm finishes in time")
+        .expect("storm task");
+
+    let mut by_code: BTreeMap<String, usize> = BTreeMap::new();
+    let mut acknowledged: BTreeMap<usize, Vec<&Profile>> = BTreeMap::new();
+    for attempt in &attempts {
+        let code = attempt
+            .result
+            .as_ref()
+            .map_or_else(|status| status.code(), |_| Code::Ok);
+        *by_code.entry(format!("{code:?}")).or_default() += 1;
+        if let Ok(profile) = &attempt.result {
+            acknowledged
+                .entry(attempt.account)
+                .or_default()
+                .push(profile);
+        }
+    }
+    let database = userctl.project_dir().join("local").join("userctl.db");
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!(
+        "sqlite://{}?mode=ro",
+        database.display()
+    ))
+    .await
+    .expect("open the stack's SQLite file");
+    let rows: Vec<(i64, String)> = sqlx::query_as("SELECT id, email FROM users ORDER BY id")
+        .fetch_all(&mut conn)
+        .await
+        .expect("read users");
+    let stored: BTreeMap<&str, i64> = rows
+        .iter()
+        .map(|(id, email)| (email.as_str(), *id))
+        .collect();
+    println!(
+        "{} registrations through two gateways while every service restarted: {by_code:?}; {}; {} accounts stored",
+        attempts.len(),
+        timeline.join(", "),
+        stored.len()
+    );
+
+    assert!(
+        attempts.len() >= 100,
+        "registrations kept going through the restarts: {}",
+        attempts.len()
+    );
+    assert_eq!(
+        by_code.keys().cloned().collect::<Vec<_>>(),
+        ["AlreadyExists", "Ok"],
+        "a rolling restart fails no registration: {by_code:?}"
+    );
+    assert_eq!(rows.len(), stored.len(), "no email twice");
+    assert_eq!(
+        stored.len(),
+        acknowledged.len(),
+        "every stored account was acknowledged, every acknowledged one stored"
+    );
+    for (account, profiles) in &acknowledged {
+        assert_eq!(profiles.len(), 1, "account {account} acknowledged once");
+        assert_eq!(
+            stored.get(canonical(*account).as_str()),
+            Some(&profiles[0].id),
+            "account {account} stored with the id its client got"
+        );
+    }
+}

@@ -12,7 +12,9 @@
 //! - [`outage`]: a dependency outage under load, cut into phases, printed and checked.
 //! - [`hostile`]: the forged requests and the no-leak check the hostile-client tests share.
 //! - [`tls`]: calling the internal services with, without, or with the wrong certificate.
+//! - [`churn`]: users calling a stack through its published ports while replicas restart.
 
+pub mod churn;
 pub mod cli;
 pub mod database;
 pub mod e2e;

@@ -39,14 +39,22 @@ use workload::Pool;
 
 /// Where the stack answers and what the bench may look at.
 pub struct Target {
+    /// What users call: the gateway, or the proxy in front of several.
     pub gateway: String,
-    pub cache: Option<String>,
+    /// One gateway replica's own address, when a proxy stands in front: the bench measures
+    /// the proxy's hop by calling both.
+    pub direct_gateway: Option<String>,
+    /// Every cache replica's address: the hit ratio and single-flight figures are the stack's.
+    pub caches: Vec<String>,
+    /// How many replicas of each service run, as `status` counts them (`gateway=2,cache=2,…`).
+    pub topology: Option<String>,
     /// The certificate the bench presents to the cache (`userctl`); None: plaintext.
     pub cache_tls: Option<TlsIdentity>,
     /// The stack's Redis, when it is reachable from here (local runtime).
     pub redis_url: Option<String>,
     /// Service processes on this host, for CPU and memory figures.
-    pub pids: Vec<(&'static str, u32)>,
+    /// Named `cache`, `cache.2`, … for the second replica on.
+    pub pids: Vec<(String, u32)>,
     /// The gateway's resident memory in bytes, as its runtime reports it (a process's RSS
     /// locally, the container's memory use on docker); None without a runtime.
     pub gateway_memory: Option<MemoryProbe>,
@@ -70,17 +78,15 @@ pub async fn run(
 ) -> Result<Report> {
     let channel = client::connect(&target.gateway).await?;
     let gateway = GatewayClient::new(channel);
-    let cache_channel = match &target.cache {
-        Some(addr) => {
-            Some(client::connect_internal(addr, "cache", target.cache_tls.as_ref()).await?)
-        }
-        None => None,
-    };
+    let mut caches = Vec::new();
+    for addr in &target.caches {
+        caches.push(client::connect_internal(addr, "cache", target.cache_tls.as_ref()).await?);
+    }
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let idle_rss_kib = target
         .pids
         .iter()
-        .filter_map(|(name, pid)| rss_kib(*pid).map(|kib| ((*name).to_owned(), kib)))
+        .filter_map(|(name, pid)| rss_kib(*pid).map(|kib| (name.clone(), kib)))
         .collect();
 
     let told = AtomicBool::new(false);
@@ -105,7 +111,7 @@ pub async fn run(
     let mut reports = Vec::new();
     let mut gateway_rss_after_login_kib = None;
     for workload in workloads {
-        let before_stats = stats(cache_channel.as_ref()).await;
+        let before_stats = stats(&caches).await;
         let before_cpu = cpu_ticks(&target.pids);
         let started = Instant::now();
         let measurement = load::drive(
@@ -115,7 +121,7 @@ pub async fn run(
         )
         .await;
         let elapsed = started.elapsed().as_secs_f64();
-        let after_stats = stats(cache_channel.as_ref()).await;
+        let after_stats = stats(&caches).await;
         let hit_ratio = match (before_stats, after_stats) {
             (Some(before), Some(after)) => hit_ratio(&before, &after),
             _ => None,
@@ -136,11 +142,12 @@ pub async fn run(
         });
     }
 
-    let whoami_single = if reports.iter().any(|r| r.workload == Workload::Whoami) {
-        let single = Limits {
-            concurrency: 1,
-            ..options.limits
-        };
+    let measures_whoami = reports.iter().any(|r| r.workload == Workload::Whoami);
+    let single = Limits {
+        concurrency: 1,
+        ..options.limits
+    };
+    let whoami_single = if measures_whoami {
         Some(
             load::drive(
                 single,
@@ -152,9 +159,26 @@ pub async fn run(
     } else {
         None
     };
-    let single_flight = match &cache_channel {
-        Some(channel) => Some(single_flight(&gateway, channel, &pool, &on_wait).await?),
-        None => None,
+    // The same calls straight to one gateway, past the proxy: the proxy's cost is the
+    // difference.
+    let whoami_single_direct = match (&target.direct_gateway, measures_whoami) {
+        (Some(addr), true) => {
+            let direct = GatewayClient::new(client::connect(addr).await?);
+            Some(
+                load::drive(
+                    single,
+                    workload::operation(Workload::Whoami, direct, pool.clone()),
+                    progress("whoami (1, direct)"),
+                )
+                .await,
+            )
+        }
+        _ => None,
+    };
+    let single_flight = if caches.is_empty() {
+        None
+    } else {
+        Some(single_flight(&gateway, &caches, &pool, &on_wait).await?)
     };
     let targets = checks::checks(
         &baselines,
@@ -165,11 +189,13 @@ pub async fn run(
         cores,
     );
     Ok(Report {
+        topology: target.topology.clone(),
         concurrency: options.limits.concurrency,
         cores,
         baselines,
         workloads: reports,
         whoami_single,
+        whoami_single_direct,
         single_flight,
         idle_rss_kib,
         gateway_rss_after_login_kib,
@@ -178,10 +204,11 @@ pub async fn run(
 }
 
 /// Many concurrent reads of one user that is not cached (just registered: the create
-/// invalidated its keys), straight at the cache: how many store calls did they make?
+/// invalidated its keys), straight at the caches, spread evenly over the replicas: how many
+/// store calls did they make? Single-flight is per replica, so at most one each.
 async fn single_flight(
     gateway: &GatewayClient<Channel>,
-    cache: &Channel,
+    caches: &[Channel],
     pool: &Pool,
     on_wait: &dyn Fn(std::time::Duration),
 ) -> Result<SingleFlight> {
@@ -193,10 +220,11 @@ async fn single_flight(
         password: pool.password.clone(),
     };
     let id = workload::register_paced(&mut gateway, request, on_wait).await?;
-    let before = stats(Some(cache)).await;
-    let store = UserStoreClient::new(cache.clone());
-    let reads = (0..READERS).map(|_| {
-        let mut store = store.clone();
+    let before = stats(caches).await;
+    let stores: Vec<UserStoreClient<Channel>> =
+        caches.iter().cloned().map(UserStoreClient::new).collect();
+    let reads = (0..READERS).map(|n| {
+        let mut store = stores[n as usize % stores.len()].clone();
         async move {
             store
                 .read_user(ReadUserRequest {
@@ -207,24 +235,41 @@ async fn single_flight(
         }
     });
     futures::future::join_all(reads).await;
-    let after = stats(Some(cache)).await;
+    let after = stats(caches).await;
     let store_calls = match (before, after) {
         (Some(before), Some(after)) => after.store_calls - before.store_calls,
         _ => 0,
     };
     Ok(SingleFlight {
         concurrent_misses: READERS,
+        cache_replicas: caches.len(),
         store_calls,
     })
 }
 
-async fn stats(cache: Option<&Channel>) -> Option<Stats> {
-    let mut client = CacheStatsClient::new(cache?.clone());
-    client
-        .get_stats(GetStatsRequest {})
-        .await
-        .ok()
-        .map(tonic::Response::into_inner)
+/// The caches' counters added up; None when there is no cache to ask or one does not answer
+/// (a figure over some replicas only would be wrong).
+async fn stats(caches: &[Channel]) -> Option<Stats> {
+    if caches.is_empty() {
+        return None;
+    }
+    let each = futures::future::join_all(caches.iter().map(|cache| async move {
+        CacheStatsClient::new(cache.clone())
+            .get_stats(GetStatsRequest {})
+            .await
+            .ok()
+            .map(tonic::Response::into_inner)
+    }))
+    .await;
+    each.into_iter().try_fold(Stats::default(), |total, stats| {
+        let stats = stats?;
+        Some(Stats {
+            hits: total.hits + stats.hits,
+            misses: total.misses + stats.misses,
+            store_calls: total.store_calls + stats.store_calls,
+            ..total
+        })
+    })
 }
 
 fn hit_ratio(before: &Stats, after: &Stats) -> Option<f64> {
@@ -234,9 +279,9 @@ fn hit_ratio(before: &Stats, after: &Stats) -> Option<f64> {
 }
 
 /// utime + stime of each process, in clock ticks.
-fn cpu_ticks(pids: &[(&'static str, u32)]) -> Vec<(String, u64)> {
+fn cpu_ticks(pids: &[(String, u32)]) -> Vec<(String, u64)> {
     pids.iter()
-        .filter_map(|(name, pid)| Some(((*name).to_owned(), procfs::cpu_ticks(*pid)?)))
+        .filter_map(|(name, pid)| Some((name.clone(), procfs::cpu_ticks(*pid)?)))
         .collect()
 }
 

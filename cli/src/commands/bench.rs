@@ -13,7 +13,7 @@ use crate::{
     home::ProjectHome,
     pki::Holder,
     runtime::Runtime,
-    stack::Service,
+    stack::{Service, ServiceStatus, State},
 };
 
 pub async fn run(home: &ProjectHome, gateway: Option<String>, args: BenchArgs) -> Result<()> {
@@ -31,31 +31,40 @@ pub async fn run(home: &ProjectHome, gateway: Option<String>, args: BenchArgs) -
         None => None,
     };
     let (redis_url, pids) = runtime.as_ref().map_or((None, Vec::new()), |runtime| {
-        let pids = runtime
-            .processes()
-            .into_iter()
-            .map(|(service, pid)| (service.name(), pid))
-            .collect();
-        (runtime.redis_url(), pids)
+        (runtime.redis_url(), process_names(runtime.processes()))
     });
+    let statuses = match &runtime {
+        Some(runtime) => runtime.status().await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let replicas = Replicas::of_running(&statuses);
     let gateway_memory = runtime.map(|runtime| {
         let runtime = Arc::new(runtime);
         Box::new(move || {
             let runtime = runtime.clone();
             async move {
+                // The largest gateway: every replica takes the same kind of load.
                 runtime
                     .usage()
                     .await
                     .into_iter()
-                    .find(|usage| usage.service == Service::Gateway)?
-                    .memory_bytes
+                    .filter(|usage| usage.service == Service::Gateway)
+                    .filter_map(|usage| usage.memory_bytes)
+                    .max()
             }
             .boxed()
         }) as MemoryProbe
     });
     let target = Target {
         gateway: gateway_addr,
-        cache: record.map(|stack| stack.cache),
+        direct_gateway: replicas.direct_gateway,
+        // Without a runtime to ask, the one cache the stack record names.
+        caches: if replicas.caches.is_empty() {
+            record.map(|stack| stack.cache).into_iter().collect()
+        } else {
+            replicas.caches
+        },
+        topology: replicas.topology,
         cache_tls: home.tls_identity(Holder::Userctl)?,
         redis_url,
         pids,
@@ -101,4 +110,65 @@ pub async fn run(home: &ProjectHome, gateway: Option<String>, args: BenchArgs) -
         OutputFormat::Table => print!("{}", report.table()),
     }
     Ok(())
+}
+
+/// What the bench learns from `status` about a stack's replicas.
+#[derive(Debug, Default)]
+struct Replicas {
+    direct_gateway: Option<String>,
+    caches: Vec<String>,
+    topology: Option<String>,
+}
+
+impl Replicas {
+    fn of_running(statuses: &[ServiceStatus]) -> Self {
+        let running = |service: Service| {
+            statuses
+                .iter()
+                .filter(move |status| status.service == service && status.state == State::Running)
+        };
+        let count = |service: Service| running(service).count();
+        if statuses.is_empty() {
+            return Self::default();
+        }
+        let proxied = count(Service::Proxy) > 0;
+        Self {
+            direct_gateway: running(Service::Gateway)
+                .find_map(|status| status.address.clone())
+                .filter(|_| proxied),
+            caches: running(Service::Cache)
+                .filter_map(|status| status.address.clone())
+                .collect(),
+            topology: Some(format!(
+                "gateway={},cache={},store={}{}",
+                count(Service::Gateway),
+                count(Service::Cache),
+                count(Service::Store),
+                if proxied {
+                    " (HAProxy in front of the gateways)"
+                } else {
+                    ""
+                }
+            )),
+        }
+    }
+}
+
+/// A name per process for the CPU and memory figures: the service's, with the replica's
+/// number from the second one on (`cache`, `cache.2`).
+fn process_names(processes: Vec<(Service, u32)>) -> Vec<(String, u32)> {
+    let mut seen: Vec<Service> = Vec::new();
+    processes
+        .into_iter()
+        .map(|(service, pid)| {
+            let nth = seen.iter().filter(|s| **s == service).count() + 1;
+            seen.push(service);
+            let name = if nth == 1 {
+                service.name().to_owned()
+            } else {
+                format!("{service}.{nth}")
+            };
+            (name, pid)
+        })
+        .collect()
 }

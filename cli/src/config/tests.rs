@@ -297,3 +297,57 @@ fn what_up_records_comes_back_as_the_last_up_layer_with_ports_as_asked() {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
 }
+
+#[test]
+fn replicas_come_from_every_layer_and_services_not_named_keep_theirs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = file(dir.path(), "[replicas]\ngateway = 2\ncache = 3\n");
+    let env = [(
+        "USERCTL_REPLICAS",
+        "replicas",
+        EnvValue::Replicas,
+        "cache=4",
+    )];
+    let flags = StackArgs {
+        replicas: Some(crate::args::ReplicaChanges(vec![(Service::Store, 2)])),
+        ..StackArgs::default()
+    };
+    let config = resolve(None, Some(path.clone()), &env, &flags).expect("ok");
+    assert_eq!(config.replicas.to_string(), "gateway=2,cache=4,store=2");
+    assert_eq!(config.origin("replicas.gateway"), Origin::File(path));
+    assert_eq!(
+        config.origin("replicas.cache"),
+        Origin::Env("USERCTL_REPLICAS")
+    );
+    assert_eq!(config.origin("replicas.store"), Origin::Flag);
+
+    let config = resolve(None, None, &[], &StackArgs::default()).expect("ok");
+    assert_eq!(config.replicas, Replicas::default());
+}
+
+#[test]
+fn a_bad_replica_count_names_its_layer_and_the_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = file(dir.path(), "[replicas]\ncache = 0\n");
+    let message = error(resolve(None, Some(path), &[], &StackArgs::default()));
+    assert!(message.starts_with("file "), "{message}");
+    assert!(message.contains("at least one cache"), "{message}");
+
+    let path = file(dir.path(), "[replicas]\nredis = 2\n");
+    let message = error(resolve(None, Some(path), &[], &StackArgs::default()));
+    assert!(
+        message.contains("unknown key `replicas.redis`"),
+        "{message}"
+    );
+
+    let too_many = format!("gateway={}", Replicas::max() + 1);
+    let env = [(
+        "USERCTL_REPLICAS",
+        "replicas",
+        EnvValue::Replicas,
+        too_many.as_str(),
+    )];
+    let message = error(resolve(None, None, &env, &StackArgs::default()));
+    assert!(message.starts_with("env USERCTL_REPLICAS: "), "{message}");
+    assert!(message.contains("per CPU core"), "{message}");
+}

@@ -4,19 +4,17 @@
 //! restart, and bad input. Real processes, loopback only, every port chosen free; loads are
 //! bounded and sized for two cores.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tonic::{Status, transport::Channel};
+use tonic::transport::Channel;
 use userctl_proto::gateway::v1::gateway_client::GatewayClient;
 use userctl_tests::{
+    churn::{Churn, Front},
     cli::Userctl,
     e2e::{self, PASSWORD, Teardown},
     eventually,
-    load::{CALL_DEADLINE, Call, Load, MAX_CALLS, Summary, accounts, tokens, whoami_load},
+    load::{Summary, accounts, tokens, whoami_load},
 };
 
 /// Calls the loads make between two steps of a scenario.
@@ -115,88 +113,8 @@ fn assert_replicas(rows: &[Value], service: &str, count: usize) {
     }
 }
 
-/// The loads of a churn: whoami over one long-lived gRPC channel through the published port,
-/// `GET /api/auth/user-profile` through the published HTTP port, and `userctl whoami`.
-struct Churn {
-    grpc: Load,
-    http: Load,
-    cli: Load,
-}
-
-impl Churn {
-    async fn start(stack: &Stack) -> Self {
-        let gateway = stack.gateway().await;
-        let tokens = tokens(&accounts(&gateway, "churn", 6).await);
-        stack.log_in("cli@example.com").await;
-        Self {
-            grpc: whoami_load(gateway, &tokens),
-            http: profile_load(&stack.http, &tokens),
-            cli: cli_load(stack.userctl.clone()),
-        }
-    }
-
-    /// Waits until every load made `calls` more calls (each phase covers all three).
-    async fn wait(&self, calls: usize) {
-        self.grpc.wait_for_calls(calls, PHASE_TIMEOUT).await;
-        self.http.wait_for_calls(calls / 4, PHASE_TIMEOUT).await;
-        self.cli.wait_for_calls(calls / 50, PHASE_TIMEOUT).await;
-    }
-
-    async fn stop(self) -> Vec<(&'static str, Vec<Call>)> {
-        vec![
-            ("grpc", self.grpc.stop().await),
-            ("http", self.http.stop().await),
-            ("userctl", self.cli.stop().await),
-        ]
-    }
-}
-
-/// `GET /api/auth/user-profile` round-robin over `tokens` from two workers; anything but 200
-/// fails.
-fn profile_load(http: &str, tokens: &[String]) -> Load {
-    let tokens: Arc<[String]> = tokens.into();
-    let url = format!("{http}/api/auth/user-profile");
-    let client = reqwest::Client::builder()
-        .timeout(CALL_DEADLINE)
-        .build()
-        .expect("http client");
-    Load::start(2, MAX_CALLS, move |n| {
-        let (client, url, tokens) = (client.clone(), url.clone(), tokens.clone());
-        async move {
-            let response = client
-                .get(&url)
-                .bearer_auth(&tokens[n % tokens.len()])
-                .send()
-                .await
-                .map_err(|err| Status::unavailable(err.to_string()))?;
-            match response.status() {
-                reqwest::StatusCode::OK => Ok(()),
-                status => Err(Status::unknown(format!(
-                    "{status}: {}",
-                    response.text().await.unwrap_or_default()
-                ))),
-            }
-        }
-    })
-}
-
-/// `userctl whoami` in a loop, one at a time.
-fn cli_load(userctl: Userctl) -> Load {
-    Load::start(1, MAX_CALLS, move |_| {
-        let userctl = userctl.clone();
-        async move {
-            let run = userctl.run(&["whoami"]).await;
-            match run.code {
-                0 => Ok(()),
-                code => Err(Status::unknown(format!("exit {code}: {}", run.stderr))),
-            }
-        }
-    })
-}
-
 /// When the process `pid` (killed) is gone: no longer there, or a zombie its parent has yet
-/// to reap. A kill takes effect a moment after the signal is sent, and a call that reached the
-/// process in that moment was in flight at the kill.
+/// to reap; printed beside the figures of the kill.
 async fn gone(pid: nix::unistd::Pid) -> Instant {
     loop {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -294,22 +212,39 @@ async fn cache_reads(userctl: &Userctl) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread")]
 async fn rolling_restarts_cost_no_call_and_a_killed_cache_is_replaced() {
     let stack = Stack::up("gateway=2,cache=2,store=2").await;
-    let churn = Churn::start(&stack).await;
-    churn.wait(PHASE_CALLS).await;
+    let token = accounts(&stack.gateway().await, "churn", 1)
+        .await
+        .swap_remove(0)
+        .token;
+    stack.log_in("cli@example.com").await;
+    let front = Front {
+        grpc: &stack.grpc,
+        http: &stack.http,
+        token: &token,
+        userctl: &stack.userctl,
+    };
+
     for service in ["cache", "store", "gateway"] {
         let before = stack.pids(service).await;
+        let churn = Churn::start(&front).await;
+        churn.wait_for_calls(PHASE_CALLS / 10, PHASE_TIMEOUT).await;
         timed(&stack.userctl, &["restart", service]).await;
+        churn.wait_for_calls(PHASE_CALLS / 10, PHASE_TIMEOUT).await;
+        churn
+            .stop()
+            .await
+            .assert_no_failed_call(&format!("restart {service}"));
         let after = stack.pids(service).await;
         assert!(
             before.iter().all(|pid| !after.contains(pid)),
             "every {service} replica restarted: {before:?} -> {after:?}"
         );
-        churn.wait(PHASE_CALLS).await;
     }
 
-    let cache = stack.rows("cache").await;
-    let victim = cache[0]["id"].as_str().expect("cache.1 pid").to_owned();
+    let victim = stack.pids("cache").await.swap_remove(0);
     let pid = nix::unistd::Pid::from_raw(victim.parse().expect("a pid"));
+    let churn = Churn::start(&front).await;
+    churn.wait_for_calls(PHASE_CALLS / 10, PHASE_TIMEOUT).await;
     let killed = Instant::now();
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill -9 cache.1");
     let gone = gone(pid).await;
@@ -327,57 +262,11 @@ async fn rolling_restarts_cost_no_call_and_a_killed_cache_is_replaced() {
         gone - killed,
         killed.elapsed()
     );
-    churn.wait(PHASE_CALLS).await;
-
-    let mut in_flight_budget = 0;
-    for (door, calls) in churn.stop().await {
-        // In flight at the kill: started before the process was gone, ended after the signal.
-        let (before, after): (Vec<&Call>, Vec<&Call>) =
-            calls.iter().partition(|call| call.started < gone);
-        let failed_before: Vec<&&Call> = before.iter().filter(|c| c.result.is_err()).collect();
-        println!(
-            "{door}: restarts of cache, store, gateway: {}; after the kill: {}",
-            Summary::of(before.iter().copied()),
-            Summary::of(after.iter().copied())
-        );
-        for call in calls.iter().filter(|call| call.result.is_err()) {
-            println!(
-                "{door}: a call started {:+.0} ms from the kill failed after {:.0} ms: {:?}",
-                (call.started.duration_since(killed).as_secs_f64()
-                    - killed.duration_since(call.started).as_secs_f64())
-                    * 1e3,
-                call.took.as_secs_f64() * 1e3,
-                call.result
-            );
-        }
-        in_flight_budget += failed_before
-            .iter()
-            .filter(|call| call.started + call.took >= killed)
-            .count();
-        let during_restarts: Vec<_> = failed_before
-            .iter()
-            .filter(|call| call.started + call.took < killed)
-            .map(|call| &call.result)
-            .collect();
-        assert!(
-            during_restarts.is_empty(),
-            "{door}: calls failed during the rolling restarts: {during_restarts:?}"
-        );
-        let failed_after: Vec<_> = after
-            .iter()
-            .filter_map(|c| c.result.as_ref().err())
-            .collect();
-        assert!(
-            failed_after.is_empty(),
-            "{door}: calls that started after cache.1 was gone failed: {failed_after:?}"
-        );
-        assert!(after.len() >= 10, "{door} kept calling after the kill");
-    }
-    // At most the calls in flight at the kill: one per worker of the three loads.
-    assert!(
-        in_flight_budget <= 4 + 2 + 1,
-        "{in_flight_budget} calls failed at the kill"
-    );
+    churn.wait_for_calls(PHASE_CALLS / 10, PHASE_TIMEOUT).await;
+    churn
+        .stop()
+        .await
+        .assert_at_most_in_flight("kill -9 cache.1");
 }
 
 #[tokio::test(flavor = "multi_thread")]

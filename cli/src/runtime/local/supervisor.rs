@@ -734,6 +734,125 @@ fn on_signal() -> Result<CancellationToken> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{runtime::local::plan::GatewayPorts, stack::Replicas};
+
+    fn plan(replicas: Replicas) -> Plan {
+        let mut next = 40_000;
+        let plan = Plan {
+            fingerprint: "f".into(),
+            generation: 0,
+            usersvc: "usersvc".into(),
+            redis: RedisPlan::External {
+                url: "redis://127.0.0.1:6379".into(),
+            },
+            store_port: 50053,
+            cache_port: 50052,
+            gateway_port: 50051,
+            http_port: 8080,
+            stores: Vec::new(),
+            caches: Vec::new(),
+            gateways: vec![GatewayPorts {
+                grpc: 50051,
+                http: 8080,
+            }],
+            haproxy: None,
+            wait_timeout_ms: 60_000,
+            database_url: "sqlite://userctl.db".into(),
+            jwt_key: "jwt.key".into(),
+            tls_dir: "tls".into(),
+            cors_origins: Vec::new(),
+        };
+        plan.with_replicas(replicas, &mut |_| {
+            next += 1;
+            Ok(next)
+        })
+        .expect("plan")
+    }
+
+    /// The replicas whose command differs between `old` and `new`, and those only in `new`.
+    fn diff(old: &Plan, new: &Plan) -> (Vec<String>, Vec<String>) {
+        let before = usersvc_processes(old);
+        let mut changed = Vec::new();
+        let mut added = Vec::new();
+        for spec in usersvc_processes(new) {
+            match before
+                .iter()
+                .find(|b| b.service == spec.service && b.replica == spec.replica)
+            {
+                Some(old) if *old != spec => changed.push(spec.label()),
+                Some(_) => {}
+                None => added.push(spec.label()),
+            }
+        }
+        (changed, added)
+    }
+
+    fn replicas(gateway: u16, cache: u16, store: u16) -> Replicas {
+        Replicas {
+            gateway,
+            cache,
+            store,
+        }
+    }
+
+    #[test]
+    fn scaling_a_service_restarts_only_the_hop_before_it() {
+        let two = plan(replicas(2, 2, 2));
+        let mut three = two.clone();
+        three.caches.push(45_000);
+        let (changed, added) = diff(&two, &three);
+        assert_eq!(
+            changed,
+            ["gateway.1", "gateway.2"],
+            "the gateways name every cache"
+        );
+        assert_eq!(added, ["cache.3"]);
+
+        let mut stores = two.clone();
+        stores.stores.push(45_001);
+        let (changed, added) = diff(&two, &stores);
+        assert_eq!(changed, ["cache.1", "cache.2"]);
+        assert_eq!(added, ["store.3"]);
+
+        let mut gateways = two.clone();
+        gateways.gateways.push(GatewayPorts {
+            grpc: 45_002,
+            http: 45_003,
+        });
+        let (changed, added) = diff(&two, &gateways);
+        assert!(
+            changed.is_empty(),
+            "more gateways restart nothing: {changed:?}"
+        );
+        assert_eq!(added, ["gateway.3"]);
+    }
+
+    #[test]
+    fn each_replica_listens_on_its_own_port_and_names_every_replica_of_its_next_hop() {
+        let plan = plan(replicas(2, 2, 1));
+        let specs = usersvc_processes(&plan);
+        let env = |label: &str, key: &str| {
+            specs
+                .iter()
+                .find(|spec| spec.label() == label)
+                .and_then(|spec| spec.env.iter().find(|(k, _)| *k == key))
+                .map(|(_, value)| value.clone())
+                .unwrap_or_default()
+        };
+        assert_eq!(env("cache.1", "USERSVC_LISTEN"), "127.0.0.1:50052");
+        assert_ne!(env("cache.2", "USERSVC_LISTEN"), "127.0.0.1:50052");
+        assert_eq!(env("gateway.1", "USERSVC_CACHE_ADDR"), plan.cache_addrs());
+        assert!(plan.cache_addrs().contains(','), "{}", plan.cache_addrs());
+        assert_ne!(
+            env("gateway.1", "USERSVC_LISTEN"),
+            "127.0.0.1:50051",
+            "the proxy holds the published port"
+        );
+        assert_eq!(
+            env("cache.2", "USERSVC_STORE_ADDR"),
+            "http://127.0.0.1:50053"
+        );
+    }
 
     #[test]
     fn only_a_clean_exit_after_a_drain_restarts_at_once() {

@@ -14,7 +14,7 @@ use userctl_tests::{
     cli::Userctl,
     e2e::{self, PASSWORD, Teardown},
     eventually,
-    load::{Summary, accounts, tokens, whoami_load},
+    load::{Summary, WORKERS, accounts, tokens, whoami_load},
 };
 
 /// Calls the loads make between two steps of a scenario.
@@ -270,13 +270,11 @@ async fn rolling_restarts_cost_no_call_and_a_killed_cache_is_replaced() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn scale_converges_up_and_down_keeping_what_did_not_need_to_restart() {
+async fn scale_converges_up_and_down_keeping_what_did_not_need_to_restart_or_puts_it_back() {
     let stack = Stack::up("gateway=2,cache=2,store=2").await;
     let gateway = stack.gateway().await;
-    let load = whoami_load(
-        gateway.clone(),
-        &tokens(&accounts(&gateway, "scale", 6).await),
-    );
+    let tokens = tokens(&accounts(&gateway, "scale", 6).await);
+    let load = whoami_load(gateway.clone(), &tokens);
     load.wait_for_calls(PHASE_CALLS, PHASE_TIMEOUT).await;
     let stores = stack.pids("store").await;
     let caches = stack.pids("cache").await;
@@ -307,9 +305,31 @@ async fn scale_converges_up_and_down_keeping_what_did_not_need_to_restart() {
     assert_eq!(stack.pids("proxy").await, proxy, "the proxy kept its pid");
     load.wait_for_calls(PHASE_CALLS, PHASE_TIMEOUT).await;
 
+    // A scale whose new replica never serves in time puts everything back as it was.
+    let gateways = stack.pids("gateway").await;
+    let mut scale = stack.userctl.command(&["scale", "cache=2"]);
+    scale.env("USERCTL_WAIT_TIMEOUT", "1ms");
+    let failed = userctl_tests::cli::run_command(scale, "")
+        .await
+        .expect_code(1);
+    println!("a scale that cannot finish: {}", failed.stderr.trim());
+    assert!(
+        failed.stderr.contains("cache.2") && failed.stderr.contains("runs as before"),
+        "{failed:?}"
+    );
+    let rows = e2e::status(&stack.userctl).await;
+    assert_replicas(&rows, "cache", 1);
+    assert_eq!(
+        stack.pids("cache").await,
+        caches[..1],
+        "cache.1 kept its pid"
+    );
+    assert_eq!(stack.pids("gateway").await, gateways, "so did the gateways");
+    load.wait_for_calls(PHASE_CALLS, PHASE_TIMEOUT).await;
+
     let calls = load.stop().await;
     println!(
-        "whoami while scaling cache 2 -> 3 -> 1: {}",
+        "whoami while scaling cache 2 -> 3 -> 1 and a scale that failed: {}",
         Summary::of(&calls)
     );
     let failed: Vec<_> = calls
@@ -317,8 +337,50 @@ async fn scale_converges_up_and_down_keeping_what_did_not_need_to_restart() {
         .filter_map(|c| c.result.as_ref().err())
         .collect();
     assert!(failed.is_empty(), "the stack kept serving: {failed:?}");
-    let me = stack.userctl.run(&["status"]).await.ok();
-    assert!(!me.stdout.contains("cache     2"), "{}", me.stdout);
+
+    // A third gateway restarts nothing: the proxy reloads in place. A reload closes the old
+    // worker's connections, which may cost what a client had in flight on them.
+    let load = whoami_load(gateway, &tokens);
+    load.wait_for_calls(PHASE_CALLS, PHASE_TIMEOUT).await;
+    timed(&stack.userctl, &["scale", "gateway=3"]).await;
+    let rows = e2e::status(&stack.userctl).await;
+    assert_replicas(&rows, "gateway", 3);
+    assert_eq!(
+        stack.pids("gateway").await[..2],
+        gateways,
+        "gateways kept theirs"
+    );
+    assert_eq!(
+        stack.pids("cache").await,
+        caches[..1],
+        "cache.1 kept its pid"
+    );
+    assert_eq!(
+        stack.pids("proxy").await,
+        proxy,
+        "the proxy reloaded in place"
+    );
+    load.wait_for_calls(PHASE_CALLS, PHASE_TIMEOUT).await;
+    timed(&stack.userctl, &["scale", "gateway=2"]).await;
+    assert_eq!(stack.pids("gateway").await, gateways, "gateway.3 went");
+    load.wait_for_calls(PHASE_CALLS, PHASE_TIMEOUT).await;
+    let calls = load.stop().await;
+    println!(
+        "whoami while scaling gateway 2 -> 3 -> 2 (two proxy reloads): {}",
+        Summary::of(&calls)
+    );
+    let failed: Vec<_> = calls
+        .iter()
+        .filter_map(|c| c.result.as_ref().err())
+        .collect();
+    assert!(
+        failed.len() <= 2 * WORKERS,
+        "at most the calls in flight at each reload: {failed:?}"
+    );
+    assert!(
+        calls.last().is_some_and(|c| c.result.is_ok()),
+        "serving after"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

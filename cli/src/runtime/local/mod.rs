@@ -171,7 +171,12 @@ impl LocalRuntime {
             .clone()
             .with_replicas(spec.replicas, &mut |service| ports.pick(service, 0))?;
         drop(ports);
-        plan.generation = running.generation + 1;
+        let state = SupervisorState::load(&dir)?.ok_or_else(|| RuntimeError::NotUp {
+            project: self.home.name.clone(),
+            what: "the local supervisor".to_owned(),
+        })?;
+        // Past any generation tried before, including one that failed and was put back.
+        plan.generation = running.generation.max(state.applied) + 1;
         plan.haproxy = haproxy.or_else(|| running.haproxy.clone());
         plan.wait_timeout_ms = millis(spec.wait_timeout);
         progress.note(&format!(
@@ -180,10 +185,6 @@ impl LocalRuntime {
             plan.replicas()
         ));
         plan.save(&dir)?;
-        let state = SupervisorState::load(&dir)?.ok_or_else(|| RuntimeError::NotUp {
-            project: self.home.name.clone(),
-            what: "the local supervisor".to_owned(),
-        })?;
         signal(state.pid, Signal::SIGHUP);
         let outcome = self.converged(plan.generation, progress).await;
         if let Err(err) = outcome {

@@ -14,7 +14,7 @@ use userctl_tests::{
     cli::Userctl,
     e2e::{self, PASSWORD, Teardown},
     eventually,
-    load::{Summary, WORKERS, accounts, tokens, whoami_load},
+    load::{Summary, accounts, tokens, whoami_load},
 };
 
 /// Calls the loads make between two steps of a scenario.
@@ -338,8 +338,8 @@ async fn scale_converges_up_and_down_keeping_what_did_not_need_to_restart_or_put
         .collect();
     assert!(failed.is_empty(), "the stack kept serving: {failed:?}");
 
-    // A third gateway restarts nothing: the proxy reloads in place. A reload closes the old
-    // worker's connections, which may cost what a client had in flight on them.
+    // A third gateway restarts nothing: the proxy takes it in (and lets it go) in place,
+    // through its runtime API, without closing a client connection.
     let load = whoami_load(gateway, &tokens);
     load.wait_for_calls(PHASE_CALLS, PHASE_TIMEOUT).await;
     timed(&stack.userctl, &["scale", "gateway=3"]).await;
@@ -366,21 +366,14 @@ async fn scale_converges_up_and_down_keeping_what_did_not_need_to_restart_or_put
     load.wait_for_calls(PHASE_CALLS, PHASE_TIMEOUT).await;
     let calls = load.stop().await;
     println!(
-        "whoami while scaling gateway 2 -> 3 -> 2 (two proxy reloads): {}",
+        "whoami while scaling gateway 2 -> 3 -> 2: {}",
         Summary::of(&calls)
     );
     let failed: Vec<_> = calls
         .iter()
         .filter_map(|c| c.result.as_ref().err())
         .collect();
-    assert!(
-        failed.len() <= 2 * WORKERS,
-        "at most the calls in flight at each reload: {failed:?}"
-    );
-    assert!(
-        calls.last().is_some_and(|c| c.result.is_ok()),
-        "serving after"
-    );
+    assert!(failed.is_empty(), "the stack kept serving: {failed:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

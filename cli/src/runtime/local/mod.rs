@@ -10,6 +10,7 @@
 
 mod plan;
 mod probe;
+mod proxy;
 mod supervisor;
 
 use std::{

@@ -6,9 +6,9 @@
 //!
 //! Converging changes only what must change, in an order that keeps the stack serving: start
 //! the new replicas and wait until they serve; restart, one at a time, the replicas whose
-//! command changed (the previous hop of a service whose replica list changed); reload the
-//! proxy; only then stop the replicas that go away. If the new replicas never serve, they are
-//! stopped again and the stack runs as before.
+//! command changed (the previous hop of a service whose replica list changed); give the proxy
+//! its new gateways (in place, see [`super::proxy`]); only then stop the replicas that go
+//! away. If the new replicas never serve, they are stopped again and the stack runs as before.
 //!
 //! A replica that exits cleanly after running a while was asked to drain (`userctl restart`
 //! sends SIGTERM): it starts again at once and does not count as a crash.
@@ -33,12 +33,12 @@ use tokio_util::sync::CancellationToken;
 use super::{
     FOUND_AFTER, GIVE_UP_AFTER_RESTARTS, POLL, now_secs,
     plan::{self, Plan, ProcessState, RedisPlan, SupervisorState},
-    probe,
+    probe, proxy,
 };
 use crate::{
     home::ProjectHome,
     runtime::{
-        RuntimeError, front,
+        RuntimeError,
         launch::{self, Wiring},
     },
     stack::{Ports, Service, State},
@@ -230,11 +230,11 @@ fn usersvc_processes(plan: &Plan) -> Vec<ProcessSpec> {
 /// and SIGUSR2 makes it load the configuration again and hand the listening sockets to a new
 /// worker, so a reload refuses no connection.
 fn proxy_process(plan: &Plan, dir: &Path) -> Result<Option<ProcessSpec>> {
-    let Some(front) = plan.front() else {
+    let Some(config) = proxy::config(plan, dir) else {
         return Ok(None);
     };
     let path = plan::proxy_config_path(dir);
-    write_if_changed(&path, &front::config(&front))?;
+    write_if_changed(&path, &config)?;
     Ok(Some(ProcessSpec {
         service: Service::Proxy,
         replica: 1,
@@ -427,7 +427,7 @@ impl Supervisor {
             self.wait_serving(new, &started).await?;
             changed.push(format!("restarted {} behind the proxy", labels(&moving)));
         } else if new.has_proxy() {
-            self.reload_proxy(new).await?;
+            self.update_proxy(new).await?;
         }
         let mut gone: Vec<(Service, u16)> = self
             .running
@@ -447,6 +447,9 @@ impl Supervisor {
             self.stop(service, replica).await;
             changed.push(format!("stopped {}", label(service, replica)));
         }
+        if had_proxy && new.has_proxy() {
+            proxy::forget(&self.dir, new.gateways.len(), self.plan.gateways.len()).await;
+        }
         Ok(())
     }
 
@@ -460,16 +463,35 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Writes the proxy's new configuration and, when it changed, has the proxy load it; then
-    /// gives the old worker's clients [`FOUND_AFTER`] to move to the new one.
-    async fn reload_proxy(&mut self, plan: &Plan) -> std::result::Result<(), String> {
-        let Some(front) = plan.front() else {
+    /// Gives the proxy the gateways of `plan`: rewrites its configuration (read when it
+    /// starts) and changes its servers in place through its runtime API; when that fails,
+    /// has it reload the configuration instead.
+    async fn update_proxy(&mut self, plan: &Plan) -> std::result::Result<(), String> {
+        let Some(config) = proxy::config(plan, &self.dir) else {
             return Ok(());
         };
         let path = plan::proxy_config_path(&self.dir);
-        if !write_if_changed(&path, &front::config(&front)).map_err(|err| err.to_string())? {
+        if !write_if_changed(&path, &config).map_err(|err| err.to_string())? {
             return Ok(());
         }
+        self.phase("giving the proxy its gateways");
+        match proxy::apply(&self.dir, &self.plan.gateways, &plan.gateways).await {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                let log = plan::log_path(&self.dir, Service::Proxy, 1);
+                append_log(
+                    &log,
+                    &format!("userctl: {err}; reloading the proxy instead"),
+                );
+                self.reload_proxy(plan).await
+            }
+        }
+    }
+
+    /// Has the proxy load its configuration again (SIGUSR2 to its master, which hands the
+    /// listening sockets to a new worker), then gives the old worker's clients
+    /// [`FOUND_AFTER`] to move to the new one.
+    async fn reload_proxy(&mut self, plan: &Plan) -> std::result::Result<(), String> {
         self.phase("reloading the proxy");
         let pid = lock_state(&self.state)
             .process(Service::Proxy, 1)

@@ -30,7 +30,10 @@ use nix::{sys::signal::Signal, unistd::Pid};
 pub use plan::{GatewayPorts, Plan, ProcessState, RedisPlan, SupervisorState};
 pub use supervisor::supervise;
 
-use super::{Endpoints, RuntimeError, StackSpec, Usage, progress::Progress};
+use super::{
+    Endpoints, RuntimeError, StackSpec, Usage,
+    progress::{Progress, ServiceProgress},
+};
 use crate::{
     home::ProjectHome,
     procfs,
@@ -237,7 +240,6 @@ impl LocalRuntime {
     /// each drains on SIGTERM and the supervisor starts it again at once; the next stops when
     /// the new one serves and has had [`FOUND_AFTER`] to be found.
     pub async fn restart(&self, service: Service, progress: &Progress) -> Result<(), RuntimeError> {
-        let dir = self.dir();
         let plan = self.running_plan().ok_or_else(|| RuntimeError::NotUp {
             project: self.home.name.clone(),
             what: service.name().to_owned(),
@@ -249,47 +251,62 @@ impl LocalRuntime {
                 "one replica: calls to the {service} fail while it restarts (run two or more to avoid that)"
             ));
         }
-        let timeout = plan.wait_timeout() + supervisor::DRAIN_TIMEOUT;
         for replica in 1..=count {
-            let Some(old) = SupervisorState::load(&dir)?
-                .and_then(|state| state.process(service, replica).and_then(|p| p.pid))
-            else {
-                line.note(&format!(
-                    "{service}.{replica} is not running; the supervisor is restarting it"
-                ));
-                continue;
-            };
-            line.phase(&format!("restarting {service}.{replica} (pid {old})"));
-            signal(old, Signal::SIGTERM);
-            let addr = plan.address(service, replica).unwrap_or_default();
-            let deadline = tokio::time::Instant::now() + timeout;
-            loop {
-                let new = SupervisorState::load(&dir)?
-                    .and_then(|state| state.process(service, replica).and_then(|p| p.pid));
-                if new.is_some_and(|pid| pid != old)
-                    && probe::serving(&self.home, service, &addr).await
-                {
-                    break;
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    line.fail("not healthy");
-                    return Err(RuntimeError::Unhealthy {
-                        service: service.name(),
-                        timeout,
-                        logs: last_lines(&dir, service, replica, 10),
-                    });
-                }
-                tokio::time::sleep(POLL).await;
-            }
-            line.phase(&format!(
-                "{service}.{replica} serves; letting its clients find it"
-            ));
-            tokio::time::sleep(FOUND_AFTER).await;
+            self.restart_replica(&plan, service, replica, &line).await?;
         }
         line.done(&format!(
             "restarted {count} replica{}",
             if count == 1 { "" } else { "s" }
         ));
+        Ok(())
+    }
+
+    /// Restarts one replica: SIGTERM, then waits until the supervisor's new process serves,
+    /// and [`FOUND_AFTER`] more. A replica with no process (the supervisor is starting it
+    /// again after a crash) is left to the supervisor.
+    async fn restart_replica(
+        &self,
+        plan: &Plan,
+        service: Service,
+        replica: u16,
+        line: &ServiceProgress,
+    ) -> Result<(), RuntimeError> {
+        let dir = self.dir();
+        let pid = || -> Result<Option<u32>, RuntimeError> {
+            Ok(SupervisorState::load(&dir)?
+                .and_then(|state| state.process(service, replica).and_then(|p| p.pid)))
+        };
+        let Some(old) = pid()? else {
+            line.note(&format!(
+                "{service}.{replica} is not running; the supervisor is restarting it"
+            ));
+            return Ok(());
+        };
+        line.phase(&format!("restarting {service}.{replica} (pid {old})"));
+        signal(old, Signal::SIGTERM);
+        let addr = plan.address(service, replica).unwrap_or_default();
+        let timeout = plan.wait_timeout() + supervisor::DRAIN_TIMEOUT;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if pid()?.is_some_and(|pid| pid != old)
+                && probe::serving(&self.home, service, &addr).await
+            {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                line.fail("not healthy");
+                return Err(RuntimeError::Unhealthy {
+                    service: service.name(),
+                    timeout,
+                    logs: last_lines(&dir, service, replica, 10),
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        line.phase(&format!(
+            "{service}.{replica} serves; letting its clients find it"
+        ));
+        tokio::time::sleep(FOUND_AFTER).await;
         Ok(())
     }
 

@@ -37,7 +37,7 @@ use super::{
 use crate::{
     home::ProjectHome,
     procfs,
-    stack::{Health, LogLine, Service, ServiceStatus, State, StoreKind},
+    stack::{Health, LogLine, Replicas, Service, ServiceStatus, State, StoreKind},
 };
 
 /// How long `down` waits for the supervisor to drain before it gives up.
@@ -190,7 +190,11 @@ impl LocalRuntime {
         ));
         plan.save(&dir)?;
         signal(state.pid, Signal::SIGHUP);
-        let outcome = self.converged(plan.generation, progress).await;
+        // Every replica may start or restart, each after a drain and within the wait timeout.
+        let replicas = |r: Replicas| u32::from(r.gateway) + u32::from(r.cache) + u32::from(r.store);
+        let steps = replicas(running.replicas()) + replicas(plan.replicas()) + 2;
+        let within = (spec.wait_timeout + supervisor::DRAIN_TIMEOUT + FOUND_AFTER) * steps;
+        let outcome = self.converged(plan.generation, within, progress).await;
         if let Err(err) = outcome {
             // The supervisor runs the plan it had: say so on disk too.
             running.save(&dir)?;
@@ -205,9 +209,15 @@ impl LocalRuntime {
     }
 
     /// Waits until the supervisor has converged to plan `generation`, showing what it does;
-    /// its error, or that it died, otherwise.
-    async fn converged(&self, generation: u64, progress: &Progress) -> Result<(), String> {
+    /// its error, that it died, or that it took longer than `within`, otherwise.
+    async fn converged(
+        &self,
+        generation: u64,
+        within: Duration,
+        progress: &Progress,
+    ) -> Result<(), String> {
         let dir = self.dir();
+        let deadline = tokio::time::Instant::now() + within;
         let mut shown = None;
         loop {
             let state = SupervisorState::load(&dir)
@@ -222,6 +232,12 @@ impl LocalRuntime {
                     progress.note(phase);
                 }
                 shown = state.phase;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "the supervisor did not finish within {within:?} (see {})",
+                    dir.join("supervisor.log").display()
+                ));
             }
             tokio::time::sleep(POLL).await;
         }

@@ -1,12 +1,16 @@
-//! The local runtime: the three `usersvc` processes (and, unless `--redis-url` names one, a
-//! `redis-server`) on 127.0.0.1, supervised by a detached `userctl supervise` process that
-//! restarts what dies and drains everything on SIGTERM. SQLite lives in the project's home.
+//! The local runtime: every replica of the three `usersvc` services (and, unless `--redis-url`
+//! names one, a `redis-server`; with two or more gateways, HAProxy in front of them) on
+//! 127.0.0.1, supervised by a detached `userctl supervise` process that restarts what dies and
+//! drains everything on SIGTERM. SQLite lives in the project's home.
 //!
 //! `up` writes a [`Plan`] and starts the supervisor; the supervisor writes [`SupervisorState`];
-//! `status`, `logs` and `down` read both. Files live in `$USERCTL_HOME/<project>/local/`.
+//! `status`, `logs` and `down` read both. When only the replica counts change, `up` rewrites
+//! the plan and sends the running supervisor SIGHUP, and the supervisor converges without
+//! restarting what did not change. Files live in `$USERCTL_HOME/<project>/local/`.
 
 mod plan;
 mod probe;
+mod proxy;
 mod supervisor;
 
 use std::{
@@ -21,17 +25,19 @@ use std::{
 };
 
 use backon::{ConstantBuilder, Retryable as _};
+use futures::future;
 use nix::{sys::signal::Signal, unistd::Pid};
-pub use plan::{Plan, ProcessState, RedisPlan, SupervisorState};
+pub use plan::{GatewayPorts, Plan, ProcessState, RedisPlan, SupervisorState};
 pub use supervisor::supervise;
-use tonic::transport::Endpoint;
 
-use super::{Endpoints, RuntimeError, StackSpec, Usage, progress::Progress};
+use super::{
+    Endpoints, RuntimeError, StackSpec, Usage,
+    progress::{Progress, ServiceProgress},
+};
 use crate::{
     home::ProjectHome,
-    pki::Holder,
     procfs,
-    stack::{Health, LogLine, Service, ServiceStatus, State, StoreKind},
+    stack::{Health, LogLine, Replicas, Service, ServiceStatus, State, StoreKind},
 };
 
 /// How long `down` waits for the supervisor to drain before it gives up.
@@ -42,6 +48,11 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 const GIVE_UP_AFTER_RESTARTS: u64 = 3;
 /// How often readiness and exits are polled.
 const POLL: Duration = Duration::from_millis(100);
+/// How long a replica that just turned healthy gets to be found by its clients before the
+/// next one stops: twice `usersvc`'s `client::RESOLVE_INTERVAL` (1 s), the period at which a
+/// balanced channel looks at its list again; the proxy's health checks, every 500 ms, find it
+/// sooner.
+const FOUND_AFTER: Duration = Duration::from_secs(2);
 
 pub struct LocalRuntime {
     home: ProjectHome,
@@ -69,6 +80,11 @@ impl LocalRuntime {
         if spec.store != StoreKind::Sqlite {
             return Err(RuntimeError::LocalNeedsSqlite { store: spec.store });
         }
+        // Before anything changes: two gateways need the proxy.
+        let haproxy = match spec.replicas.gateway {
+            0 | 1 => None,
+            gateways => Some(find_haproxy(gateways)?),
+        };
         let dir = self.dir();
         self.home.ensure_dir(&dir)?;
         let jwt_key = self.home.ensure_jwt_key()?;
@@ -82,15 +98,18 @@ impl LocalRuntime {
 
         let running = self.running_plan();
         let wanted_fingerprint = plan::fingerprint(spec, &tls)?;
-        if let Some(plan) = &running {
+        if let Some(plan) = running {
             if plan.fingerprint == wanted_fingerprint {
-                let endpoints = plan.endpoints();
-                if self
-                    .wait_healthy(plan, spec.wait_timeout, progress, true)
-                    .await
-                    .is_ok()
+                if plan.replicas() != spec.replicas && self.supervisor_converges() {
+                    return self.scale(plan, spec, haproxy, progress).await;
+                }
+                if plan.replicas() == spec.replicas
+                    && self
+                        .wait_healthy(&plan, spec.wait_timeout, progress, true)
+                        .await
+                        .is_ok()
                 {
-                    return Ok(endpoints);
+                    return Ok(plan.endpoints());
                 }
             }
             // Changed or broken: start over with the new plan.
@@ -100,25 +119,39 @@ impl LocalRuntime {
             self.stop().await?;
         }
 
+        let generation = Plan::load(&dir)
+            .ok()
+            .flatten()
+            .map_or(0, |plan| plan.generation + 1);
+        let mut ports = PortPicker::default();
         let plan = Plan {
             fingerprint: wanted_fingerprint,
+            generation,
             usersvc: spec.usersvc.clone(),
             redis: match &spec.redis_url {
                 Some(url) => RedisPlan::External { url: url.clone() },
                 None => RedisPlan::Spawn {
-                    port: free_port(Service::Redis, 0)?,
+                    port: ports.pick(Service::Redis, 0)?,
                     password: crate::home::random_password(),
                 },
             },
-            store_port: free_port(Service::Store, spec.ports.store)?,
-            cache_port: free_port(Service::Cache, spec.ports.cache)?,
-            gateway_port: free_port(Service::Gateway, spec.ports.gateway)?,
-            http_port: free_port(Service::Gateway, spec.ports.http)?,
+            store_port: ports.pick(Service::Store, spec.ports.store)?,
+            cache_port: ports.pick(Service::Cache, spec.ports.cache)?,
+            gateway_port: ports.pick(Service::Gateway, spec.ports.gateway)?,
+            http_port: ports.pick(Service::Gateway, spec.ports.http)?,
+            stores: Vec::new(),
+            caches: Vec::new(),
+            gateways: Vec::new(),
+            haproxy,
+            wait_timeout_ms: millis(spec.wait_timeout),
             database_url: format!("sqlite://{}", dir.join("userctl.db").display()),
             jwt_key,
             tls_dir,
             cors_origins: spec.cors_origins.clone(),
-        };
+        }
+        .with_replicas(spec.replicas, &mut |service| ports.pick(service, 0))?;
+        // The services bind these ports next.
+        drop(ports);
         plan.save(&dir)?;
         self.spawn_supervisor()?;
         self.wait_healthy(&plan, spec.wait_timeout, progress, false)
@@ -126,34 +159,171 @@ impl LocalRuntime {
         Ok(plan.endpoints())
     }
 
-    /// Whether `service` at `addr` answers its health check, over mutual TLS with the
-    /// `userctl` certificate for the store and cache.
-    async fn is_serving(&self, service: Service, addr: &str) -> bool {
-        let server_name = Holder::of(service).and_then(Holder::server_name);
-        let endpoint = match server_name {
-            None => Endpoint::from_shared(addr.to_owned()).ok(),
-            Some(name) => match self.home.tls_identity(Holder::Userctl) {
-                Ok(Some(identity)) => identity.endpoint(addr, name).ok(),
-                // No certificates: the stack cannot be serving over mutual TLS either.
-                _ => None,
-            },
-        };
-        match endpoint {
-            Some(endpoint) => probe::is_serving(endpoint, Duration::from_secs(1)).await,
-            None => false,
+    /// Converges the running stack of `running` to `spec`'s replica counts: the supervisor
+    /// starts, restarts and stops replicas (see [`supervisor`]); on failure it has put the
+    /// stack back as it was, and the plan goes back too.
+    async fn scale(
+        &self,
+        running: Plan,
+        spec: &StackSpec,
+        haproxy: Option<PathBuf>,
+        progress: &Progress,
+    ) -> Result<Endpoints, RuntimeError> {
+        let dir = self.dir();
+        let mut ports = PortPicker::default();
+        let mut plan = running
+            .clone()
+            .with_replicas(spec.replicas, &mut |service| ports.pick(service, 0))?;
+        drop(ports);
+        let state = SupervisorState::load(&dir)?.ok_or_else(|| RuntimeError::NotUp {
+            project: self.home.name.clone(),
+            what: "the local supervisor".to_owned(),
+        })?;
+        // Past any generation tried before, including one that failed and was put back.
+        plan.generation = running.generation.max(state.applied) + 1;
+        plan.haproxy = haproxy.or_else(|| running.haproxy.clone());
+        plan.wait_timeout_ms = millis(spec.wait_timeout);
+        progress.note(&format!(
+            "scaling from {} to {}",
+            running.replicas(),
+            plan.replicas()
+        ));
+        plan.save(&dir)?;
+        signal(state.pid, Signal::SIGHUP);
+        // Every replica may start or restart, each after a drain and within the wait timeout.
+        let replicas = |r: Replicas| u32::from(r.gateway) + u32::from(r.cache) + u32::from(r.store);
+        let steps = replicas(running.replicas()) + replicas(plan.replicas()) + 2;
+        let within = (spec.wait_timeout + supervisor::DRAIN_TIMEOUT + FOUND_AFTER) * steps;
+        let outcome = self.converged(plan.generation, within, progress).await;
+        if let Err(err) = outcome {
+            // The supervisor runs the plan it had: say so on disk too.
+            running.save(&dir)?;
+            return Err(RuntimeError::other(
+                format!("scaling project {} to {}", self.home.name, plan.replicas()),
+                err,
+            ));
+        }
+        self.wait_healthy(&plan, spec.wait_timeout, progress, false)
+            .await?;
+        Ok(plan.endpoints())
+    }
+
+    /// Waits until the supervisor has converged to plan `generation`, showing what it does;
+    /// its error, that it died, or that it took longer than `within`, otherwise.
+    async fn converged(
+        &self,
+        generation: u64,
+        within: Duration,
+        progress: &Progress,
+    ) -> Result<(), String> {
+        let dir = self.dir();
+        let deadline = tokio::time::Instant::now() + within;
+        let mut shown = None;
+        loop {
+            let state = SupervisorState::load(&dir)
+                .map_err(|err| err.to_string())?
+                .filter(|state| pid_alive(state.pid))
+                .ok_or("the supervisor exited")?;
+            if state.applied == generation {
+                return state.error.map_or(Ok(()), Err);
+            }
+            if state.phase.is_some() && state.phase != shown {
+                if let Some(phase) = &state.phase {
+                    progress.note(phase);
+                }
+                shown = state.phase;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "the supervisor did not finish within {within:?} (see {})",
+                    dir.join("supervisor.log").display()
+                ));
+            }
+            tokio::time::sleep(POLL).await;
         }
     }
 
-    /// A rolling restart of `service`'s replicas (see [`crate::runtime::Runtime::restart`]).
-    pub async fn restart(
+    /// Whether the running supervisor converges on SIGHUP (one started by a `userctl` from
+    /// before replicas would die of it).
+    fn supervisor_converges(&self) -> bool {
+        SupervisorState::load(&self.dir())
+            .ok()
+            .flatten()
+            .is_some_and(|state| state.converges)
+    }
+
+    /// A rolling restart of `service`'s replicas (see [`crate::runtime::Runtime::restart`]):
+    /// each drains on SIGTERM and the supervisor starts it again at once; the next stops when
+    /// the new one serves and has had [`FOUND_AFTER`] to be found.
+    pub async fn restart(&self, service: Service, progress: &Progress) -> Result<(), RuntimeError> {
+        let plan = self.running_plan().ok_or_else(|| RuntimeError::NotUp {
+            project: self.home.name.clone(),
+            what: service.name().to_owned(),
+        })?;
+        let count = plan.replicas().of(service);
+        let line = progress.service(service);
+        if count == 1 {
+            line.note(&format!(
+                "one replica: calls to the {service} fail while it restarts (run two or more to avoid that)"
+            ));
+        }
+        for replica in 1..=count {
+            self.restart_replica(&plan, service, replica, &line).await?;
+        }
+        line.done(&format!(
+            "restarted {count} replica{}",
+            if count == 1 { "" } else { "s" }
+        ));
+        Ok(())
+    }
+
+    /// Restarts one replica: SIGTERM, then waits until the supervisor's new process serves,
+    /// and [`FOUND_AFTER`] more. A replica with no process (the supervisor is starting it
+    /// again after a crash) is left to the supervisor.
+    async fn restart_replica(
         &self,
+        plan: &Plan,
         service: Service,
-        _progress: &Progress,
+        replica: u16,
+        line: &ServiceProgress,
     ) -> Result<(), RuntimeError> {
-        Err(RuntimeError::other(
-            format!("restarting {service}"),
-            "not supported on this runtime yet",
-        ))
+        let dir = self.dir();
+        let pid = || -> Result<Option<u32>, RuntimeError> {
+            Ok(SupervisorState::load(&dir)?
+                .and_then(|state| state.process(service, replica).and_then(|p| p.pid)))
+        };
+        let Some(old) = pid()? else {
+            line.note(&format!(
+                "{service}.{replica} is not running; the supervisor is restarting it"
+            ));
+            return Ok(());
+        };
+        line.phase(&format!("restarting {service}.{replica} (pid {old})"));
+        signal(old, Signal::SIGTERM);
+        let addr = plan.address(service, replica).unwrap_or_default();
+        let timeout = plan.wait_timeout() + supervisor::DRAIN_TIMEOUT;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if pid()?.is_some_and(|pid| pid != old)
+                && probe::serving(&self.home, service, &addr).await
+            {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                line.fail("not healthy");
+                return Err(RuntimeError::Unhealthy {
+                    service: service.name(),
+                    timeout,
+                    logs: last_lines(&dir, service, replica, 10),
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        line.phase(&format!(
+            "{service}.{replica} serves; letting its clients find it"
+        ));
+        tokio::time::sleep(FOUND_AFTER).await;
+        Ok(())
     }
 
     /// Stops the stack; with `volumes` also deletes its SQLite database. Returns the files of
@@ -170,64 +340,108 @@ impl LocalRuntime {
                 }
             }
             // Derived from the plan, not data: removed without a word.
-            for name in ["redis.conf", "plan.json"] {
+            for name in ["redis.conf", "haproxy.cfg", "plan.json"] {
                 remove_if_present(&dir.join(name))?;
             }
         }
         Ok(deleted)
     }
 
+    /// One row per replica, in the order of [`Service::ALL`]; a proxy row only when the
+    /// proxy is part of the stack.
     pub async fn status(&self) -> Result<Vec<ServiceStatus>, RuntimeError> {
         let dir = self.dir();
         let plan = Plan::load(&dir)?;
         let state = SupervisorState::load(&dir)?.map(tracked);
+        let replicas = plan.as_ref().map(Plan::replicas).unwrap_or_default();
+        let has_proxy = plan.as_ref().is_some_and(Plan::has_proxy);
+        let rows: Vec<(Service, u16)> = Service::ALL
+            .into_iter()
+            .flat_map(|service| {
+                let count = match service {
+                    Service::Proxy => u16::from(has_proxy),
+                    _ => replicas.of(service),
+                };
+                (1..=count).map(move |replica| (service, replica))
+            })
+            .collect();
         let now = now_secs();
-        let mut statuses = Vec::new();
-        for service in Service::ALL {
-            let process = state.as_ref().and_then(|state| state.process(service));
-            let address = plan
-                .as_ref()
-                .and_then(|plan| plan.published(service))
-                .filter(|_| process.is_some());
-            let (state, health) = match (service, &plan, process) {
-                (Service::Postgres, _, _) => (State::Unused, Health::None),
-                (
-                    Service::Redis,
-                    Some(Plan {
-                        redis: RedisPlan::External { .. },
-                        ..
-                    }),
-                    _,
-                ) => (State::External, Health::None),
-                (_, _, None) => (State::Absent, Health::None),
-                (_, _, Some(process)) => {
-                    let health = match (&address, process.state) {
-                        (Some(addr), State::Running) if self.is_serving(service, addr).await => {
-                            Health::Healthy
-                        }
-                        (None, _) => Health::None,
-                        _ => Health::Unhealthy,
-                    };
-                    (process.state, health)
-                }
-            };
-            let running = process.filter(|p| p.state == State::Running);
-            statuses.push(ServiceStatus {
-                service,
-                replica: 1,
-                id: running.and_then(|p| p.pid).map(|pid| pid.to_string()),
-                uptime_secs: running.map(|p| now.saturating_sub(p.started_at)),
-                restarts: process.map(|p| p.restarts),
-                state,
-                health,
-                address,
-            });
+        Ok(future::join_all(rows.into_iter().map(|(service, replica)| {
+            self.row(plan.as_ref(), state.as_ref(), service, replica, now)
+        }))
+        .await)
+    }
+
+    /// The status of one replica.
+    async fn row(
+        &self,
+        plan: Option<&Plan>,
+        state: Option<&SupervisorState>,
+        service: Service,
+        replica: u16,
+        now: u64,
+    ) -> ServiceStatus {
+        let process = state.and_then(|state| state.process(service, replica));
+        let address = plan
+            .and_then(|plan| plan.address(service, replica))
+            .filter(|_| process.is_some());
+        let external = plan.is_some_and(|plan| matches!(plan.redis, RedisPlan::External { .. }));
+        let (state, health) = match (service, process) {
+            (Service::Postgres, _) => (State::Unused, Health::None),
+            (Service::Redis, _) if external => (State::External, Health::None),
+            (_, None) => (State::Absent, Health::None),
+            (_, Some(process)) => {
+                let health = match (&address, process.state) {
+                    (Some(addr), State::Running)
+                        if probe::serving(&self.home, service, addr).await =>
+                    {
+                        Health::Healthy
+                    }
+                    (None, _) => Health::None,
+                    _ => Health::Unhealthy,
+                };
+                (process.state, health)
+            }
+        };
+        let running = process.filter(|p| p.state == State::Running);
+        ServiceStatus {
+            service,
+            replica,
+            id: running.and_then(|p| p.pid).map(|pid| pid.to_string()),
+            uptime_secs: running.map(|p| now.saturating_sub(p.started_at)),
+            restarts: process.map(|p| p.restarts),
+            state,
+            health,
+            address,
         }
-        Ok(statuses)
+    }
+
+    /// The log files of `service` (or every service), one per replica, each with the replica
+    /// number to show when the service has more than one.
+    fn log_sources(&self, service: Option<Service>) -> Vec<(Service, Option<u16>, PathBuf)> {
+        let dir = self.dir();
+        let plan = Plan::load(&dir).ok().flatten();
+        let replicas = plan.as_ref().map(Plan::replicas).unwrap_or_default();
+        let has_proxy = plan.as_ref().is_some_and(Plan::has_proxy);
+        Service::ALL
+            .into_iter()
+            .filter(|s| service.is_none_or(|wanted| wanted == *s))
+            .filter(|s| *s != Service::Postgres)
+            .filter(|s| *s != Service::Proxy || has_proxy || service.is_some())
+            .flat_map(|s| {
+                let count = replicas.of(s).max(1);
+                let dir = dir.clone();
+                (1..=count).map(move |replica| {
+                    let shown = (count > 1).then_some(replica);
+                    (s, shown, plan::log_path(&dir, s, replica))
+                })
+            })
+            .collect()
     }
 
     /// Hands each log line to `sink`: what the files hold, then (with `follow`) what is
-    /// appended, until ctrl-c.
+    /// appended, until ctrl-c. Every replica's lines, each named by its replica when the
+    /// service has more than one.
     pub async fn logs(
         &self,
         service: Option<Service>,
@@ -235,27 +449,18 @@ impl LocalRuntime {
         tail: Option<usize>,
         sink: &mut (dyn FnMut(LogLine) -> io::Result<()> + Send),
     ) -> Result<(), RuntimeError> {
-        let dir = self.dir();
-        let services: Vec<Service> = match service {
-            Some(service) => vec![service],
-            None => Service::ALL
-                .into_iter()
-                .filter(|s| *s != Service::Postgres)
-                .collect(),
-        };
         let mut offsets = Vec::new();
         let mut lines = Vec::new();
-        for service in &services {
-            let path = plan::log_path(&dir, *service);
+        for (service, replica, path) in self.log_sources(service) {
             let text = fs::read_to_string(&path).unwrap_or_default();
             let all: Vec<&str> = text.lines().collect();
             let start = tail.map_or(0, |n| all.len().saturating_sub(n));
             lines.extend(all[start..].iter().map(|text| LogLine {
-                service: *service,
-                replica: None,
+                service,
+                replica,
                 text: (*text).to_owned(),
             }));
-            offsets.push((*service, path, text.len() as u64));
+            offsets.push((service, replica, path, text.len() as u64));
         }
         if send(sink, lines)? || !follow {
             return Ok(());
@@ -267,7 +472,7 @@ impl LocalRuntime {
                 _ = ticks.tick() => {}
             }
             let mut lines = Vec::new();
-            for (service, path, offset) in &mut offsets {
+            for (service, replica, path, offset) in &mut offsets {
                 let Ok(text) = fs::read(&*path) else { continue };
                 if (text.len() as u64) < *offset {
                     *offset = 0; // truncated or replaced
@@ -277,7 +482,7 @@ impl LocalRuntime {
                 if let Some(end) = new.rfind('\n') {
                     lines.extend(new[..end].lines().map(|text| LogLine {
                         service: *service,
-                        replica: None,
+                        replica: *replica,
                         text: text.to_owned(),
                     }));
                     *offset += end as u64 + 1;
@@ -289,8 +494,8 @@ impl LocalRuntime {
         }
     }
 
-    /// CPU and memory of each running process, from `/proc`; CPU needs two polls, so it is
-    /// unknown at first.
+    /// CPU and memory of each running process (one per replica), from `/proc`; CPU needs two
+    /// polls, so it is unknown at first.
     pub fn usage(&self) -> Vec<Usage> {
         let now = Instant::now();
         let ticks_per_second = procfs::ticks_per_second();
@@ -332,28 +537,28 @@ impl LocalRuntime {
             .map(|plan| plan.redis_url())
     }
 
-    /// The running service processes.
+    /// The running processes, one per replica, in the order of [`Service::ALL`] then replica.
     pub fn pids(&self) -> Vec<(Service, u32)> {
         let state = SupervisorState::load(&self.dir())
             .ok()
             .flatten()
             .map(tracked);
-        state
-            .map(|state| {
-                state
-                    .services
-                    .iter()
-                    .filter_map(|p| Some((p.service, p.pid?)))
-                    .collect()
-            })
-            .unwrap_or_default()
+        let mut processes: Vec<&ProcessState> = state
+            .as_ref()
+            .map(|state| state.services.iter().collect())
+            .unwrap_or_default();
+        processes.sort_by_key(|p| (Service::ALL.iter().position(|s| *s == p.service), p.replica));
+        processes
+            .into_iter()
+            .filter_map(|p| Some((p.service, p.pid?)))
+            .collect()
     }
 
-    /// The last `tail` lines of one service's log.
+    /// The last `tail` lines of one service's log: its first replica's.
     pub async fn recent_logs(&self, service: Service, tail: usize) -> Vec<String> {
         // Reads a whole log file: off the async threads.
         let dir = self.dir();
-        tokio::task::spawn_blocking(move || last_lines(&dir, service, tail))
+        tokio::task::spawn_blocking(move || last_lines(&dir, service, 1, tail))
             .await
             .unwrap_or_default()
     }
@@ -396,8 +601,8 @@ impl LocalRuntime {
         Ok(())
     }
 
-    /// Waits until every service of `plan` answers its health check; fails fast when the
-    /// supervisor reports a service exited.
+    /// Waits until every replica of `plan` (and its proxy) answers its health check; fails
+    /// fast when the supervisor reports one keeps exiting.
     async fn wait_healthy(
         &self,
         plan: &Plan,
@@ -407,54 +612,71 @@ impl LocalRuntime {
     ) -> Result<(), RuntimeError> {
         let dir = self.dir();
         let deadline = tokio::time::Instant::now() + timeout;
+        let replicas = plan.replicas();
         for service in [
             Service::Redis,
             Service::Store,
             Service::Cache,
             Service::Gateway,
+            Service::Proxy,
         ] {
+            if service == Service::Proxy && !plan.has_proxy() {
+                continue;
+            }
             let line = progress.service(service);
-            let Some(addr) = plan.published(service) else {
+            if service == Service::Redis {
                 line.done(match plan.redis {
                     RedisPlan::External { .. } => State::External.name(),
                     RedisPlan::Spawn { .. } => State::Running.name(),
                 });
                 continue;
-            };
+            }
             line.phase(if already_running {
                 "checking health"
             } else {
                 "waiting for health"
             });
-            loop {
-                if self.is_serving(service, &addr).await {
-                    line.done(if already_running {
-                        "unchanged"
-                    } else {
-                        "healthy"
-                    });
-                    break;
+            let count = if service == Service::Proxy {
+                1
+            } else {
+                replicas.of(service)
+            };
+            for replica in 1..=count {
+                let addr = plan.address(service, replica).unwrap_or_default();
+                loop {
+                    if probe::serving(&self.home, service, &addr).await {
+                        break;
+                    }
+                    if let Some(process) = SupervisorState::load(&dir)?
+                        .and_then(|state| state.process(service, replica).cloned())
+                        && process.restarts >= GIVE_UP_AFTER_RESTARTS
+                    {
+                        line.fail("exited");
+                        return Err(RuntimeError::Exited {
+                            service: service.name(),
+                            logs: last_lines(&dir, service, replica, 10),
+                        });
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        line.fail("not healthy");
+                        return Err(RuntimeError::Unhealthy {
+                            service: service.name(),
+                            timeout,
+                            logs: last_lines(&dir, service, replica, 10),
+                        });
+                    }
+                    tokio::time::sleep(POLL).await;
                 }
-                if let Some(process) =
-                    SupervisorState::load(&dir)?.and_then(|state| state.process(service).cloned())
-                    && process.restarts >= GIVE_UP_AFTER_RESTARTS
-                {
-                    line.fail("exited");
-                    return Err(RuntimeError::Exited {
-                        service: service.name(),
-                        logs: last_lines(&dir, service, 10),
-                    });
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    line.fail("not healthy");
-                    return Err(RuntimeError::Unhealthy {
-                        service: service.name(),
-                        timeout,
-                        logs: last_lines(&dir, service, 10),
-                    });
-                }
-                tokio::time::sleep(POLL).await;
             }
+            let word = if already_running {
+                "unchanged"
+            } else {
+                "healthy"
+            };
+            line.done(&match count {
+                1 => word.to_owned(),
+                n => format!("{word} ({n} replicas)"),
+            });
         }
         Ok(())
     }
@@ -466,9 +688,8 @@ impl LocalRuntime {
         let Some(state) = SupervisorState::load(&dir)? else {
             return Ok(());
         };
-        let pid = Pid::from_raw(i32::try_from(state.pid).unwrap_or(i32::MAX));
         if pid_alive(state.pid) {
-            let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
+            signal(state.pid, Signal::SIGTERM);
             if !within_stop_timeout(|| !pid_alive(state.pid)).await {
                 return Err(RuntimeError::other(
                     "stopping the local stack",
@@ -482,6 +703,57 @@ impl LocalRuntime {
         // A supervisor that died (now or before) may have left services running.
         stop_survivors(&state).await?;
         remove_if_present(&plan::state_path(&dir)).map(|_| ())
+    }
+}
+
+/// Free ports for a plan. Each stays bound until the picker is dropped, so no two picks
+/// return the same port; the services bind them after.
+#[derive(Default)]
+struct PortPicker {
+    held: Vec<TcpListener>,
+}
+
+impl PortPicker {
+    /// `requested`, checked free; or with 0, a free port chosen now.
+    fn pick(&mut self, service: Service, requested: u16) -> Result<u16, RuntimeError> {
+        let listener = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, requested))
+            .map_err(|_| RuntimeError::PortTaken {
+                service: service.name(),
+                port: requested,
+            })?;
+        let port = listener
+            .local_addr()
+            .map(|addr| addr.port())
+            .map_err(|err| RuntimeError::other("choosing a free port", err))?;
+        self.held.push(listener);
+        Ok(port)
+    }
+}
+
+/// `haproxy` on PATH, which two or more gateways need in front of them.
+fn find_haproxy(gateways: u16) -> Result<PathBuf, RuntimeError> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join("haproxy"))
+        .find(|path| path.is_file())
+        .ok_or_else(|| {
+            RuntimeError::other(
+                format!("running {gateways} gateways"),
+                "the proxy in front of them, haproxy, is not on PATH; install it (Debian \
+                 package haproxy) or run one gateway",
+            )
+        })
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Sends `signal` to process `pid`; one that is gone already is not an error.
+fn signal(pid: u32, signal: Signal) {
+    if let Ok(pid) = i32::try_from(pid) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), signal);
     }
 }
 
@@ -538,21 +810,6 @@ async fn within_stop_timeout(stopped: impl Fn() -> bool) -> bool {
         .is_ok()
 }
 
-/// `requested`, checked free; or with 0, a free port chosen now.
-fn free_port(service: Service, requested: u16) -> Result<u16, RuntimeError> {
-    let listener =
-        TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, requested)).map_err(|_| {
-            RuntimeError::PortTaken {
-                service: service.name(),
-                port: requested,
-            }
-        })?;
-    listener
-        .local_addr()
-        .map(|addr| addr.port())
-        .map_err(|err| RuntimeError::other("choosing a free port", err))
-}
-
 fn pid_alive(pid: u32) -> bool {
     let Ok(raw) = i32::try_from(pid) else {
         return false;
@@ -562,8 +819,8 @@ fn pid_alive(pid: u32) -> bool {
     nix::sys::signal::kill(Pid::from_raw(raw), None).is_ok() && !procfs::is_zombie(pid)
 }
 
-fn last_lines(dir: &Path, service: Service, n: usize) -> Vec<String> {
-    let text = fs::read_to_string(plan::log_path(dir, service)).unwrap_or_default();
+fn last_lines(dir: &Path, service: Service, replica: u16, n: usize) -> Vec<String> {
+    let text = fs::read_to_string(plan::log_path(dir, service, replica)).unwrap_or_default();
     let lines: Vec<String> = text.lines().map(str::to_owned).collect();
     lines[lines.len().saturating_sub(n)..].to_vec()
 }

@@ -13,8 +13,9 @@
 //!   Kubernetes DNS do), is a balanced channel fed by a discovery task: it re-resolves every
 //!   [`RESOLVE_INTERVAL`] and keeps in the balance only the replicas whose health watch says
 //!   SERVING (see [`Membership`] for the rule).
-//! - [`idempotent`] and [`once`]: a call within [`CALL_TIMEOUT`]; an idempotent one is retried
-//!   once, on a transport failure, so a replica going away mid-call costs the caller nothing.
+//! - [`idempotent`] and [`once`]: a call within [`CALL_TIMEOUT`] (or less, when the caller's own
+//!   deadline, [`caller_budget`], is shorter); an idempotent one is retried once, on a transport
+//!   failure, so a replica going away mid-call costs the caller nothing.
 //!
 //! docs/design.md ("Replicas") describes the behaviour.
 
@@ -32,6 +33,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::{
     Status,
+    metadata::MetadataMap,
     transport::{Channel, ClientTlsConfig, Endpoint, channel::Change},
 };
 use tonic_health::pb::{
@@ -528,16 +530,40 @@ where
     }
 }
 
-/// Runs an idempotent call (a read) within [`CALL_TIMEOUT`], and once more when the first
-/// attempt failed in transport (the replica went away mid-call, or was refused): the balance
-/// sends the retry to another replica. `call` gets the time left, to send as its deadline.
-pub async fn idempotent<T, F, Fut>(mut call: F) -> Result<T, Status>
+/// The time the caller gave its call (its `grpc-timeout`), when it said: what a call made on
+/// its behalf may spend, retry included. None when it set no deadline or sent one that is not
+/// in the gRPC form (1 to 8 digits and a unit: H, M, S, m, u, n).
+pub fn caller_budget(metadata: &MetadataMap) -> Option<Duration> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let unit_at = value.len().checked_sub(1)?;
+    let (digits, unit) = value.split_at(unit_at);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+/// Runs an idempotent call (a read) within [`CALL_TIMEOUT`], or within the caller's `budget`
+/// when that is shorter, and once more when the first attempt failed in transport (the replica
+/// went away mid-call, or was refused): the balance sends the retry to another replica, inside
+/// the same deadline. `call` gets the time left, to send as its deadline.
+pub async fn idempotent<T, F, Fut>(budget: Option<Duration>, mut call: F) -> Result<T, Status>
 where
     F: FnMut(Duration) -> Fut,
     Fut: Future<Output = Result<T, Status>>,
 {
-    let deadline = tokio::time::Instant::now() + CALL_TIMEOUT;
-    let first = within(deadline, call(CALL_TIMEOUT)).await;
+    let budget = budget.map_or(CALL_TIMEOUT, |budget| budget.min(CALL_TIMEOUT));
+    let deadline = tokio::time::Instant::now() + budget;
+    let first = within(deadline, call(budget)).await;
     match first {
         Err(status) if is_transport_failure(&status) => {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());

@@ -142,7 +142,9 @@ impl Inner {
                 }
                 CacheStats::count(&self.stats.store_calls);
                 // A read: retried once on another store replica after a transport failure.
-                let read = crate::client::idempotent(|deadline| {
+                // The store read is shared by every reader of the key (single-flight), so no
+                // one caller's deadline bounds it.
+                let read = crate::client::idempotent(None, |deadline| {
                     let mut store = self.store.clone();
                     let mut request = Request::new(ReadUserRequest {
                         key: Some(lookup.clone()),

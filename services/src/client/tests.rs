@@ -257,3 +257,65 @@ async fn a_replica_that_drains_leaves_the_balance_before_it_stops_answering() {
     }
     shutdown.cancel();
 }
+
+#[test]
+fn the_callers_budget_is_its_grpc_timeout_in_any_unit() {
+    let budget = |value: &str| {
+        let mut metadata = MetadataMap::new();
+        metadata.insert("grpc-timeout", value.parse().expect("ascii"));
+        caller_budget(&metadata)
+    };
+    assert_eq!(budget("250m"), Some(Duration::from_millis(250)));
+    assert_eq!(budget("2S"), Some(Duration::from_secs(2)));
+    assert_eq!(budget("1M"), Some(Duration::from_secs(60)));
+    assert_eq!(budget("1H"), Some(Duration::from_secs(3600)));
+    assert_eq!(budget("900u"), Some(Duration::from_micros(900)));
+    assert_eq!(budget("5n"), Some(Duration::from_nanos(5)));
+    for malformed in ["", "m", "123456789m", "12x", "-5m", "1.5S", "5"] {
+        assert_eq!(budget(malformed), None, "{malformed:?}");
+    }
+    assert_eq!(caller_budget(&MetadataMap::new()), None);
+}
+
+/// A read that fails in transport and then hangs is cut at the caller's budget, retry
+/// included, rather than at the longer default.
+#[tokio::test]
+async fn a_retried_read_ends_within_the_callers_budget() {
+    let started = tokio::time::Instant::now();
+    let mut attempts = Vec::new();
+    let outcome: Result<(), Status> = idempotent(Some(Duration::from_millis(400)), |deadline| {
+        attempts.push(deadline);
+        let first = attempts.len() == 1;
+        async move {
+            if first {
+                // A failure made here, from a transport error: it has a source.
+                Err(Status::from_error(Box::new(io::Error::from(
+                    io::ErrorKind::ConnectionReset,
+                ))))
+            } else {
+                std::future::pending().await
+            }
+        }
+    })
+    .await;
+    let status = outcome.expect_err("cut at the budget");
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(400) && took < CALL_TIMEOUT,
+        "cut at the caller's 400 ms, not the default {CALL_TIMEOUT:?}: {took:?}"
+    );
+    assert_eq!(attempts.len(), 2, "retried once");
+    assert_eq!(attempts[0], Duration::from_millis(400));
+    assert!(attempts[1] < Duration::from_millis(400), "{attempts:?}");
+
+    // A budget longer than the default is held to the default.
+    let started = tokio::time::Instant::now();
+    let outcome: Result<(), Status> = idempotent(Some(Duration::from_secs(60)), |_| {
+        std::future::pending::<Result<(), Status>>()
+    })
+    .await;
+    assert!(outcome.is_err());
+    let took = started.elapsed();
+    assert!(took >= CALL_TIMEOUT, "held to the default: {took:?}");
+}

@@ -1,4 +1,4 @@
-use std::{net::IpAddr, sync::Arc};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use prometheus::IntCounter;
 use tonic::{Code, Request, Response, Status, transport::Channel};
@@ -150,7 +150,7 @@ impl GatewayService {
         password: String,
         peer: Option<IpAddr>,
     ) -> Result<(Option<i64>, bool), GatewayError> {
-        let found = match self.read_user(Key::Email(email.to_owned())).await {
+        let found = match self.read_user(Key::Email(email.to_owned()), None).await {
             Ok(user) => Some(user),
             Err(status) if status.code() == Code::NotFound => None,
             Err(status) => return Err(GatewayError::upstream(status)),
@@ -174,17 +174,19 @@ impl GatewayService {
         err.into()
     }
 
-    /// The profile behind `authorization` (the raw `authorization` header or metadata value).
+    /// The profile behind `authorization` (the raw `authorization` header or metadata value),
+    /// read within the caller's `budget` when it gave one.
     pub(crate) async fn who_am_i(
         &self,
         authorization: Option<&[u8]>,
+        budget: Option<Duration>,
     ) -> Result<Profile, GatewayError> {
         let token = bearer_token(authorization)?;
         let user_id = self
             .key
             .verify(token)
             .map_err(|err| GatewayError::BadToken(err.to_string()))?;
-        match self.read_user(Key::Id(user_id)).await {
+        match self.read_user(Key::Id(user_id), budget).await {
             Ok(user) => Ok(profile(user)),
             // A valid signature for an account that is gone (e.g. its data was wiped).
             Err(status) if status.code() == Code::NotFound => Err(GatewayError::BadToken(
@@ -194,9 +196,10 @@ impl GatewayService {
         }
     }
 
-    /// A read: retried once on another cache replica when the first fails in transport.
-    async fn read_user(&self, key: Key) -> Result<User, Status> {
-        let response = client::idempotent(|deadline| {
+    /// A read: retried once on another cache replica when the first fails in transport, both
+    /// attempts within `budget` (the caller's deadline) when it is shorter than the default.
+    async fn read_user(&self, key: Key, budget: Option<Duration>) -> Result<User, Status> {
+        let response = client::idempotent(budget, |deadline| {
             let mut users = self.users.clone();
             let mut request = Request::new(ReadUserRequest {
                 key: Some(key.clone()),
@@ -268,8 +271,9 @@ impl Gateway for GatewayService {
         if entries.next().is_some() {
             return Err(GatewayError::BadToken("more than one authorization entry".into()).into());
         }
+        let budget = client::caller_budget(request.metadata());
         Ok(Response::new(
-            self.who_am_i(authorization.map(|value| value.as_bytes()))
+            self.who_am_i(authorization.map(|value| value.as_bytes()), budget)
                 .await?,
         ))
     }

@@ -140,7 +140,7 @@ pub async fn user_profile(
             "more than one authorization header".into(),
         ));
     }
-    let profile = state.gateway.who_am_i(authorization).await?;
+    let profile = state.gateway.who_am_i(authorization, None).await?;
     Ok(envelope::success(User::from(profile)))
 }
 

@@ -12,6 +12,17 @@ pub fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// The children of `pid` (its main thread's), oldest first; none when the kernel does not say.
+pub fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .map(|text| {
+            text.split_whitespace()
+                .filter_map(|child| child.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Whether `pid` has exited and waits for its parent to reap it.
 pub fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))

@@ -550,7 +550,16 @@ impl LocalRuntime {
         processes.sort_by_key(|p| (Service::ALL.iter().position(|s| *s == p.service), p.replica));
         processes
             .into_iter()
-            .filter_map(|p| Some((p.service, p.pid?)))
+            .filter_map(|p| {
+                let pid = p.pid?;
+                // HAProxy runs as a master that only supervises and a worker (its child) that
+                // carries the traffic: the worker's CPU and memory are the proxy's.
+                let pid = match p.service {
+                    Service::Proxy => procfs::children(pid).last().copied().unwrap_or(pid),
+                    _ => pid,
+                };
+                Some((p.service, pid))
+            })
             .collect()
     }
 

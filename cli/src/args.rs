@@ -217,7 +217,7 @@ pub struct OutputArgs {
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
-    /// gateway, cache, store, redis or postgres [default: all]
+    /// gateway, cache, store, redis, postgres or proxy [default: all]
     pub service: Option<String>,
     /// Keep printing new lines.
     #[arg(long, short)]

@@ -218,7 +218,7 @@ pub async fn logs(home: &ProjectHome, args: LogsArgs) -> Result<()> {
         None => None,
         Some(name) => Some(Service::parse(name).ok_or_else(|| {
             CliError::usage(format!("unknown service {name:?}"))
-                .with_hint("use gateway, cache, store, redis or postgres")
+                .with_hint("use gateway, cache, store, redis, postgres or proxy")
         })?),
     };
     let runtime = existing_runtime(home).await?;

@@ -9,7 +9,7 @@ use std::{
     fs,
     io::Write as _,
     net::TcpListener,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -410,7 +410,7 @@ fn the_base_renders_offline_validates_strictly_for_1_30_and_has_the_shape_asked(
 struct Store(Child);
 
 impl Store {
-    fn start(addr: &str, tls: &Path, database: &PathBuf) -> Self {
+    fn start(addr: &str, tls: &Path, database: &Path) -> Self {
         let child = Command::new(binary("usersvc"))
             .args(["store", "--listen", addr])
             .arg("--database-url")

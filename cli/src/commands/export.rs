@@ -50,10 +50,11 @@ fn kubernetes(args: KubernetesArgs) -> Result<()> {
             return Err(CliError::usage(format!("--out {}: {err}", out.display())));
         }
     }
-    let from = if args.usersvc.is_some() {
-        Origin::Flag
-    } else {
-        Origin::Default
+    // clap reads USERCTL_USERSVC into the flag; the error says which it was.
+    let from = match (&args.usersvc, std::env::var_os("USERCTL_USERSVC")) {
+        (None, _) => Origin::Default,
+        (Some(path), Some(env)) if path.as_os_str() == env => Origin::Env("USERCTL_USERSVC"),
+        (Some(_), _) => Origin::Flag,
     };
     let binary = locate_usersvc(args.usersvc, &from)?;
     let local = usersvc_reference(&binary).map_err(|err| {

@@ -406,6 +406,36 @@ fn the_base_renders_offline_validates_strictly_for_1_30_and_has_the_shape_asked(
     drop(store);
 }
 
+#[test]
+fn every_supported_version_gets_a_base_that_validates_strictly_for_it() {
+    let home = tempfile::tempdir().expect("home");
+    let userctl = Userctl::new(home.path());
+    let root = tempfile::tempdir().expect("root");
+    for minor in 27..=33 {
+        let version = format!("1.{minor}");
+        let base = root.path().join(&version);
+        let run = export(
+            &userctl,
+            &[
+                "--out",
+                base.to_str().expect("utf-8"),
+                "--kubernetes-version",
+                &version,
+                "--replicas",
+                "store=2",
+            ],
+        );
+        assert_eq!(run.code, 0, "{version}: {run:?}");
+        let file = root.path().join(format!("{version}.yaml"));
+        fs::write(&file, kustomize(&base)).expect("write");
+        let validated = ran(tool("kubernetes-validate")
+            .args(["--strict", "--quiet", "--kubernetes-version"])
+            .arg(format!("{version}.0"))
+            .arg(&file));
+        assert_eq!(validated.code, 0, "{version}: {validated:?}");
+    }
+}
+
 /// `usersvc store` on SQLite with the given TLS files, killed when dropped.
 struct Store(Child);
 

@@ -211,7 +211,7 @@ pub struct KubernetesArgs {
     #[arg(long, value_name = "REG")]
     pub image_registry: Option<String>,
 
-    /// The usersvc binary whose image the manifests name (its content tag) [env: USERCTL_USERSVC]
+    /// The usersvc binary whose image the manifests name (its content tag)
     /// [default: beside this executable, else on PATH]
     #[arg(long, env = "USERCTL_USERSVC", value_name = "PATH")]
     pub usersvc: Option<PathBuf>,

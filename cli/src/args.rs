@@ -65,6 +65,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// The stack `up` would bring up, and where each setting comes from.
     Config(ConfigArgs),
+    /// Write the stack out for a platform userctl does not run itself.
+    Export(ExportArgs),
     /// Print a shell completion script on stdout (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
     /// Internal: the local runtime's supervisor process.
@@ -174,6 +176,56 @@ Keys: runtime, store, wait_timeout, cors_origins, usersvc, redis_url, replicas.g
 replicas.cache, replicas.store, ports.gateway, ports.http, \
 ports.cache, ports.store, images.redis, images.postgres. A value is null when the runtime decides \
 it (store, usersvc, redis_url); a password in redis_url is shown as ****.";
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(subcommand)]
+    pub target: ExportTarget,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportTarget {
+    /// A kustomize base (DIR/kustomization.yaml and its resources) for the stack on a cluster.
+    #[command(after_help = KUBERNETES_HELP)]
+    Kubernetes(KubernetesArgs),
+}
+
+/// `export kubernetes`. The replica spec and the version are checked by the command, so a bad
+/// one is one line and exit 2 like every other usage error of a value.
+#[derive(Debug, Args)]
+pub struct KubernetesArgs {
+    /// The directory to write; refused when it holds files, unless --force
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Replicas of gateway, cache and store, e.g. gateway=3,cache=2 (default 1 each; at most 32)
+    #[arg(long, value_name = "SERVICE=N,...")]
+    pub replicas: Option<String>,
+
+    /// The Kubernetes version the manifests are for, 1.27 to 1.33
+    #[arg(long, value_name = "VERSION", default_value = crate::export::kubernetes::DEFAULT_VERSION)]
+    pub kubernetes_version: String,
+
+    /// Registry the nodes pull the services image from: REG/userctl-usersvc:TAG [default: none, the
+    /// local name the docker runtime builds]
+    #[arg(long, value_name = "REG")]
+    pub image_registry: Option<String>,
+
+    /// The usersvc binary whose image the manifests name (its content tag)
+    /// [default: beside this executable, else on PATH]
+    #[arg(long, env = "USERCTL_USERSVC", value_name = "PATH")]
+    pub usersvc: Option<PathBuf>,
+
+    /// Write into a DIR that holds files: the files export writes are replaced, any other is kept
+    #[arg(long)]
+    pub force: bool,
+}
+
+const KUBERNETES_HELP: &str = "\
+No secret is written: the manifests name Secrets, and DIR/create-secrets.sh makes them with \
+openssl and kubectl (`./create-secrets.sh -n NAMESPACE`). Then `kubectl apply -k DIR -n NAMESPACE`. \
+The services image is the one `userctl up --runtime docker` builds from the same usersvc; push it \
+where the nodes can pull it (`docker tag` and `docker push` to REG).";
 
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {

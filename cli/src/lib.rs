@@ -6,6 +6,7 @@
 //! - [`config`]: the stack file and the layers `up` resolves (flags, env, file, last up).
 //! - [`runtime`]: where the stack runs — Docker containers or local processes — behind one
 //!   [`runtime::Runtime`]; [`runtime::launch`] says once how each service starts.
+//! - [`export`]: the stack written out for a cluster (`export kubernetes`), as data.
 //! - [`bench`]: the load generator behind `userctl bench`, with same-run baselines.
 //! - [`client`]: the gateway client and what its statuses mean to a user.
 //! - [`output`]: tables and colours for what commands print.
@@ -15,7 +16,8 @@
 //!   on nothing else here. [`procfs`]: the one reader of `/proc`.
 //! - [`error`]: one error type carrying the exit code; library errors get theirs here.
 //!
-//! Modules point one way: commands → runtime / client / bench / output → home → pki → stack.
+//! Modules point one way: commands → export → runtime / client / bench / output → home → pki →
+//! stack.
 
 pub mod args;
 pub mod bench;
@@ -23,6 +25,7 @@ pub mod client;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod home;
 pub mod output;
 pub mod pki;
@@ -54,6 +57,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Dashboard(args) => commands::dashboard::run(&home, gateway, args).await,
         Command::Bench(args) => commands::bench::run(&home, gateway, args).await,
         Command::Config(args) => commands::config::show(&home, cli.file.as_deref(), args),
+        Command::Export(args) => commands::export::run(args),
         Command::Completions(args) => {
             commands::completions::print(args);
             Ok(())

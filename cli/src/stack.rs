@@ -177,8 +177,28 @@ impl Default for Replicas {
 /// connections and (for the gateway) password-hashing buffers, so past a few per core they
 /// only take memory and CPU from each other.
 const REPLICAS_PER_CORE: u16 = 4;
-/// The most replicas of one service, whatever the machine.
+/// The most replicas of one service, whatever the machine or cluster.
 const REPLICAS_CEILING: u16 = 32;
+
+/// Where replicas run, which decides how many of one service make sense.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Room {
+    /// This machine (`up`, `scale`): [`REPLICAS_PER_CORE`] per core of it.
+    Machine,
+    /// A cluster (`export kubernetes`): this machine's cores say nothing about its nodes, so
+    /// only the ceiling applies.
+    Cluster,
+}
+
+impl Room {
+    /// The most replicas of one service here.
+    pub fn max(self) -> u16 {
+        match self {
+            Self::Machine => Replicas::max(),
+            Self::Cluster => REPLICAS_CEILING,
+        }
+    }
+}
 
 impl Replicas {
     /// How many replicas of `service` run.
@@ -203,10 +223,15 @@ impl Replicas {
             .min(REPLICAS_CEILING)
     }
 
-    /// These counts with `changes` applied, each checked.
-    pub fn with(mut self, changes: &[(Service, u16)]) -> Result<Self, String> {
+    /// These counts with `changes` applied, each checked against this machine.
+    pub fn with(self, changes: &[(Service, u16)]) -> Result<Self, String> {
+        self.with_in(changes, Room::Machine)
+    }
+
+    /// These counts with `changes` applied, each checked against `room`.
+    pub fn with_in(mut self, changes: &[(Service, u16)], room: Room) -> Result<Self, String> {
         for &(service, count) in changes {
-            check_count(service, count)?;
+            check_count(service, count, room)?;
             match service {
                 Service::Gateway => self.gateway = count,
                 Service::Cache => self.cache = count,
@@ -217,13 +242,18 @@ impl Replicas {
         Ok(self)
     }
 
-    /// `gateway=2,cache=3`: the services named and their counts, checked; services not named
-    /// keep theirs.
+    /// `gateway=2,cache=3`: the services named and their counts, checked against this
+    /// machine; services not named keep theirs.
     pub fn parse_changes(text: &str) -> Result<Vec<(Service, u16)>, String> {
+        Self::parse_changes_in(text, Room::Machine)
+    }
+
+    /// [`Replicas::parse_changes`], checked against `room`.
+    pub fn parse_changes_in(text: &str, room: Room) -> Result<Vec<(Service, u16)>, String> {
         text.split(',')
             .map(str::trim)
             .filter(|part| !part.is_empty())
-            .map(parse_change)
+            .map(|part| parse_change_in(part, room))
             .collect::<Result<Vec<_>, _>>()
             .and_then(|changes| {
                 if changes.is_empty() {
@@ -235,8 +265,13 @@ impl Replicas {
     }
 }
 
-/// One `SERVICE=N`.
+/// One `SERVICE=N`, checked against this machine.
 pub fn parse_change(text: &str) -> Result<(Service, u16), String> {
+    parse_change_in(text, Room::Machine)
+}
+
+/// One `SERVICE=N`, checked against `room`.
+pub fn parse_change_in(text: &str, room: Room) -> Result<(Service, u16), String> {
     let (name, count) = text
         .split_once('=')
         .ok_or_else(|| format!("{text:?} is not SERVICE=N (e.g. cache=2)"))?;
@@ -247,18 +282,22 @@ pub fn parse_change(text: &str) -> Result<(Service, u16), String> {
     let count: u16 = count.trim().parse().map_err(|_| {
         format!(
             "{name}={count}: the count must be a whole number from 1 to {}",
-            Replicas::max()
+            room.max()
         )
     })?;
-    check_count(service, count)?;
+    check_count(service, count, room)?;
     Ok((service, count))
 }
 
-fn check_count(service: Service, count: u16) -> Result<(), String> {
-    let max = Replicas::max();
+fn check_count(service: Service, count: u16, room: Room) -> Result<(), String> {
+    let max = room.max();
     if count == 0 {
         Err(format!(
             "{service}=0: a stack needs at least one {service}; use `userctl down` to stop it"
+        ))
+    } else if count > max && room == Room::Cluster {
+        Err(format!(
+            "{service}={count} is more than one service runs: at most {max} replicas"
         ))
     } else if count > max {
         Err(format!(
@@ -479,6 +518,20 @@ mod tests {
         let too_many = format!("gateway={}", Replicas::max() + 1);
         let err = Replicas::parse_changes(&too_many).expect_err("too many");
         assert!(err.contains("per CPU core"), "{err}");
+    }
+
+    #[test]
+    fn a_cluster_is_not_held_to_this_machines_cores_only_to_the_ceiling() {
+        let changes = Replicas::parse_changes_in("gateway=32,cache=33", Room::Cluster);
+        let err = changes.expect_err("33 is past the ceiling");
+        assert!(err.contains("at most 32 replicas"), "{err}");
+        assert!(!err.contains("CPU core"), "{err}");
+        let changes = Replicas::parse_changes_in("gateway=32", Room::Cluster).expect("valid");
+        let replicas = Replicas::default()
+            .with_in(&changes, Room::Cluster)
+            .expect("valid");
+        assert_eq!(replicas.gateway, 32);
+        assert!(Replicas::parse_changes_in("store=0", Room::Cluster).is_err());
     }
 
     #[test]

@@ -5,5 +5,6 @@ pub mod bench;
 pub mod completions;
 pub mod config;
 pub mod dashboard;
+pub mod export;
 pub mod stack;
 pub mod stats;

@@ -279,7 +279,7 @@ async fn existing_runtime(home: &ProjectHome) -> Result<Runtime> {
 /// on PATH.
 /// The `usersvc` binary: as configured (`from` names where that setting came from, for the
 /// error), else beside this executable, else on PATH.
-fn locate_usersvc(configured: Option<PathBuf>, from: &Origin) -> Result<PathBuf> {
+pub(crate) fn locate_usersvc(configured: Option<PathBuf>, from: &Origin) -> Result<PathBuf> {
     let hint = "build it with `cargo build --release -p usersvc`, or pass --usersvc PATH";
     if let Some(path) = configured {
         return if path.is_file() {

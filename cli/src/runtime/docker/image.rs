@@ -203,6 +203,13 @@ fn split_reference(reference: &str) -> (&str, &str) {
     }
 }
 
+/// `userctl-usersvc:<tag>`: the name the services image built from `binary` has, as `up`
+/// builds it, computed without an engine (reads the binary and the libraries `ldd` lists).
+pub fn usersvc_reference(binary: &Path) -> io::Result<String> {
+    let digest = RootFs::for_binary(binary)?.digest()?;
+    Ok(content_tag(&digest))
+}
+
 fn content_tag(digest: &str) -> String {
     format!("{USERSVC_REPOSITORY}:{}", &digest[..16.min(digest.len())])
 }

@@ -28,6 +28,13 @@ mod scale;
 mod spec;
 mod state;
 
+/// What a cluster's manifests share with the containers: the services image's name and user,
+/// and where the services read their keys.
+pub use self::{
+    image::{USERSVC_REPOSITORY, usersvc_reference},
+    spec::{JWT_KEY_FILE, SECRETS_DIR, SERVICE_UID},
+};
+
 use std::{
     collections::HashSet,
     sync::Mutex,

@@ -31,7 +31,7 @@ fn kubernetes(args: KubernetesArgs) -> Result<()> {
     let registry = match args.image_registry.as_deref().map(str::trim) {
         Some("") => {
             return Err(CliError::usage(
-                "--image-registry is empty: name a registry, e.g. registry.example.com/team",
+                "--image-registry is empty: name where your nodes pull images from, e.g. host:port/team",
             ));
         }
         registry => registry.map(|registry| registry.trim_end_matches('/').to_owned()),

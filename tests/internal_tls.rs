@@ -20,8 +20,10 @@ use usersvc::gateway::password::Passwords;
 /// A local stack with one registered account, and where its services and certificates are.
 struct Stack {
     userctl: Userctl,
-    _home: tempfile::TempDir,
+    // Fields drop in order: `down --volumes` must run while the home it reads still exists,
+    // or the stack outlives the test.
     _teardown: Teardown,
+    _home: tempfile::TempDir,
     store: String,
     cache: String,
     tls_dir: PathBuf,
@@ -60,8 +62,8 @@ async fn stack() -> Stack {
         cache: address("cache"),
         tls_dir: userctl.project_dir().join("tls"),
         userctl,
-        _home: home,
         _teardown: teardown,
+        _home: home,
     }
 }
 

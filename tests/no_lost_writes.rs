@@ -20,9 +20,9 @@ use std::{
 
 use futures::StreamExt as _;
 use rand::seq::SliceRandom as _;
-use tonic::{Code, Request, Status};
+use tonic::{Code, Request, Status, transport::Channel};
 use userctl_proto::{
-    gateway::v1::{Profile, RegisterRequest},
+    gateway::v1::{Profile, RegisterRequest, gateway_client::GatewayClient},
     user::v1::{ReadUserRequest, read_user_request::Key},
 };
 use userctl_tests::{
@@ -58,6 +58,18 @@ struct Attempt {
     result: Result<Profile, Status>,
 }
 
+/// Registers account `account` under its `attempt`-th spelling, with a deadline of its own.
+async fn attempt(mut gateway: GatewayClient<Channel>, account: usize, attempt: usize) -> Attempt {
+    let mut request = Request::new(RegisterRequest {
+        email: spelling(account, attempt),
+        full_name: format!("User {account}"),
+        password: format!("password of user {account}"),
+    });
+    request.set_timeout(Duration::from_secs(30));
+    let result = gateway.register(request).await.map(|r| r.into_inner());
+    Attempt { account, result }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_acknowledged_registration_is_lost_while_redis_and_the_store_restart() {
     let db = TestDatabase::postgres().await;
@@ -82,19 +94,12 @@ async fn no_acknowledged_registration_is_lost_while_redis_and_the_store_restart(
         let done = done.clone();
         async move {
             futures::stream::iter(plan)
-                .map(|(account, attempt)| {
-                    let mut gateway = gateway.clone();
-                    let done = done.clone();
+                .map(|(account, n)| {
+                    let (gateway, done) = (gateway.clone(), done.clone());
                     async move {
-                        let mut request = Request::new(RegisterRequest {
-                            email: spelling(account, attempt),
-                            full_name: format!("User {account}"),
-                            password: format!("password of user {account}"),
-                        });
-                        request.set_timeout(Duration::from_secs(30));
-                        let result = gateway.register(request).await.map(|r| r.into_inner());
+                        let outcome = attempt(gateway, account, n).await;
                         done.fetch_add(1, Ordering::Relaxed);
-                        Attempt { account, result }
+                        outcome
                     }
                 })
                 .buffer_unordered(CONCURRENCY)
@@ -289,8 +294,8 @@ async fn no_acknowledged_registration_is_lost_while_every_service_restarts_repli
         .and_then(|row| row["address"].as_str())
         .expect("a proxy holds the published gateway port")
         .to_owned();
-    let gateway = userctl_proto::gateway::v1::gateway_client::GatewayClient::new(
-        tonic::transport::Channel::from_shared(front)
+    let gateway = GatewayClient::new(
+        Channel::from_shared(front)
             .expect("front URL")
             .connect()
             .await
@@ -312,19 +317,7 @@ async fn no_acknowledged_registration_is_lost_while_every_service_restarts_repli
                 (!stop.is_cancelled()).then_some((account, n % ATTEMPTS))
             });
             futures::stream::iter(attempts)
-                .map(|(account, attempt)| {
-                    let mut gateway = gateway.clone();
-                    async move {
-                        let mut request = Request::new(RegisterRequest {
-                            email: spelling(account, attempt),
-                            full_name: format!("User {account}"),
-                            password: format!("password of user {account}"),
-                        });
-                        request.set_timeout(Duration::from_secs(30));
-                        let result = gateway.register(request).await.map(|r| r.into_inner());
-                        Attempt { account, result }
-                    }
-                })
+                .map(|(account, n)| attempt(gateway.clone(), account, n))
                 .buffer_unordered(IN_FLIGHT)
                 .collect::<Vec<_>>()
                 .await

@@ -162,6 +162,33 @@ pub fn chain(err: &dyn std::error::Error) -> String {
     line
 }
 
+/// A command line clap refused, as every other error: one line, exit 2. clap's own text is
+/// several paragraphs (the message, tips, usage, a pointer to `--help`); the line keeps the
+/// message and the tips, and the hint points to `--help`.
+pub fn command_line(err: &clap::Error) -> CliError {
+    let text = err.render().to_string();
+    let mut paragraphs = text.split("\n\n");
+    let message = paragraphs.next().unwrap_or_default();
+    let tips = paragraphs.flat_map(str::lines).filter_map(|line| {
+        line.trim()
+            .strip_prefix("tip:")
+            .map(|tip| format!("tip: {}", tip.trim()))
+    });
+    let message = message
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(str::to_owned)
+        .chain(tips)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let message = message
+        .strip_prefix("error: ")
+        .unwrap_or(&message)
+        .to_owned();
+    CliError::usage(message).with_hint("see --help")
+}
+
 /// Prints `error: …` on one line and returns the exit code.
 pub fn report(err: &CliError) -> ExitCode {
     eprintln!("{}", line(err));
@@ -189,6 +216,35 @@ mod tests {
             line(&err),
             r"error: Eve\u{1b}[2J\u{9b}31m\u{202e}x second line; a \u{7} hint"
         );
+    }
+
+    #[test]
+    fn a_refused_command_line_is_one_line_with_its_message_and_tips() {
+        use clap::Parser as _;
+        for (args, says) in [
+            (
+                &["userctl", "scale", "cache=0"][..],
+                "invalid value 'cache=0' for '<SERVICE=N>...': cache=0: a stack needs at least one cache",
+            ),
+            (
+                &["userctl", "login"],
+                "the following required arguments were not provided: --email <EMAIL>",
+            ),
+            (
+                &["userctl", "stauts"],
+                "unrecognized subcommand 'stauts' tip: ",
+            ),
+        ] {
+            let err = crate::args::Cli::try_parse_from(args).expect_err("refused");
+            let err = command_line(&err);
+            assert_eq!(err.exit, Exit::Usage, "{args:?}");
+            let line = line(&err);
+            assert!(line.starts_with("error: "), "{line}");
+            assert!(!line.starts_with("error: error"), "{line}");
+            assert!(line.contains(says), "{args:?}: {line}");
+            assert!(line.ends_with("; see --help"), "{line}");
+            assert!(!line.contains('\n') && !line.contains("Usage:"), "{line}");
+        }
     }
 
     #[test]

@@ -393,32 +393,38 @@ fn load_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, Run
     }
 }
 
+/// A plan with no replica yet, as unit tests start from (here and in the supervisor's).
+#[cfg(test)]
+pub(super) fn sample() -> Plan {
+    Plan {
+        fingerprint: "f".into(),
+        generation: 0,
+        usersvc: "usersvc".into(),
+        redis: RedisPlan::External {
+            url: "redis://127.0.0.1:6379".into(),
+        },
+        store_port: 50053,
+        cache_port: 50052,
+        gateway_port: 50051,
+        http_port: 8080,
+        stores: Vec::new(),
+        caches: Vec::new(),
+        gateways: Vec::new(),
+        haproxy: None,
+        wait_timeout_ms: default_wait_ms(),
+        database_url: "sqlite://userctl.db".into(),
+        jwt_key: "jwt.key".into(),
+        tls_dir: "tls".into(),
+        cors_origins: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn plan() -> Plan {
-        Plan {
-            fingerprint: "f".into(),
-            generation: 0,
-            usersvc: "usersvc".into(),
-            redis: RedisPlan::External {
-                url: "redis://127.0.0.1:6379".into(),
-            },
-            store_port: 50053,
-            cache_port: 50052,
-            gateway_port: 50051,
-            http_port: 8080,
-            stores: Vec::new(),
-            caches: Vec::new(),
-            gateways: Vec::new(),
-            haproxy: None,
-            wait_timeout_ms: default_wait_ms(),
-            database_url: "sqlite://userctl.db".into(),
-            jwt_key: "jwt.key".into(),
-            tls_dir: "tls".into(),
-            cors_origins: Vec::new(),
-        }
+        sample()
     }
 
     /// Ports from 40000 up, as a picker would give them.

@@ -761,28 +761,11 @@ mod tests {
     fn plan(replicas: Replicas) -> Plan {
         let mut next = 40_000;
         let plan = Plan {
-            fingerprint: "f".into(),
-            generation: 0,
-            usersvc: "usersvc".into(),
-            redis: RedisPlan::External {
-                url: "redis://127.0.0.1:6379".into(),
-            },
-            store_port: 50053,
-            cache_port: 50052,
-            gateway_port: 50051,
-            http_port: 8080,
-            stores: Vec::new(),
-            caches: Vec::new(),
             gateways: vec![GatewayPorts {
                 grpc: 50051,
                 http: 8080,
             }],
-            haproxy: None,
-            wait_timeout_ms: 60_000,
-            database_url: "sqlite://userctl.db".into(),
-            jwt_key: "jwt.key".into(),
-            tls_dir: "tls".into(),
-            cors_origins: Vec::new(),
+            ..plan::sample()
         };
         plan.with_replicas(replicas, &mut |_| {
             next += 1;

@@ -80,6 +80,11 @@ pub enum Command {
 pub struct UpArgs {
     #[command(flatten)]
     pub stack: StackArgs,
+
+    /// With --runtime swarm: make this engine a single-node swarm when it is in none (the
+    /// last `down` leaves it again)
+    #[arg(long)]
+    pub init_swarm: bool,
 }
 
 /// The settings of a stack. Each is an `Option` (or empty) when not given, because the stack

@@ -483,6 +483,7 @@ impl StackConfig {
             runtime: Some(match runtime {
                 RuntimeKind::Docker => RuntimeChoice::Docker,
                 RuntimeKind::Local => RuntimeChoice::Local,
+                RuntimeKind::Swarm => RuntimeChoice::Swarm,
             }),
             store: Some(store),
             usersvc: None,

@@ -123,6 +123,17 @@ impl From<RuntimeError> for CliError {
                     "pass --store sqlite, or --runtime docker for {store}"
                 ))
             }
+            RuntimeError::SwarmNeedsPostgres => {
+                Self::usage(message).with_hint("drop --store sqlite, or pass --runtime docker")
+            }
+            RuntimeError::SwarmInactive => Self::failed(message).with_hint(
+                "`userctl up --runtime swarm --init-swarm` makes this machine a single-node swarm; or join one with `docker swarm join`",
+            ),
+            RuntimeError::SwarmWorker => Self::failed(message)
+                .with_hint("run userctl on a manager node (`docker node ls` there lists them)"),
+            RuntimeError::SwarmForeign { .. } => Self::failed(message).with_hint(
+                "choose another project name (--project or USERCTL_PROJECT), or remove that service",
+            ),
             RuntimeError::NotUp { .. } => Self::failed(message).with_hint("run `userctl up` first"),
             RuntimeError::NothingToSupervise { .. } => {
                 Self::usage(message).with_hint("`userctl up --runtime local` starts this")

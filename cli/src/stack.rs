@@ -104,6 +104,7 @@ pub enum StoreKind {
 pub enum RuntimeKind {
     Docker,
     Local,
+    Swarm,
 }
 
 impl RuntimeKind {
@@ -111,13 +112,23 @@ impl RuntimeKind {
         match self {
             Self::Docker => "docker",
             Self::Local => "local",
+            Self::Swarm => "swarm",
+        }
+    }
+
+    /// The choice that names this runtime.
+    pub fn choice(self) -> RuntimeChoice {
+        match self {
+            Self::Docker => RuntimeChoice::Docker,
+            Self::Local => RuntimeChoice::Local,
+            Self::Swarm => RuntimeChoice::Swarm,
         }
     }
 
     /// The store a runtime uses when none is asked for.
     pub fn default_store(self) -> StoreKind {
         match self {
-            Self::Docker => StoreKind::Postgres,
+            Self::Docker | Self::Swarm => StoreKind::Postgres,
             Self::Local => StoreKind::Sqlite,
         }
     }
@@ -131,6 +142,8 @@ pub enum RuntimeChoice {
     Auto,
     Docker,
     Local,
+    /// Docker Swarm services: never chosen by auto.
+    Swarm,
 }
 
 /// Host ports to publish on 127.0.0.1; 0 means any free port.
@@ -421,6 +434,9 @@ pub struct ServiceStatus {
     pub restarts: Option<u64>,
     /// Seconds since the service (re)started, when running.
     pub uptime_secs: Option<u64>,
+    /// The swarm node it runs on (`hostname`, or `hostname (down)` once the swarm has lost
+    /// it); none on the local and docker runtimes, where everything runs on this machine.
+    pub node: Option<String>,
 }
 
 impl ServiceStatus {
@@ -440,6 +456,7 @@ impl ServiceStatus {
             address: None,
             restarts: None,
             uptime_secs: None,
+            node: None,
         }
     }
 }

@@ -331,6 +331,7 @@ async fn start_cache(
         &cache::Config {
             listen,
             redis_url: redis_url.to_owned(),
+            redis_url_file: None,
             store_addr: store_addrs.to_owned(),
             ttl: options.cache_ttl,
             negative_ttl: options.negative_ttl,
@@ -365,6 +366,7 @@ async fn start_store(
     let (store, database) = store::build(&store::Config {
         listen,
         database_url: database_url.to_owned(),
+        database_url_file: None,
         connect_timeout: Duration::from_secs(10),
         tls: Default::default(),
     })
@@ -408,6 +410,7 @@ fn gateway_config(
         http_max_connections: options.http_max_connections,
         grpc_max_connections: options.grpc_max_connections,
         redis_url: Some(gateway::config::RedisUrl(redis_url.to_owned())),
+        redis_url_file: None,
         tls: Default::default(),
     }
 }

@@ -14,14 +14,16 @@ use crate::{
     error::{CliError, Result},
     home::ProjectHome,
     output::{self, Color},
-    runtime::{Endpoints, Runtime, StackSpec, local::LocalRuntime, progress::Progress},
-    stack::{Health, Replicas, RuntimeChoice, RuntimeKind, Service, ServiceStatus, State},
+    runtime::{
+        Endpoints, Runtime, StackSpec, local::LocalRuntime, progress::Progress, swarm::SwarmRuntime,
+    },
+    stack::{Health, Replicas, RuntimeKind, Service, ServiceStatus, State},
 };
 
 pub async fn up(home: &ProjectHome, file: Option<&Path>, args: UpArgs) -> Result<()> {
     let Converged {
         runtime, endpoints, ..
-    } = converge(home, file, &args.stack).await?;
+    } = converge(home, file, &args.stack, args.init_swarm).await?;
     println!(
         "stack {} is up on the {} runtime",
         home.name,
@@ -40,14 +42,11 @@ pub async fn scale(home: &ProjectHome, file: Option<&Path>, args: ScaleArgs) -> 
         return Err(not_up(home));
     };
     let flags = StackArgs {
-        runtime: Some(match recorded.runtime {
-            RuntimeKind::Docker => RuntimeChoice::Docker,
-            RuntimeKind::Local => RuntimeChoice::Local,
-        }),
+        runtime: Some(recorded.runtime.choice()),
         replicas: Some(ReplicaChanges(args.changes)),
         ..StackArgs::default()
     };
-    let converged = converge(home, file, &flags).await?;
+    let converged = converge(home, file, &flags, false).await?;
     println!("stack {} runs {}", home.name, converged.replicas);
     Ok(())
 }
@@ -98,8 +97,14 @@ struct Converged {
 }
 
 /// Brings the stack `flags` and the other layers describe up (or to its new shape), and records
-/// it for the commands after.
-async fn converge(home: &ProjectHome, file: Option<&Path>, flags: &StackArgs) -> Result<Converged> {
+/// it for the commands after. `init_swarm`: the swarm runtime may make this engine a
+/// single-node swarm.
+async fn converge(
+    home: &ProjectHome,
+    file: Option<&Path>,
+    flags: &StackArgs,
+    init_swarm: bool,
+) -> Result<Converged> {
     let config = StackConfig::resolve(home, file, flags)?;
     let recorded = home.stack()?;
     let chosen = Runtime::choose(
@@ -135,6 +140,7 @@ async fn converge(home: &ProjectHome, file: Option<&Path>, flags: &StackArgs) ->
         proxy_image: config.proxy_image.clone(),
         redis_url: config.redis_url.clone(),
         cors_origins: config.cors_origins.clone(),
+        init_swarm,
     };
 
     let progress = Progress::new();
@@ -165,8 +171,10 @@ pub async fn down(home: &ProjectHome, args: DownArgs) -> Result<()> {
         // Auto picks Docker when an engine answers, so also wipe what a local stack left; when
         // it picked local, no engine answered and Docker volumes cannot be reached.
         match runtime.kind() {
-            RuntimeKind::Docker => {
+            RuntimeKind::Docker | RuntimeKind::Swarm => {
                 deleted.extend(LocalRuntime::new(home.clone()).down(true).await?);
+                // And what a swarm stack of this project left, when the engine manages one.
+                deleted.extend(SwarmRuntime::connect(&home.name).await?.down(true).await?);
             }
             RuntimeKind::Local => eprintln!(
                 "no Docker engine answered: Docker volumes of project {}, if any, are kept",

@@ -15,7 +15,7 @@ use crate::{
     pki::{self, Holder},
     runtime::{
         docker::{JWT_KEY_FILE, SECRETS_DIR, SERVICE_UID},
-        launch::{self, Launch, Wiring},
+        launch::{self, Launch, Secret, Wiring},
     },
     stack::{CACHE_PORT, GATEWAY_PORT, HTTP_PORT, Ports, Replicas, STORE_PORT, Service},
 };
@@ -186,14 +186,14 @@ fn wiring() -> Wiring<'static> {
         listen: Ports::default(),
         store_addr: format!("http://{}:{STORE_PORT}", Service::Store.name()),
         cache_addr: format!("http://{}:{CACHE_PORT}", Service::Cache.name()),
-        database_url: format!(
+        database_url: Secret::Value(format!(
             "postgres://userctl:$({POSTGRES_PASSWORD_ENV})@{}:5432/userctl",
             Service::Postgres.name()
-        ),
-        redis_url: format!(
+        )),
+        redis_url: Secret::Value(format!(
             "redis://:$({REDIS_PASSWORD_ENV})@{}:6379",
             Service::Redis.name()
-        ),
+        )),
         jwt_key_file: format!("{SECRETS_DIR}/{JWT_KEY_FILE}"),
         tls_dir: SECRETS_DIR.to_owned(),
         cors_origins: &[],

@@ -18,8 +18,8 @@ pub struct Wiring<'a> {
     /// How the cache reaches the store, and the gateway the cache (`http://host:port`).
     pub store_addr: String,
     pub cache_addr: String,
-    pub database_url: String,
-    pub redis_url: String,
+    pub database_url: Secret,
+    pub redis_url: Secret,
     /// Where the gateway reads its signing key.
     pub jwt_key_file: String,
     /// The directory holding the stack's CA certificate and each service's certificate and
@@ -27,6 +27,25 @@ pub struct Wiring<'a> {
     pub tls_dir: String,
     /// Browser origins the gateway's HTTP door allows.
     pub cors_origins: &'a [String],
+}
+
+/// A setting that carries a password: the value itself (a local process, a container whose
+/// environment only the engine's owner reads), or where an orchestrator mounts it as a file
+/// (a swarm secret), which `usersvc` reads through the flag's `-file` twin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Secret {
+    Value(String),
+    File(String),
+}
+
+impl Secret {
+    /// The environment variable that carries it: `key`, or `key_FILE` for a file.
+    fn env(&self, key: &'static str, file_key: &'static str) -> (&'static str, String) {
+        match self {
+            Self::Value(value) => (key, value.clone()),
+            Self::File(path) => (file_key, path.clone()),
+        }
+    }
 }
 
 /// How one `usersvc` service is started.
@@ -73,7 +92,9 @@ pub fn launch(wiring: &Wiring<'_>, service: Service) -> Option<Launch> {
             None,
             vec![
                 ("USERSVC_LISTEN", listen(wiring.listen.store)),
-                ("USERSVC_DATABASE_URL", wiring.database_url.clone()),
+                wiring
+                    .database_url
+                    .env("USERSVC_DATABASE_URL", "USERSVC_DATABASE_URL_FILE"),
             ],
         ),
         Service::Cache => (
@@ -81,7 +102,9 @@ pub fn launch(wiring: &Wiring<'_>, service: Service) -> Option<Launch> {
             None,
             vec![
                 ("USERSVC_LISTEN", listen(wiring.listen.cache)),
-                ("USERSVC_REDIS_URL", wiring.redis_url.clone()),
+                wiring
+                    .redis_url
+                    .env("USERSVC_REDIS_URL", "USERSVC_REDIS_URL_FILE"),
                 ("USERSVC_STORE_ADDR", wiring.store_addr.clone()),
             ],
         ),
@@ -92,7 +115,9 @@ pub fn launch(wiring: &Wiring<'_>, service: Service) -> Option<Launch> {
                 ("USERSVC_LISTEN", listen(wiring.listen.gateway)),
                 ("USERSVC_CACHE_ADDR", wiring.cache_addr.clone()),
                 // The throttle's counters, shared by every gateway replica.
-                ("USERSVC_REDIS_URL", wiring.redis_url.clone()),
+                wiring
+                    .redis_url
+                    .env("USERSVC_REDIS_URL", "USERSVC_REDIS_URL_FILE"),
                 ("USERSVC_JWT_SECRET_FILE", wiring.jwt_key_file.clone()),
                 ("USERSVC_HTTP_LISTEN", listen(wiring.listen.http)),
             ],
@@ -135,8 +160,8 @@ mod tests {
             listen: Ports::default(),
             store_addr: format!("http://store:{STORE_PORT}"),
             cache_addr: format!("http://cache:{CACHE_PORT}"),
-            database_url: "sqlite:///data/userctl.db".into(),
-            redis_url: "redis://:pw@redis:6379".into(),
+            database_url: Secret::Value("sqlite:///data/userctl.db".into()),
+            redis_url: Secret::Value("redis://:pw@redis:6379".into()),
             jwt_key_file: "/run/secrets/jwt.key".into(),
             tls_dir: "/run/secrets".into(),
             cors_origins: origins,

@@ -6,6 +6,7 @@
 //! - [`front`]: the HAProxy configuration in front of two or more gateways.
 //! - [`docker`]: containers on a private network through the Docker Engine API (bollard).
 //! - [`local`]: supervised `usersvc` processes on this machine, SQLite, a local Redis.
+//! - [`swarm`]: Docker Swarm services, for more than one machine.
 //! - [`progress`]: one line of progress per service while `up` works.
 
 pub mod docker;
@@ -13,6 +14,7 @@ pub mod front;
 pub mod launch;
 pub mod local;
 pub mod progress;
+pub mod swarm;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -46,6 +48,8 @@ pub struct StackSpec {
     pub redis_url: Option<String>,
     /// Browser origins the gateway's HTTP door allows (CORS); empty allows none.
     pub cors_origins: Vec<String>,
+    /// Swarm runtime only: make this engine a single-node swarm when it is in none.
+    pub init_swarm: bool,
 }
 
 /// Where a running stack answers, as `http://127.0.0.1:PORT` URLs.
@@ -94,6 +98,16 @@ pub enum RuntimeError {
     },
     #[error("the local runtime stores data in SQLite, not {store:?}")]
     LocalNeedsSqlite { store: StoreKind },
+    #[error(
+        "the swarm runtime stores data in Postgres, not SQLite (a SQLite file lives on one node)"
+    )]
+    SwarmNeedsPostgres,
+    #[error("the Docker engine is in no swarm")]
+    SwarmInactive,
+    #[error("the Docker engine is a swarm worker; services are made on a manager")]
+    SwarmWorker,
+    #[error("swarm service {name} exists and is not project {project}'s")]
+    SwarmForeign { name: String, project: String },
     #[error("project {project} has nothing running for {what}")]
     NotUp { project: String, what: String },
     #[error("nothing to supervise: project {project} has no local plan")]
@@ -125,6 +139,7 @@ fn last_logs(logs: &[String]) -> String {
 pub enum Runtime {
     Docker(docker::DockerRuntime),
     Local(local::LocalRuntime),
+    Swarm(swarm::SwarmRuntime),
 }
 
 /// A runtime `up` chose, and why when the choice was automatic (for one line of progress).
@@ -139,6 +154,7 @@ impl Runtime {
         Ok(match kind {
             RuntimeKind::Docker => Self::Docker(docker::DockerRuntime::connect(&home.name).await?),
             RuntimeKind::Local => Self::Local(local::LocalRuntime::new(home.clone())),
+            RuntimeKind::Swarm => Self::Swarm(swarm::SwarmRuntime::connect(&home.name).await?),
         })
     }
 
@@ -152,6 +168,7 @@ impl Runtime {
         let kind = match (choice, recorded) {
             (RuntimeChoice::Docker, _) => RuntimeKind::Docker,
             (RuntimeChoice::Local, _) => RuntimeKind::Local,
+            (RuntimeChoice::Swarm, _) => RuntimeKind::Swarm,
             (RuntimeChoice::Auto, Some(kind)) => kind,
             (RuntimeChoice::Auto, None) => {
                 return Ok(match docker::DockerRuntime::connect(&home.name).await {
@@ -202,6 +219,7 @@ impl Runtime {
         match self {
             Self::Docker(_) => RuntimeKind::Docker,
             Self::Local(_) => RuntimeKind::Local,
+            Self::Swarm(_) => RuntimeKind::Swarm,
         }
     }
 
@@ -213,6 +231,7 @@ impl Runtime {
         match self {
             Self::Docker(docker) => docker.up(spec, progress).await,
             Self::Local(local) => local.up(spec, progress).await,
+            Self::Swarm(swarm) => swarm.up(spec, progress).await,
         }
     }
 
@@ -227,6 +246,7 @@ impl Runtime {
         match self {
             Self::Docker(docker) => docker.restart(service, progress).await,
             Self::Local(local) => local.restart(service, progress).await,
+            Self::Swarm(swarm) => swarm.restart(service, progress).await,
         }
     }
 
@@ -236,6 +256,7 @@ impl Runtime {
         match self {
             Self::Docker(docker) => docker.down(volumes).await,
             Self::Local(local) => local.down(volumes).await,
+            Self::Swarm(swarm) => swarm.down(volumes).await,
         }
     }
 
@@ -243,6 +264,7 @@ impl Runtime {
         match self {
             Self::Docker(docker) => docker.status().await,
             Self::Local(local) => local.status().await,
+            Self::Swarm(swarm) => swarm.status().await,
         }
     }
 
@@ -258,6 +280,7 @@ impl Runtime {
         match self {
             Self::Docker(docker) => docker.logs(service, follow, tail, sink).await,
             Self::Local(local) => local.logs(service, follow, tail, sink).await,
+            Self::Swarm(swarm) => swarm.logs(service, follow, tail, sink).await,
         }
     }
 
@@ -266,6 +289,7 @@ impl Runtime {
         match self {
             Self::Docker(docker) => docker.recent_logs(service, tail).await,
             Self::Local(local) => local.recent_logs(service, tail).await,
+            Self::Swarm(swarm) => swarm.recent_logs(service, tail).await,
         }
     }
 
@@ -275,6 +299,7 @@ impl Runtime {
         match self {
             Self::Docker(docker) => docker.usage().await,
             Self::Local(local) => local.usage(),
+            Self::Swarm(swarm) => swarm.usage().await,
         }
     }
 
@@ -282,7 +307,7 @@ impl Runtime {
     /// docker: the engine measures its containers).
     pub fn processes(&self) -> Vec<(Service, u32)> {
         match self {
-            Self::Docker(_) => Vec::new(),
+            Self::Docker(_) | Self::Swarm(_) => Vec::new(),
             Self::Local(local) => local.pids(),
         }
     }
@@ -291,7 +316,7 @@ impl Runtime {
     /// not publish it).
     pub fn redis_url(&self) -> Option<String> {
         match self {
-            Self::Docker(_) => None,
+            Self::Docker(_) | Self::Swarm(_) => None,
             Self::Local(local) => local.redis_url(),
         }
     }

@@ -1,4 +1,6 @@
-use std::{fmt, net::SocketAddr, time::Duration};
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+
+use crate::secret_url::{self, SecretUrlError};
 
 #[derive(Clone, clap::Args)]
 pub struct Config {
@@ -13,6 +15,15 @@ pub struct Config {
         default_value = "redis://127.0.0.1:6379"
     )]
     pub redis_url: String,
+
+    /// A file holding the Redis URL (an orchestrator's secret), instead of --redis-url.
+    #[arg(
+        long,
+        env = "USERSVC_REDIS_URL_FILE",
+        value_name = "PATH",
+        conflicts_with = "redis_url"
+    )]
+    pub redis_url_file: Option<PathBuf>,
 
     /// The entry store to fall back on.
     #[arg(
@@ -38,6 +49,16 @@ pub struct Config {
     /// presents its own to the store.
     #[command(flatten)]
     pub tls: crate::tls::TlsArgs,
+}
+
+impl Config {
+    /// The Redis URL, from its file when one is given.
+    pub fn redis_url(&self) -> Result<String, SecretUrlError> {
+        match &self.redis_url_file {
+            Some(path) => secret_url::read("--redis-url-file", path),
+            None => Ok(self.redis_url.clone()),
+        }
+    }
 }
 
 // The Redis URL may carry a password: never print it.

@@ -16,6 +16,7 @@ use super::{
 };
 use crate::{
     client::{self, InvalidAddress},
+    secret_url::SecretUrlError,
     server::{MAX_REQUEST_BYTES, ServeError, Server},
     tls::{Callers, GATEWAY_NAME, STORE_NAME, TlsError, USERCTL_NAME},
 };
@@ -27,6 +28,8 @@ const REDIS_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 pub enum StartupError {
     #[error("invalid --redis-url")]
     RedisUrl(#[source] redis::RedisError),
+    #[error(transparent)]
+    RedisUrlFile(#[from] SecretUrlError),
     #[error("invalid --store-addr")]
     StoreAddr(#[from] InvalidAddress),
     #[error(transparent)]
@@ -43,7 +46,7 @@ pub async fn build(
     shutdown: CancellationToken,
 ) -> Result<(Server, JoinHandle<()>), StartupError> {
     let stats = Arc::new(CacheStats::default());
-    let redis = RedisCache::new(&config.redis_url, config.redis_timeout, stats.clone())
+    let redis = RedisCache::new(&config.redis_url()?, config.redis_timeout, stats.clone())
         .map_err(StartupError::RedisUrl)?;
     let tls = config.tls.load()?;
     let store_tls = tls.as_ref().map(|tls| tls.client(STORE_NAME));

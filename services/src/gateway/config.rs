@@ -1,5 +1,7 @@
 use std::{fmt, net::SocketAddr, num::NonZeroU32, path::PathBuf, str::FromStr, time::Duration};
 
+use crate::secret_url::{self, SecretUrlError};
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
     /// Address to serve gRPC on.
@@ -85,10 +87,29 @@ pub struct Config {
     #[arg(long, env = "USERSVC_REDIS_URL")]
     pub redis_url: Option<RedisUrl>,
 
+    /// A file holding the Redis URL (an orchestrator's secret), instead of --redis-url.
+    #[arg(
+        long,
+        env = "USERSVC_REDIS_URL_FILE",
+        value_name = "PATH",
+        conflicts_with = "redis_url"
+    )]
+    pub redis_url_file: Option<PathBuf>,
+
     /// With TLS, the gateway presents its certificate to the cache. Its own gRPC and HTTP
     /// ports stay plaintext: they are the stack's front door.
     #[command(flatten)]
     pub tls: crate::tls::TlsArgs,
+}
+
+impl Config {
+    /// The Redis URL for the throttle's counters, from its file when one is given.
+    pub fn redis_url(&self) -> Result<Option<String>, SecretUrlError> {
+        match (&self.redis_url_file, &self.redis_url) {
+            (Some(path), _) => secret_url::read("--redis-url-file", path).map(Some),
+            (None, url) => Ok(url.as_ref().map(|url| url.0.clone())),
+        }
+    }
 }
 
 /// A duration such as `10s` or `500ms`; zero would close every connection before it spoke.

@@ -21,6 +21,7 @@ use super::{
 };
 use crate::{
     client::{self, InvalidAddress},
+    secret_url::SecretUrlError,
     server::{MAX_REQUEST_BYTES, ServeError, Server},
     tls::{CACHE_NAME, TlsError},
 };
@@ -39,6 +40,8 @@ pub enum StartupError {
     Cors(#[from] InvalidOrigin),
     #[error("invalid --redis-url")]
     Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    RedisUrl(#[from] SecretUrlError),
     #[error(transparent)]
     Serve(#[from] ServeError),
     #[error("cannot serve HTTP (--http-listen; an empty value turns HTTP off)")]
@@ -119,7 +122,7 @@ pub async fn build(config: &Config, shutdown: &CancellationToken) -> Result<Gate
         failed_logins_per_peer: config.failed_logins_per_peer,
         registrations_per_peer: config.registrations_per_peer,
     };
-    let throttle = LoginThrottle::new(limits, config.redis_url.as_ref().map(|url| url.0.as_str()))?;
+    let throttle = LoginThrottle::new(limits, config.redis_url()?.as_deref())?;
     let metrics = Arc::new(Metrics::new()?);
     let gateway = GatewayService::new(users, passwords, key, throttle, metrics.login_counters());
 

@@ -10,6 +10,7 @@ use super::{
     service::StoreService,
 };
 use crate::{
+    secret_url::SecretUrlError,
     server::{MAX_REQUEST_BYTES, ServeError, Server},
     tls::{CACHE_NAME, Callers, TlsError},
 };
@@ -18,6 +19,8 @@ use crate::{
 pub enum StartupError {
     #[error(transparent)]
     Database(#[from] ConnectError),
+    #[error(transparent)]
+    DatabaseUrl(#[from] SecretUrlError),
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error(transparent)]
@@ -29,7 +32,7 @@ pub enum StartupError {
 pub async fn build(config: &Config) -> Result<(Server, Database), StartupError> {
     // Read before the database is waited for: a bad TLS file fails at once.
     let tls = config.tls.load()?;
-    let db = Database::open(&config.database_url)?;
+    let db = Database::open(&config.database_url()?)?;
     (|| db.migrate())
         .retry(
             ExponentialBuilder::default()

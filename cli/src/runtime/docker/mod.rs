@@ -18,15 +18,15 @@
 //! - [`lines`]: `up`'s progress, a line per replica.
 //! - [`scale`]: the replicas beyond the counts, and what a half-done `up` changed.
 
-mod converge;
-mod engine;
-mod health;
-mod image;
+pub(super) mod converge;
+pub(super) mod engine;
+pub(super) mod health;
+pub(super) mod image;
 mod lines;
-mod logs;
+pub(super) mod logs;
 mod scale;
-mod spec;
-mod state;
+pub(super) mod spec;
+pub(super) mod state;
 
 /// What a cluster's manifests share with the containers: the services image's name and user,
 /// and where the services read their keys.

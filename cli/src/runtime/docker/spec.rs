@@ -24,7 +24,7 @@ use crate::{
     home::Secrets,
     pki::{self, Holder},
     runtime::front::{self, Front, Gateways},
-    runtime::launch::{self, Launch, Wiring},
+    runtime::launch::{self, Launch, Secret, Wiring},
     stack::{CACHE_PORT, GATEWAY_PORT, HTTP_PORT, Ports, Replicas, STORE_PORT, Service, StoreKind},
 };
 
@@ -320,8 +320,8 @@ pub fn container(
         listen: Ports::default(),
         store_addr: format!("http://{}:{STORE_PORT}", Service::Store.name()),
         cache_addr: format!("http://{}:{CACHE_PORT}", Service::Cache.name()),
-        database_url,
-        redis_url: format!("redis://:{redis_password}@redis:6379"),
+        database_url: Secret::Value(database_url),
+        redis_url: Secret::Value(format!("redis://:{redis_password}@redis:6379")),
         jwt_key_file: format!("{SECRETS_DIR}/{JWT_KEY_FILE}"),
         tls_dir: SECRETS_DIR.to_owned(),
         cors_origins: inputs.cors_origins,

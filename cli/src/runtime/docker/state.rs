@@ -39,6 +39,7 @@ pub fn status_of(
             .and_then(|state| state.started_at.as_deref())
             .filter(|_| running)
             .and_then(uptime_secs),
+        node: None,
     }
 }
 

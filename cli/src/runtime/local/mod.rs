@@ -413,6 +413,7 @@ impl LocalRuntime {
             state,
             health,
             address,
+            node: None,
         }
     }
 

@@ -39,7 +39,7 @@ use crate::{
     home::ProjectHome,
     runtime::{
         RuntimeError,
-        launch::{self, Wiring},
+        launch::{self, Secret, Wiring},
     },
     stack::{Ports, Service, State},
 };
@@ -205,8 +205,8 @@ fn usersvc_processes(plan: &Plan) -> Vec<ProcessSpec> {
                 listen,
                 store_addr: store_addr.clone(),
                 cache_addr: cache_addr.clone(),
-                database_url: plan.database_url.clone(),
-                redis_url: plan.redis_url(),
+                database_url: Secret::Value(plan.database_url.clone()),
+                redis_url: Secret::Value(plan.redis_url()),
                 jwt_key_file: plan.jwt_key.display().to_string(),
                 tls_dir: plan.tls_dir.display().to_string(),
                 cors_origins: &plan.cors_origins,

@@ -144,6 +144,12 @@ pub struct StackArgs {
     #[arg(long)]
     pub proxy_image: Option<String>,
 
+    /// Swarm runtime: push the services image to this registry (host:port/team) and run it
+    /// from there, so every node can pull it [env: USERCTL_IMAGE_REGISTRY] [default: the local
+    /// image, which one node has]
+    #[arg(long, value_name = "REGISTRY")]
+    pub image_registry: Option<String>,
+
     /// Redis for the local runtime [env: USERCTL_REDIS_URL] [default: start redis-server from PATH on a free port]
     #[arg(long)]
     pub redis_url: Option<String>,

@@ -5,7 +5,7 @@
 //!
 //! ```toml
 //! # userctl.toml: every key optional
-//! runtime = "auto"            # auto | docker | local
+//! runtime = "auto"            # auto | docker | local | swarm
 //! store = "postgres"          # postgres | sqlite (default: postgres on docker, sqlite on local)
 //! wait_timeout = "60s"        # humantime
 //! cors_origins = ["http://localhost:3000"]
@@ -23,10 +23,11 @@
 //! cache = 50052
 //! store = 50053
 //!
-//! [images]                    # docker runtime
+//! [images]                    # docker and swarm runtimes
 //! redis = "redis:7.2.5"
 //! postgres = "postgres:15.8"
 //! proxy = "haproxy:2.6.18"    # in front of two or more gateways
+//! registry = "host:port/team" # swarm: push the services image there, for every node to pull
 //! ```
 
 use std::{
@@ -173,6 +174,8 @@ struct ImageSettings {
     postgres: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     proxy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    registry: Option<String>,
 }
 
 impl ImageSettings {
@@ -208,10 +211,11 @@ const ENVIRONMENT: &[(&str, &str, EnvValue)] = &[
     ("USERCTL_REDIS_IMAGE", "images.redis", EnvValue::Text),
     ("USERCTL_POSTGRES_IMAGE", "images.postgres", EnvValue::Text),
     ("USERCTL_PROXY_IMAGE", "images.proxy", EnvValue::Text),
+    ("USERCTL_IMAGE_REGISTRY", "images.registry", EnvValue::Text),
 ];
 
 /// Every key, in the order `userctl config` lists them.
-pub const KEYS: [&str; 16] = [
+pub const KEYS: [&str; 17] = [
     "runtime",
     "store",
     "wait_timeout",
@@ -228,6 +232,7 @@ pub const KEYS: [&str; 16] = [
     "images.redis",
     "images.postgres",
     "images.proxy",
+    "images.registry",
 ];
 
 /// Which layer a value came from.
@@ -269,6 +274,8 @@ pub struct StackConfig {
     pub redis_image: Option<String>,
     pub postgres_image: Option<String>,
     pub proxy_image: Option<String>,
+    /// Swarm: where the services image is pushed for every node to pull (`host:port/team`).
+    pub image_registry: Option<String>,
     pub redis_url: Option<String>,
     pub cors_origins: Vec<String>,
     /// What the layers set, before defaults: what `record` keeps for the next `up`.
@@ -376,6 +383,15 @@ impl StackConfig {
                 })?;
             }
         }
+        let image_registry = match merged.images.registry.as_deref() {
+            None => None,
+            Some(registry) => Some(check_registry(registry).map_err(|reason| {
+                ConfigError::Invalid(format!(
+                    "{}: images.registry {registry:?} {reason}",
+                    at("images.registry")
+                ))
+            })?),
+        };
         let cors_origins = merged.cors_origins.clone().unwrap_or_default();
         for entry in &cors_origins {
             check_origin(entry).map_err(|reason| {
@@ -413,6 +429,7 @@ impl StackConfig {
             redis_image: merged.images.redis.clone(),
             postgres_image: merged.images.postgres.clone(),
             proxy_image: merged.images.proxy.clone(),
+            image_registry,
             redis_url: merged.redis_url.clone(),
             cors_origins,
             merged,
@@ -459,6 +476,7 @@ impl StackConfig {
                     "images.proxy" => {
                         json!(self.proxy_image.as_deref().unwrap_or(DEFAULT_PROXY_IMAGE))
                     }
+                    "images.registry" => json!(self.image_registry),
                     _ => Json::Null,
                 };
                 Entry {
@@ -552,6 +570,7 @@ fn flag_settings(flags: &StackArgs) -> Settings {
             redis: flags.redis_image.clone(),
             postgres: flags.postgres_image.clone(),
             proxy: flags.proxy_image.clone(),
+            registry: flags.image_registry.clone(),
         },
     }
 }
@@ -681,6 +700,24 @@ fn readable(expected: &str) -> &str {
     match expected {
         "u16" => "a port number from 0 to 65535",
         other => other,
+    }
+}
+
+/// A registry and path images are pushed to, as `host[:port][/path]`: no scheme (Docker names
+/// images without one), nothing empty; a trailing `/` is dropped.
+fn check_registry(registry: &str) -> Result<String, &'static str> {
+    let registry = registry.trim().trim_end_matches('/');
+    if registry.is_empty() {
+        Err("is empty: name where your nodes pull images from, e.g. host:port/team")
+    } else if registry.contains("://") {
+        Err("has a scheme: give host:port/team, as image names are written")
+    } else if registry
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_ascii_uppercase() || c == '@')
+    {
+        Err("is not a registry name: use lowercase host:port/team")
+    } else {
+        Ok(registry.to_owned())
     }
 }
 

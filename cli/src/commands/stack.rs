@@ -141,6 +141,7 @@ async fn converge(
         redis_url: config.redis_url.clone(),
         cors_origins: config.cors_origins.clone(),
         init_swarm,
+        image_registry: config.image_registry.clone(),
     };
 
     let progress = Progress::new();
@@ -240,7 +241,9 @@ pub async fn logs(home: &ProjectHome, args: LogsArgs) -> Result<()> {
         .await?)
 }
 
+/// The status table; on swarm, with the node each task runs on.
 fn status_table(statuses: &[ServiceStatus]) -> String {
+    let with_nodes = statuses.iter().any(|status| status.node.is_some());
     let rows: Vec<Vec<String>> = statuses
         .iter()
         .map(|status| {
@@ -254,7 +257,7 @@ fn status_table(statuses: &[ServiceStatus]) -> String {
                 Health::Starting | Health::None => Color::Yellow,
                 Health::Unhealthy => Color::Red,
             };
-            vec![
+            let mut row = vec![
                 status.service.name().to_owned(),
                 status.replica.to_string(),
                 status
@@ -264,13 +267,18 @@ fn status_table(statuses: &[ServiceStatus]) -> String {
                 output::paint(status.state.name(), state_color),
                 output::paint(status.health.name(), health_color),
                 status.address.clone().unwrap_or_else(|| "-".into()),
-            ]
+            ];
+            if with_nodes {
+                row.push(status.node.clone().unwrap_or_else(|| "-".into()));
+            }
+            row
         })
         .collect();
-    output::table(
-        &["service", "replica", "id", "state", "health", "address"],
-        &rows,
-    )
+    let mut headers = vec!["service", "replica", "id", "state", "health", "address"];
+    if with_nodes {
+        headers.push("node");
+    }
+    output::table(&headers, &rows)
 }
 
 /// A container id as `docker ps` shows it (12 characters); a pid whole.

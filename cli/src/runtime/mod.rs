@@ -50,6 +50,8 @@ pub struct StackSpec {
     pub cors_origins: Vec<String>,
     /// Swarm runtime only: make this engine a single-node swarm when it is in none.
     pub init_swarm: bool,
+    /// Swarm runtime only: push the services image here (`host:port/team`) for every node.
+    pub image_registry: Option<String>,
 }
 
 /// Where a running stack answers, as `http://127.0.0.1:PORT` URLs.

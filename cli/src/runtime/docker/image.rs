@@ -12,9 +12,11 @@ use std::{
 
 use bollard::{
     Docker,
-    query_parameters::{CreateImageOptions, CreateImageOptionsBuilder},
+    query_parameters::{
+        CreateImageOptions, CreateImageOptionsBuilder, PushImageOptionsBuilder, TagImageOptionsBuilder,
+    },
 };
-use futures::TryStreamExt as _;
+use futures::{StreamExt as _, TryStreamExt as _};
 use sha2::{Digest as _, Sha256};
 
 use super::{
@@ -144,6 +146,45 @@ pub async fn external(
     Ok(ResolvedImage {
         reference: image.to_owned(),
         id,
+    })
+}
+
+/// `image` under `registry` (`host:port/team/userctl-usersvc:<tag>`), tagged and pushed there,
+/// for nodes that do not have it to pull. A registry that cannot be reached, or refuses, is an
+/// error naming it; the engine's own credentials for it are not read (use a registry that
+/// needs none from this machine, or push by hand and name it with `--image-registry`).
+pub async fn push(
+    docker: &Docker,
+    image: &ResolvedImage,
+    registry: &str,
+    progress: &[&ServiceProgress],
+) -> Result<ResolvedImage, RuntimeError> {
+    let remote = format!("{registry}/{}", image.reference);
+    let (repository, tag) = split_reference(&remote);
+    docker
+        .tag_image(
+            &image.reference,
+            Some(TagImageOptionsBuilder::default().repo(repository).tag(tag).build()),
+        )
+        .await
+        .map_err(|err| engine(format!("tagging {remote}"), err))?;
+    progress
+        .iter()
+        .for_each(|line| line.phase(&format!("pushing {remote}")));
+    let mut pushed = docker.push_image(
+        repository,
+        Some(PushImageOptionsBuilder::default().tag(tag).build()),
+        None,
+    );
+    while let Some(step) = pushed.next().await {
+        let step = step.map_err(|err| engine(format!("pushing {remote}"), err))?;
+        if let Some(error) = step.error_detail.and_then(|detail| detail.message) {
+            return Err(RuntimeError::other(format!("pushing {remote}"), error));
+        }
+    }
+    Ok(ResolvedImage {
+        reference: remote,
+        id: image.id.clone(),
     })
 }
 

@@ -64,6 +64,28 @@ pub async fn membership(docker: &Docker) -> Result<Membership, RuntimeError> {
     })
 }
 
+/// Whether [`ensure_manager`] will succeed, asked before `up` builds or pushes anything, so a
+/// refusal comes first and changes nothing.
+pub async fn preflight(docker: &Docker, init: bool) -> Result<(), RuntimeError> {
+    match membership(docker).await? {
+        Membership::Manager { .. } => Ok(()),
+        Membership::Inactive if init => Ok(()),
+        other => Err(refusal(other)),
+    }
+}
+
+/// Why `up` cannot use an engine that is not a manager (and may not make it one).
+fn refusal(membership: Membership) -> RuntimeError {
+    match membership {
+        Membership::Worker => RuntimeError::SwarmWorker,
+        Membership::Other(state) => RuntimeError::other(
+            "using the engine's swarm",
+            format!("the engine's swarm state is {state}; see `docker info`"),
+        ),
+        Membership::Inactive | Membership::Manager { .. } => RuntimeError::SwarmInactive,
+    }
+}
+
 /// The engine as a manager `up` can create services on: as it is, or with `init`, a new
 /// single-node swarm advertising 127.0.0.1 when it is in none. Anything else is one line
 /// saying what is there and what to do.
@@ -91,12 +113,7 @@ pub async fn ensure_manager(docker: &Docker, init: bool) -> Result<(Manager, boo
                 .map_err(|err| engine("initialising a single-node swarm", err))?;
             Ok((Manager { node_id }, true))
         }
-        Membership::Inactive => Err(RuntimeError::SwarmInactive),
-        Membership::Worker => Err(RuntimeError::SwarmWorker),
-        Membership::Other(state) => Err(RuntimeError::other(
-            "using the engine's swarm",
-            format!("the engine's swarm state is {state}; see `docker info`"),
-        )),
+        other => Err(refusal(other)),
     }
 }
 

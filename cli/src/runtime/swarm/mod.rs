@@ -102,12 +102,7 @@ impl SwarmRuntime {
         if spec.store != StoreKind::Postgres {
             return Err(RuntimeError::SwarmNeedsPostgres);
         }
-        let (manager, initialised) = cluster::ensure_manager(&self.docker, spec.init_swarm).await?;
-        if initialised {
-            progress.note(
-                "this engine is now a single-node swarm (userctl made it; the last `down` leaves it)",
-            );
-        }
+        cluster::preflight(&self.docker, spec.init_swarm).await?;
         let lines: HashMap<Service, ServiceProgress> = Service::ALL
             .into_iter()
             .filter(|service| spec.replicas.of(*service) > 0)
@@ -129,6 +124,12 @@ impl SwarmRuntime {
         })?;
 
         let images = self.images(spec, &lines).await?;
+        let (manager, initialised) = cluster::ensure_manager(&self.docker, spec.init_swarm).await?;
+        if initialised {
+            progress.note(
+                "this engine is now a single-node swarm (userctl made it; the last `down` leaves it)",
+            );
+        }
         self.network().await?;
         let inputs = SwarmInputs {
             names: &self.names,
@@ -411,9 +412,14 @@ impl SwarmRuntime {
             &lines[&Service::Gateway],
         ];
         let usersvc = async {
-            image::usersvc(&self.docker, &spec.usersvc, &usersvc_lines)
-                .await
-                .inspect_err(|err| {
+            let local = image::usersvc(&self.docker, &spec.usersvc, &usersvc_lines).await;
+            match (local, &spec.image_registry) {
+                (Ok(local), Some(registry)) => {
+                    image::push(&self.docker, &local, registry, &usersvc_lines).await
+                }
+                (local, _) => local,
+            }
+            .inspect_err(|err| {
                     usersvc_lines
                         .iter()
                         .for_each(|line| line.fail(&err.to_string()))

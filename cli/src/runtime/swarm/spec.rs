@@ -389,7 +389,11 @@ pub fn service_def(inputs: &SwarmInputs<'_>, service: Service) -> Option<Service
                 health: usersvc_health(launch.grpc_port, launch.tls_server_name),
                 hardened: true,
                 pinned_to: if fronting { home() } else { None },
-                start_first: !fronting,
+                // Not the gateways: HAProxy finds them by DNS, a slot per address, and a new
+                // gateway started first can take the slot of the one draining while HAProxy
+                // still sends calls over its connection to the old one, which cuts them.
+                // Stopping first frees the slot; the other gateways serve meanwhile.
+                start_first: service != Service::Gateway,
                 ..base(&inputs.images.usersvc.reference)
             }
         }
@@ -819,7 +823,8 @@ mod tests {
         let two = defs(replicas(2, 1, 1), b"key");
         let gateway = find(&two, Service::Gateway);
         assert!(gateway.ports.is_empty());
-        assert!(gateway.start_first);
+        assert!(!gateway.start_first);
+        assert!(find(&two, Service::Cache).start_first);
         assert!(gateway.pinned_to.is_none());
         let proxy = find(&two, Service::Proxy);
         assert_eq!(proxy.ports.len(), 2);

@@ -32,6 +32,7 @@ mod reflection;
 mod registration_limits;
 mod replicas;
 mod supervisor_death;
+mod swarm_nodes;
 mod throttle_logs;
 mod throttling;
 mod token_claims;

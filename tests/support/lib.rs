@@ -13,6 +13,7 @@
 //! - [`hostile`]: the forged requests and the no-leak check the hostile-client tests share.
 //! - [`tls`]: calling the internal services with, without, or with the wrong certificate.
 //! - [`churn`]: users calling a stack through its published ports while replicas restart.
+//! - [`swarm`]: a real two-node Docker swarm (the engine and a worker daemon in a namespace).
 
 pub mod churn;
 pub mod cli;
@@ -25,6 +26,7 @@ pub mod postgres;
 pub mod process;
 pub mod redis;
 pub mod stack;
+pub mod swarm;
 pub mod tls;
 
 use std::time::Duration;

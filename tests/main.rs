@@ -33,6 +33,7 @@ mod registration_limits;
 mod replicas;
 mod supervisor_death;
 mod swarm_nodes;
+mod swarm_runtime;
 mod throttle_logs;
 mod throttling;
 mod token_claims;

@@ -1,265 +1,278 @@
-//! The two-node swarm the swarm tests stand on (support/swarm.rs), proved with plain docker
-//! commands and no userctl: a service spreads over the engine and a worker, its tasks reach
-//! each other over the overlay, the manager moves the task of a lost worker onto the engine,
-//! and dropping it all leaves the engine as it was and nothing of the worker on the machine.
+//! The swarm runtime on a real swarm of two nodes: the machine's engine (manager) and a second
+//! Docker daemon in a network namespace of the test's own making (worker; support/swarm.rs).
+//! The stack spreads over both; then the worker is lost outright, its daemon and containers
+//! killed, under a whoami loop and a registration loop, as a cluster user fears: its tasks must
+//! come back on the engine, calls may fail only while the swarm notices, every acknowledged
+//! registration must still be there, and `userctl status` must show the lost node.
 
 use std::time::{Duration, Instant};
 
+use tonic::{Request, Status, transport::Channel};
+use userctl_proto::gateway::v1::{LoginRequest, RegisterRequest, gateway_client::GatewayClient};
 use userctl_tests::{
+    cli::{Userctl, run_command},
+    e2e::{self, Teardown},
     eventually,
+    load::{CALL_DEADLINE, Call, Load, Summary, accounts, failures, tokens, whoami_load},
     swarm::{EngineSwarm, SwarmLock, WorkerNode, docker},
 };
 
-/// Built by scripts/build-images (which the README's test command runs); carries
-/// `redis-server` and `redis-cli`.
-const IMAGE: &str = "userctl-local/redis:7";
+/// The most registrations the loop makes: the gateways allow 60 a minute from one address, and
+/// behind the proxy every call comes from the proxy's.
+const REGISTRATIONS: usize = 50;
+/// How often the registration loop registers: a pace, so its budget covers the whole loss.
+const REGISTRATION_PACE: Duration = Duration::from_millis(600);
+/// How long the swarm may take to notice the lost node and run its tasks elsewhere.
+const RECOVERY_WITHIN: Duration = Duration::from_secs(120);
 
-/// How long the manager may take to notice a lost node and run its task elsewhere.
-const RESCHEDULE_WITHIN: Duration = Duration::from_secs(60);
+/// The rows of `status --output json`.
+async fn status(userctl: &Userctl) -> Vec<serde_json::Value> {
+    e2e::status(userctl).await
+}
 
-#[tokio::test]
-async fn a_service_spreads_over_two_nodes_moves_off_a_lost_one_and_leaves_nothing_behind() {
-    let began = Instant::now();
+/// The node ids of the running tasks of one of the project's services.
+async fn task_nodes(project: &str, service: &str) -> Vec<String> {
+    let ids = docker(&[
+        "service",
+        "ps",
+        "--quiet",
+        "--filter",
+        "desired-state=running",
+        &format!("{project}-{service}"),
+    ])
+    .await
+    .unwrap_or_default();
+    let mut nodes = Vec::new();
+    for id in ids.lines() {
+        let node = docker(&["inspect", "--format", "{{.NodeID}} {{.Status.State}}", id])
+            .await
+            .unwrap_or_default();
+        if let Some(node) = node.strip_suffix(" running") {
+            nodes.push(node.to_owned());
+        }
+    }
+    nodes
+}
+
+/// Registrations paced by [`REGISTRATION_PACE`], one at a time; call `n` registers
+/// `{prefix}-{n}@example.com`.
+fn registration_loop(gateway: GatewayClient<Channel>, prefix: &str) -> Load {
+    let prefix = prefix.to_owned();
+    Load::start(1, REGISTRATIONS, move |n| {
+        let mut gateway = gateway.clone();
+        let email = format!("{prefix}-{n}@example.com");
+        async move {
+            tokio::time::sleep(REGISTRATION_PACE).await;
+            let mut request = Request::new(RegisterRequest {
+                email,
+                full_name: "Node Loss".into(),
+                password: e2e::PASSWORD.trim_end().into(),
+            });
+            request.set_timeout(CALL_DEADLINE);
+            gateway.register(request).await.map(drop)
+        }
+    })
+}
+
+/// When the last failed call of `calls` started, after `since`.
+fn last_failure_after(calls: &[Call], since: Instant) -> Option<Duration> {
+    calls
+        .iter()
+        .filter(|call| call.result.is_err())
+        .map(|call| call.started.saturating_duration_since(since) + call.took)
+        .max()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stack_spread_over_two_nodes_loses_one_and_keeps_every_acknowledged_registration() {
     let lock = SwarmLock::acquire().await.expect("the swarm lock");
     let before = lock.before().clone();
-    docker(&["image", "inspect", IMAGE])
+    let mut worker = WorkerNode::start().await.expect("the worker's dockerd");
+    let footprint = worker.footprint();
+    worker
+        .init_swarm_on_engine(&lock)
         .await
-        .unwrap_or_else(|err| panic!("{IMAGE} is built (scripts/build-images): {err}"));
-    let prefix = format!("usw-test-{}", std::process::id());
-    let (service, network) = (format!("{prefix}-redis"), format!("{prefix}-net"));
+        .expect("swarm init on the engine");
 
-    let (footprint, tearing_down) = {
-        let started = Instant::now();
-        let mut worker = WorkerNode::start().await.expect("the worker's dockerd");
-        println!("worker daemon answered after {:?}", started.elapsed());
-        let footprint = worker.footprint();
-        let joining = Instant::now();
-        worker
-            .init_swarm_on_engine(&lock)
-            .await
-            .expect("swarm init on the engine");
-        worker.join().await.expect("the worker joins");
-        println!("swarm init and join took {:?}", joining.elapsed());
-        let engine = docker(&["info", "--format", "{{.Swarm.NodeID}}"])
-            .await
-            .expect("the engine's node id");
-        let worker_id = worker.node_id().to_owned();
-        assert_ne!(engine, worker_id);
-        let loading = Instant::now();
-        worker
-            .load_image(IMAGE)
-            .await
-            .expect("the image on the worker");
-        println!("{IMAGE} copied onto the worker in {:?}", loading.elapsed());
+    let home = tempfile::tempdir().expect("home");
+    let userctl = Userctl::new(home.path());
+    let project = userctl.project.clone();
+    let teardown = Teardown(userctl.clone());
 
-        let _objects = Objects {
-            prefix: prefix.clone(),
-            service: service.clone(),
-            network: network.clone(),
-        };
-        docker(&[
-            "network",
-            "create",
-            "--driver",
-            "overlay",
-            "--attachable",
-            &network,
-        ])
+    // One of each on the engine first: `up` builds the services image here, and the worker
+    // gets it before it joins (no registry it can reach: NOTES.md's recipe).
+    let mut up = e2e::SWARM_UP.to_vec();
+    up.retain(|arg| *arg != "--init-swarm");
+    userctl.run(&up).await.ok();
+    let image = docker(&[
+        "service",
+        "inspect",
+        &format!("{project}-cache"),
+        "--format",
+        "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+    ])
+    .await
+    .expect("the services image");
+    let image = image.split('@').next().unwrap_or_default().to_owned();
+    worker
+        .load_image(&image)
         .await
-        .expect("an overlay network");
-        docker(&[
-            "service",
-            "create",
-            "--detach",
-            "--no-resolve-image",
-            "--name",
-            &service,
-            "--network",
-            &network,
-            "--replicas",
-            "2",
-            "--placement-pref",
-            "spread=node.id",
-            IMAGE,
-            "redis-server",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--protected-mode",
-            "no",
-        ])
-        .await
-        .expect("a service of two replicas");
-        let creating = Instant::now();
-        let tasks = eventually(Duration::from_secs(60), || {
-            tasks_on(&service, [engine.as_str(), worker_id.as_str()])
-        })
-        .await
-        .expect("one task running on each node");
-        println!(
-            "one task ran on each node {:?} after the service was created",
-            creating.elapsed()
-        );
+        .expect("the image on the worker");
+    worker.join().await.expect("the worker joins");
+    let worker_id = worker.node_id().to_owned();
 
-        // Overlay traffic crosses the link: a container on the engine reaches the worker's task.
-        let on_worker = tasks
-            .iter()
-            .find(|task| task.node == worker_id)
-            .expect("the worker's task");
-        let ping = docker(&[
-            "run",
-            "--rm",
-            "--name",
-            &format!("{prefix}-probe"),
-            "--network",
-            &network,
-            IMAGE,
-            "timeout",
-            "10",
-            "redis-cli",
-            "-h",
-            &on_worker.addr,
-            "ping",
-        ])
-        .await
-        .expect("redis-cli from the engine to the worker's task");
-        assert_eq!(ping, "PONG");
-
-        let killed = Instant::now();
-        worker.kill();
-        eventually(RESCHEDULE_WITHIN, || async {
-            let state = docker(&[
-                "node",
-                "inspect",
-                &worker_id,
-                "--format",
-                "{{.Status.State}}",
-            ])
-            .await?;
-            (state == "down").then_some(()).ok_or(state)
-        })
-        .await
-        .expect("the manager marks the lost worker down");
-        println!(
-            "the manager marked the worker down {:?} after the kill",
-            killed.elapsed()
-        );
-        eventually(RESCHEDULE_WITHIN.saturating_sub(killed.elapsed()), || {
-            tasks_on(&service, [engine.as_str(), engine.as_str()])
-        })
-        .await
-        .expect("the lost worker's task runs on the engine");
-        println!(
-            "both tasks ran on the engine {:?} after the kill",
-            killed.elapsed()
-        );
-        // The worker and the service go when this block ends, just after this is taken.
-        (footprint, Instant::now())
-    };
-    drop(lock);
-    println!("teardown took {:?}", tearing_down.elapsed());
-
-    assert_eq!(
-        EngineSwarm::now().await.expect("the engine's swarm state"),
-        before
+    // `up` on the worker's engine: one line saying what it is and where to go instead.
+    let mut on_worker = userctl.command(&["--project", "elsewhere", "up", "--runtime", "swarm"]);
+    on_worker.env("DOCKER_HOST", worker.docker_host());
+    let refused = run_command(on_worker, "").await.expect_code(1);
+    assert!(
+        refused.stderr.contains("swarm worker") && refused.stderr.contains("manager"),
+        "{refused:?}"
     );
+
+    // Two of each: the new tasks go to the worker, the stateless services spreading.
+    userctl
+        .run(&["scale", "gateway=2", "cache=2", "store=2"])
+        .await
+        .ok();
+    for service in ["gateway", "cache", "store"] {
+        let nodes = eventually(Duration::from_secs(60), || async {
+            let nodes = task_nodes(&project, service).await;
+            if nodes.len() == 2 && nodes.contains(&worker_id) {
+                Ok(nodes)
+            } else {
+                Err(nodes)
+            }
+        })
+        .await
+        .unwrap_or_else(|nodes| panic!("a {service} task on each node: {nodes:?}"));
+        println!("{service} runs on {nodes:?}");
+    }
+    for service in ["postgres", "redis", "proxy"] {
+        let nodes = task_nodes(&project, service).await;
+        assert!(
+            !nodes.contains(&worker_id),
+            "{service} stays on the engine, where its data and ports are: {nodes:?}"
+        );
+    }
+
+    // The loops through the front, then the worker lost with a third of the services on it.
+    let front = status(&userctl)
+        .await
+        .iter()
+        .find(|row| row["service"] == "proxy")
+        .and_then(|row| row["address"].as_str())
+        .map(str::to_owned)
+        .expect("the proxy holds the front");
+    let channel = Channel::from_shared(front.clone())
+        .expect("front URL")
+        .connect()
+        .await
+        .expect("connect to the front");
+    let gateway = GatewayClient::new(channel);
+    let tokens = tokens(&accounts(&gateway, "node-loss-reader", 4).await);
+    let whoami = whoami_load(gateway.clone(), &tokens);
+    let registrations = registration_loop(gateway.clone(), &format!("{project}-writer"));
+    whoami.wait_for_calls(40, CALL_DEADLINE).await;
+    registrations.wait_for_calls(2, CALL_DEADLINE * 2).await;
+    let killed = Instant::now();
+    worker.kill();
+
+    let lost = eventually(RECOVERY_WITHIN, || async {
+        let rows = status(&userctl).await;
+        rows.iter()
+            .any(|row| {
+                row["node"]
+                    .as_str()
+                    .is_some_and(|node| node.ends_with("(down)"))
+            })
+            .then_some(rows.clone())
+            .ok_or(rows)
+    })
+    .await
+    .unwrap_or_else(|rows| panic!("status shows the lost node: {rows:?}"));
+    let noticed = killed.elapsed();
+    println!("status showed the lost node {noticed:?} after the kill: {lost:?}");
+    let recovered = eventually(RECOVERY_WITHIN, || async {
+        let mut ready = true;
+        for service in ["gateway", "cache", "store"] {
+            let nodes = task_nodes(&project, service).await;
+            ready &= nodes.len() == 2 && !nodes.contains(&worker_id);
+        }
+        let rows = status(&userctl).await;
+        let serving = rows
+            .iter()
+            .filter(|row| row["state"] == "running" && row["health"] == "healthy")
+            .count();
+        // postgres, redis, proxy and two of each service.
+        (ready && serving == 9).then_some(()).ok_or(rows)
+    })
+    .await
+    .map(|()| killed.elapsed())
+    .unwrap_or_else(|rows| panic!("every task back on the engine: {rows:?}"));
+    println!("every task ran again on the engine {recovered:?} after the kill");
+
+    // A while after recovery, then every call of both loops.
+    whoami.wait_for_calls(200, CALL_DEADLINE).await;
+    registrations.wait_for_calls(3, CALL_DEADLINE * 2).await;
+    let reads = whoami.stop().await;
+    let writes = registrations.stop().await;
+    println!("whoami during the loss: {}", Summary::of(&reads));
+    println!("registrations during the loss: {}", Summary::of(&writes));
+    for (loop_name, calls) in [("whoami", &reads), ("register", &writes)] {
+        if let Some(last) = last_failure_after(calls, killed) {
+            println!("{loop_name}: calls failed until {last:?} after the kill");
+            assert!(
+                last <= recovered + CALL_DEADLINE,
+                "{loop_name}: a call failed after the stack had recovered ({last:?} > \
+                 {recovered:?}): {:?}",
+                failures(calls)
+            );
+        }
+        let before_kill = calls
+            .iter()
+            .filter(|call| call.started + call.took < killed)
+            .filter(|call| call.result.is_err())
+            .count();
+        assert_eq!(before_kill, 0, "{loop_name} failed before the kill");
+    }
+
+    // Every registration the stack acknowledged is there: its account logs in.
+    let acknowledged: Vec<usize> = writes
+        .iter()
+        .enumerate()
+        .filter(|(_, call)| call.result.is_ok())
+        .map(|(n, _)| n)
+        .collect();
+    assert!(!acknowledged.is_empty(), "some registrations succeeded");
+    let mut gateway = gateway.clone();
+    for n in &acknowledged {
+        let mut request = Request::new(LoginRequest {
+            email: format!("{project}-writer-{n}@example.com"),
+            password: e2e::PASSWORD.trim_end().into(),
+        });
+        request.set_timeout(CALL_DEADLINE);
+        let login: Result<_, Status> = gateway.login(request).await;
+        assert!(
+            login.is_ok(),
+            "acknowledged registration {n} logs in: {login:?}"
+        );
+    }
+    println!(
+        "{} of {} registrations acknowledged, every one still there",
+        acknowledged.len(),
+        writes.len()
+    );
+
+    userctl.run(&["down", "--volumes"]).await.ok();
+    drop(teardown);
+    drop(worker);
+    drop(lock);
     assert_eq!(
         footprint.remains(),
         Vec::<String>::new(),
         "the worker left these"
     );
-    let containers = docker(&[
-        "ps",
-        "--all",
-        "--quiet",
-        "--filter",
-        &format!("name={prefix}"),
-    ])
-    .await
-    .expect("docker ps");
-    assert_eq!(containers, "", "containers left on the engine");
-    println!("the whole test took {:?}", began.elapsed());
-}
-
-/// A task of a service, as the manager sees it.
-struct Task {
-    node: String,
-    /// Its address on the service's overlay network, without the prefix length.
-    addr: String,
-}
-
-/// The running tasks of `service` once they are exactly one on each of `nodes` (a node twice
-/// for two tasks there); otherwise what runs, as the error.
-async fn tasks_on<const N: usize>(service: &str, nodes: [&str; N]) -> Result<Vec<Task>, String> {
-    let ids = docker(&[
-        "service",
-        "ps",
-        "--quiet",
-        "--no-trunc",
-        "--filter",
-        "desired-state=running",
-        service,
-    ])
-    .await?;
-    let mut args = vec![
-        "inspect",
-        "--format",
-        "{{.NodeID}} {{.Status.State}} {{range .NetworksAttachments}}{{index .Addresses 0}}{{end}}",
-    ];
-    args.extend(ids.lines());
-    let inspected = if ids.is_empty() {
-        String::new()
-    } else {
-        docker(&args).await?
-    };
-    let tasks: Vec<Task> = inspected
-        .lines()
-        .filter_map(|line| match line.split(' ').collect::<Vec<_>>()[..] {
-            [node, "running", addr] => Some(Task {
-                node: node.to_owned(),
-                addr: addr.split('/').next().unwrap_or(addr).to_owned(),
-            }),
-            _ => None,
-        })
-        .collect();
-    let mut running: Vec<&str> = tasks.iter().map(|task| task.node.as_str()).collect();
-    let mut wanted = nodes.to_vec();
-    running.sort_unstable();
-    wanted.sort_unstable();
-    if running == wanted {
-        Ok(tasks)
-    } else {
-        Err(format!("tasks of {service}: {inspected:?}"))
-    }
-}
-
-/// Removes the test's service, probe container and network when dropped, waiting (briefly) for
-/// the service's containers on the engine to go first: the network is in use until they have.
-struct Objects {
-    prefix: String,
-    service: String,
-    network: String,
-}
-
-impl Drop for Objects {
-    fn drop(&mut self) {
-        let docker = |args: &[&str]| {
-            std::process::Command::new("docker")
-                .args(args)
-                .output()
-                .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
-                .unwrap_or_default()
-        };
-        docker(&["service", "rm", &self.service]);
-        docker(&["rm", "--force", &format!("{}-probe", self.prefix)]);
-        let name = format!("name={}", self.prefix);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !docker(&["ps", "--all", "--quiet", "--filter", &name]).is_empty()
-            && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        docker(&["network", "rm", &self.network]);
-    }
+    let now = EngineSwarm::now().await.expect("the engine's swarm state");
+    assert_eq!(now, before, "the engine's swarm state after the test");
 }

@@ -41,6 +41,28 @@ pub const DOCKER_UP: &[&str] = &[
     "0",
 ];
 
+/// `userctl up` on the swarm runtime, making this engine a single-node swarm when it is in
+/// none, with the locally built images and the front's ports chosen free (the cache's and
+/// store's always are on swarm).
+pub const SWARM_UP: &[&str] = &[
+    "up",
+    "--runtime",
+    "swarm",
+    "--init-swarm",
+    "--redis-image",
+    "userctl-local/redis:7",
+    "--postgres-image",
+    "userctl-local/postgres:15",
+    "--proxy-image",
+    "userctl-local/haproxy:2.6",
+    "--gateway-port",
+    "0",
+    "--http-port",
+    "0",
+    "--wait-timeout",
+    "180s",
+];
+
 /// Runs `userctl down --volumes` when dropped, so a failing test leaves nothing behind.
 pub struct Teardown(pub Userctl);
 

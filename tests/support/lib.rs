@@ -14,6 +14,7 @@
 //! - [`tls`]: calling the internal services with, without, or with the wrong certificate.
 //! - [`churn`]: users calling a stack through its published ports while replicas restart.
 //! - [`swarm`]: a real two-node Docker swarm (the engine and a worker daemon in a namespace).
+//! - [`registry`]: a private image registry, where the swarm tests push the services image.
 
 pub mod churn;
 pub mod cli;
@@ -25,6 +26,7 @@ pub mod outage;
 pub mod postgres;
 pub mod process;
 pub mod redis;
+pub mod registry;
 pub mod stack;
 pub mod swarm;
 pub mod tls;

@@ -116,6 +116,11 @@ impl WorkerNode {
         self.node.as_ref().expect("the worker has joined the swarm")
     }
 
+    /// `unix://…`, the worker daemon's socket, as `DOCKER_HOST` names it.
+    pub fn docker_host(&self) -> String {
+        self.footprint.docker_host()
+    }
+
     /// Runs `docker ARGS…` against the worker's daemon and returns its stdout, trimmed.
     pub async fn docker(&self, args: &[&str]) -> Result<String, String> {
         let host = self.footprint.docker_host();

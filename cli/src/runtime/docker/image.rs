@@ -13,7 +13,8 @@ use std::{
 use bollard::{
     Docker,
     query_parameters::{
-        CreateImageOptions, CreateImageOptionsBuilder, PushImageOptionsBuilder, TagImageOptionsBuilder,
+        CreateImageOptions, CreateImageOptionsBuilder, PushImageOptionsBuilder, RemoveImageOptions,
+        TagImageOptionsBuilder,
     },
 };
 use futures::{StreamExt as _, TryStreamExt as _};
@@ -164,7 +165,12 @@ pub async fn push(
     docker
         .tag_image(
             &image.reference,
-            Some(TagImageOptionsBuilder::default().repo(repository).tag(tag).build()),
+            Some(
+                TagImageOptionsBuilder::default()
+                    .repo(repository)
+                    .tag(tag)
+                    .build(),
+            ),
         )
         .await
         .map_err(|err| engine(format!("tagging {remote}"), err))?;
@@ -176,11 +182,22 @@ pub async fn push(
         Some(PushImageOptionsBuilder::default().tag(tag).build()),
         None,
     );
+    let mut failure = None;
     while let Some(step) = pushed.next().await {
-        let step = step.map_err(|err| engine(format!("pushing {remote}"), err))?;
-        if let Some(error) = step.error_detail.and_then(|detail| detail.message) {
-            return Err(RuntimeError::other(format!("pushing {remote}"), error));
+        match step {
+            Err(err) => failure = Some(engine_message(err)),
+            Ok(step) => failure = failure.or(step.error_detail.and_then(|detail| detail.message)),
         }
+        if failure.is_some() {
+            break;
+        }
+    }
+    if let Some(reason) = failure {
+        // The tag was only for the push: a failed `up` leaves no name behind.
+        let _ = docker
+            .remove_image(&remote, None::<RemoveImageOptions>, None)
+            .await;
+        return Err(RuntimeError::other(format!("pushing {remote}"), reason));
     }
     Ok(ResolvedImage {
         reference: remote,

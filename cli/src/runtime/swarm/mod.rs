@@ -275,8 +275,9 @@ impl SwarmRuntime {
         Ok(deleted)
     }
 
-    /// One row per task the swarm wants running, by service then replica; "absent" for a
-    /// service with none, except the proxy, which has a row only when it runs.
+    /// One row per task the swarm wants running, by service then replica, and one per task lost
+    /// with a node that went down (`unknown`, on `host (down)`); "absent" for a service with
+    /// none, except the proxy, which has a row only when it runs.
     pub async fn status(&self) -> Result<Vec<ServiceStatus>, RuntimeError> {
         let home = match cluster::membership(&self.docker).await? {
             cluster::Membership::Manager { node_id } => node_id,
@@ -292,7 +293,7 @@ impl SwarmRuntime {
         let mut rows = Vec::new();
         for service in Service::ALL {
             let mut tasks = self.tasks(&service_name(&self.names, service)).await?;
-            tasks.retain(tasks::wanted);
+            tasks.retain(|task| tasks::wanted(task) || tasks::lost(task, &nodes));
             tasks.sort_by_key(|task| task.slot);
             let port = match service {
                 Service::Proxy => Some(GATEWAY_PORT),
@@ -420,10 +421,10 @@ impl SwarmRuntime {
                 (local, _) => local,
             }
             .inspect_err(|err| {
-                    usersvc_lines
-                        .iter()
-                        .for_each(|line| line.fail(&err.to_string()))
-                })
+                usersvc_lines
+                    .iter()
+                    .for_each(|line| line.fail(&err.to_string()))
+            })
         };
         let postgres = self.external_image(
             spec.postgres_image.as_deref(),

@@ -471,12 +471,25 @@ impl ServiceDef {
         hex::encode(Sha256::digest(json))
     }
 
+    /// The same without the replica count, on the tasks' containers: a scale changes the
+    /// service, not its tasks, so the swarm adds or removes tasks and replaces none. It also
+    /// tells the tasks of the current definition from those an update is replacing.
+    pub fn task_hash(&self) -> String {
+        Self {
+            replicas: 0,
+            ..self.clone()
+        }
+        .hash()
+    }
+
     /// The Engine API's service spec. `ids` maps each file's object name to the id the swarm
     /// gave it (a reference needs both).
     pub fn spec(&self, names: &Names, ids: &HashMap<String, String>) -> ServiceSpec {
         let mut labels = names.labels();
         labels.insert(SERVICE_LABEL.to_owned(), self.service.name().to_owned());
+        let mut task_labels = labels.clone();
         labels.insert(HASH_LABEL.to_owned(), self.hash());
+        task_labels.insert(HASH_LABEL.to_owned(), self.task_hash());
         let file = |file: &SwarmFile| TaskSpecContainerSpecFile {
             name: Some(file.target.clone()),
             uid: Some(file.uid.clone()),
@@ -530,7 +543,7 @@ impl ServiceDef {
             .collect();
         let container = TaskSpecContainerSpec {
             image: Some(self.image.clone()),
-            labels: Some(labels.clone()),
+            labels: Some(task_labels),
             args: (!self.args.is_empty()).then(|| self.args.clone()),
             hostname: Some(self.service.name().to_owned()),
             env: Some(self.env.clone()),
@@ -876,6 +889,17 @@ mod tests {
                 && secret.file.as_ref().and_then(|f| f.uid.as_deref())
                     == Some(&*SERVICE_UID.to_string())
         }));
+    }
+
+    #[test]
+    fn a_scale_changes_the_service_but_not_its_tasks() {
+        let names = Names::new("t");
+        let task = |replicas| {
+            let defs = defs(replicas, b"key");
+            let spec = find(&defs, Service::Cache).spec(&names, &HashMap::new());
+            serde_json::to_value(&spec.task_template).expect("json")
+        };
+        assert_eq!(task(replicas(1, 1, 1)), task(replicas(1, 3, 1)));
     }
 
     #[test]

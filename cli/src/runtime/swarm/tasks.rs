@@ -44,6 +44,17 @@ pub fn wanted(task: &Task) -> bool {
     task.desired_state == Some(TaskState::RUNNING)
 }
 
+/// A task the swarm has lost with its node: last seen running there, and kept in `status`
+/// (as unknown, on `host (down)`) until the node returns or is removed, beside its replacement.
+pub fn lost(task: &Task, nodes: &HashMap<String, NodeInfo>) -> bool {
+    state_of(task) == Some(TaskState::RUNNING)
+        && task
+            .node_id
+            .as_deref()
+            .and_then(|node| nodes.get(node))
+            .is_some_and(|node| node.down)
+}
+
 /// Running, and so healthy: with a health check, the swarm counts a task as running only once
 /// the check has passed.
 pub fn serving(task: &Task) -> bool {

@@ -92,7 +92,7 @@ pub struct UpArgs {
 /// `crate::config`); the defaults shown here apply when no layer sets a value.
 #[derive(Debug, Clone, Default, Args)]
 pub struct StackArgs {
-    /// Where the stack runs: docker when an engine answers, else local [env: USERCTL_RUNTIME] [default: auto]
+    /// Where the stack runs: auto is docker when an engine answers, else local; swarm runs Docker Swarm services [env: USERCTL_RUNTIME] [default: auto]
     #[arg(long, value_enum)]
     pub runtime: Option<RuntimeChoice>,
 

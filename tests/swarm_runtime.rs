@@ -162,6 +162,39 @@ async fn a_swarm_stack_serves_rolls_and_heals_with_its_secrets_out_of_sight_and_
     };
     let (grpc, http) = (printed("gateway "), printed("http "));
 
+    // Another project whose name a service someone else made already has: one line, and
+    // nothing of that project made.
+    let other_home = tempfile::tempdir().expect("home");
+    let other = Userctl::new(other_home.path());
+    let squatter = format!("{}-redis", other.project);
+    docker(&[
+        "service",
+        "create",
+        "--detach",
+        "--no-resolve-image",
+        "--name",
+        &squatter,
+        "userctl-local/redis:7",
+    ]);
+    let refused = run_command(other.command(e2e::SWARM_UP), "")
+        .await
+        .expect_code(1);
+    docker(&["service", "rm", &squatter]);
+    assert!(
+        refused.stderr.contains(&format!(
+            "swarm service {squatter} exists and is not project {}'s",
+            other.project
+        )),
+        "{refused:?}"
+    );
+    for kind in ["service", "secret", "network"] {
+        assert!(
+            labelled(kind, &other.project).is_empty(),
+            "{kind} of {}",
+            other.project
+        );
+    }
+
     // A row per task, each on a node, the proxy holding the published port.
     let rows = healthy_with(&userctl, "cache", 2).await;
     for (service, count) in [("store", 2), ("cache", 2), ("gateway", 2), ("proxy", 1)] {
@@ -226,6 +259,14 @@ async fn a_swarm_stack_serves_rolls_and_heals_with_its_secrets_out_of_sight_and_
     let token = log_in(&userctl, &grpc, "swarm@example.com").await;
     let me = userctl.run(&["whoami"]).await.ok();
     assert!(me.stdout.contains("swarm@example.com"), "{me:?}");
+    // Each task's log, named by its replica, read through the swarm.
+    let logs = userctl.run(&["logs", "cache", "--tail", "3"]).await.ok();
+    for replica in ["cache.1", "cache.2"] {
+        assert!(
+            logs.stdout.lines().any(|line| line.starts_with(replica)),
+            "{replica} in {logs:?}"
+        );
+    }
     let front = Front {
         grpc: &grpc,
         http: &http,

@@ -108,7 +108,6 @@ impl SwarmRuntime {
             .filter(|service| spec.replicas.of(*service) > 0)
             .map(|service| (service, progress.service(service)))
             .collect();
-        let line = |service: Service| &lines[&service];
 
         let secrets = spec.home.ensure_secrets()?;
         let jwt_path = spec.home.ensure_jwt_key()?;
@@ -130,7 +129,6 @@ impl SwarmRuntime {
                 "this engine is now a single-node swarm (userctl made it; the last `down` leaves it)",
             );
         }
-        self.network().await?;
         let inputs = SwarmInputs {
             names: &self.names,
             ports: spec.ports,
@@ -143,56 +141,21 @@ impl SwarmRuntime {
             home_node: &manager.node_id,
         };
         let defs = spec::stack(&inputs);
+        // Someone else's service under one of our names stops `up` before it makes anything.
+        for def in &defs {
+            self.check_ours(&def.name).await?;
+        }
+        self.network().await?;
         let ids = self.files(&defs).await?;
 
         // A proxy no longer wanted leaves first: the single gateway takes its ports back.
         if spec.replicas.of(Service::Proxy) == 0 {
             self.remove_services(&[Service::Proxy]).await?;
         }
-        // Databases, then the services, then the proxy, once the gateways it fronts have given
-        // the published ports up.
-        let groups: [fn(Service) -> bool; 3] = [
-            |service| !service.is_usersvc() && service != Service::Proxy,
-            Service::is_usersvc,
-            |service| service == Service::Proxy,
-        ];
         let deadline = Instant::now() + spec.wait_timeout;
-        let mut converged = Vec::new();
-        for wanted in groups {
-            let group: Vec<&ServiceDef> = defs.iter().filter(|def| wanted(def.service)).collect();
-            let outcomes = future::join_all(group.iter().map(|def| async {
-                let line = line(def.service);
-                line.phase("converging");
-                self.converge(def, &ids)
-                    .await
-                    .inspect_err(|err| line.fail(&err.to_string()))
-            }))
-            .await;
-            for (def, outcome) in group.into_iter().zip(outcomes) {
-                converged.push((def, outcome?));
-            }
-        }
-        let waits = converged.iter().map(|(def, outcome)| async move {
-            let line = line(def.service);
-            line.phase("waiting for healthy tasks");
-            match self.wait_converged(def, deadline, spec.wait_timeout).await {
-                Ok(()) => {
-                    line.done(&match outcome {
-                        Converged::Unchanged => "unchanged".to_owned(),
-                        _ => format!("{} healthy", plural(def.replicas, "task")),
-                    });
-                    Ok(())
-                }
-                Err(err) => {
-                    line.fail(&err.to_string());
-                    Err(err)
-                }
-            }
-        });
-        future::join_all(waits)
-            .await
-            .into_iter()
-            .collect::<Result<Vec<()>, _>>()?;
+        let converged = self.converge_all(&defs, &ids, &lines).await?;
+        self.wait_all(&converged, &lines, deadline, spec.wait_timeout)
+            .await?;
 
         let endpoints = self.endpoints(&manager.node_id, spec.replicas).await?;
         health::wait_front(&endpoints.gateway, deadline, spec.wait_timeout).await?;
@@ -203,6 +166,62 @@ impl SwarmRuntime {
              holders of the stack's certificates)",
         );
         Ok(endpoints)
+    }
+
+    /// Creates or updates the services: databases, then the services, then the proxy, once
+    /// the gateways it fronts have given the published ports up; within a group, at once.
+    async fn converge_all<'a>(
+        &self,
+        defs: &'a [ServiceDef],
+        ids: &HashMap<String, String>,
+        lines: &HashMap<Service, ServiceProgress>,
+    ) -> Result<Vec<(&'a ServiceDef, Converged)>, RuntimeError> {
+        let groups: [fn(Service) -> bool; 3] = [
+            |service| !service.is_usersvc() && service != Service::Proxy,
+            Service::is_usersvc,
+            |service| service == Service::Proxy,
+        ];
+        let mut converged = Vec::new();
+        for wanted in groups {
+            let group: Vec<&ServiceDef> = defs.iter().filter(|def| wanted(def.service)).collect();
+            let outcomes = future::join_all(group.iter().map(|def| async {
+                let line = &lines[&def.service];
+                line.phase("converging");
+                self.converge(def, ids)
+                    .await
+                    .inspect_err(|err| line.fail(&err.to_string()))
+            }))
+            .await;
+            for (def, outcome) in group.into_iter().zip(outcomes) {
+                converged.push((def, outcome?));
+            }
+        }
+        Ok(converged)
+    }
+
+    /// Waits for every service at once, each on its progress line.
+    async fn wait_all(
+        &self,
+        converged: &[(&ServiceDef, Converged)],
+        lines: &HashMap<Service, ServiceProgress>,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<(), RuntimeError> {
+        let waits = converged.iter().map(|(def, outcome)| async move {
+            let line = &lines[&def.service];
+            line.phase("waiting for healthy tasks");
+            self.wait_service(&def.name, def.service, deadline, timeout)
+                .await
+                .inspect_err(|err| line.fail(&err.to_string()))?;
+            line.done(&match outcome {
+                Converged::Unchanged => "unchanged".to_owned(),
+                Converged::Created | Converged::Updated => {
+                    format!("{} healthy", plural(def.replicas, "task"))
+                }
+            });
+            Ok(())
+        });
+        future::join_all(waits).await.into_iter().collect()
     }
 
     /// A rolling restart (see [`crate::runtime::Runtime::restart`]): the swarm replaces one
@@ -664,18 +683,29 @@ impl SwarmRuntime {
             }
             Some(current) => {
                 let labels = current.spec.as_ref().and_then(|spec| spec.labels.as_ref());
-                if !self.names.owns(labels) {
-                    return Err(RuntimeError::SwarmForeign {
-                        name: def.name.clone(),
-                        project: self.names.project().to_owned(),
-                    });
-                }
                 if labels.and_then(|labels| labels.get(HASH_LABEL)) == Some(&def.hash()) {
                     return Ok(Converged::Unchanged);
                 }
                 self.update(&def.name, spec, &current).await?;
                 Ok(Converged::Updated)
             }
+        }
+    }
+
+    /// SwarmForeign when a service named `name` exists without this project's label.
+    async fn check_ours(&self, name: &str) -> Result<(), RuntimeError> {
+        match self.inspect(name).await? {
+            Some(service)
+                if !self
+                    .names
+                    .owns(service.spec.as_ref().and_then(|spec| spec.labels.as_ref())) =>
+            {
+                Err(RuntimeError::SwarmForeign {
+                    name: name.to_owned(),
+                    project: self.names.project().to_owned(),
+                })
+            }
+            _ => Ok(()),
         }
     }
 
@@ -732,16 +762,6 @@ impl SwarmRuntime {
             .await
             .map_err(|err| engine("listing the swarm's nodes", err))?;
         Ok(nodes.iter().filter_map(NodeInfo::from_node).collect())
-    }
-
-    async fn wait_converged(
-        &self,
-        def: &ServiceDef,
-        deadline: Instant,
-        timeout: Duration,
-    ) -> Result<(), RuntimeError> {
-        self.wait_service(&def.name, def.service, deadline, timeout)
-            .await
     }
 
     /// Waits until the service's update (if any) is done and as many tasks of its current

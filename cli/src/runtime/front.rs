@@ -15,6 +15,8 @@
 
 use std::fmt::Write as _;
 
+use crate::stack::{GATEWAY_PORT, HTTP_PORT, Replicas, Service};
+
 /// Where HAProxy finds the gateways.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Gateways {
@@ -55,6 +57,26 @@ pub struct Front {
 /// gateway.
 const REGISTER_RPC: &str = "/userctl.gateway.v1.Gateway/Register";
 const REGISTER_ROUTE: &str = "/api/auth/register";
+
+/// Docker's DNS server inside every user-defined network, overlays included.
+const DOCKER_DNS: &str = "127.0.0.11:53";
+
+/// The configuration of a proxy in a container (docker or swarm) in front of the gateways,
+/// found by their network alias through Docker's DNS, with a slot for as many replicas as the
+/// machine holds, so a scale needs no new configuration.
+pub fn in_container() -> String {
+    config(&Front {
+        grpc_bind: format!("0.0.0.0:{GATEWAY_PORT}"),
+        http_bind: format!("0.0.0.0:{HTTP_PORT}"),
+        gateways: Gateways::Dns {
+            name: Service::Gateway.name().to_owned(),
+            grpc_port: GATEWAY_PORT,
+            http_port: HTTP_PORT,
+            slots: Replicas::max(),
+            resolver: DOCKER_DNS.to_owned(),
+        },
+    })
+}
 
 /// The HAProxy configuration for `front`.
 pub fn config(front: &Front) -> String {

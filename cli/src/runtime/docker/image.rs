@@ -22,15 +22,105 @@ use sha2::{Digest as _, Sha256};
 
 use super::{
     engine::{engine, engine_message, is_not_found},
-    spec::{ResolvedImage, SECRETS_DIR, SERVICE_UID},
+    spec::{Images, ResolvedImage, SECRETS_DIR, SERVICE_UID},
 };
-use crate::runtime::{RuntimeError, progress::ServiceProgress};
+use crate::{
+    runtime::{RuntimeError, StackSpec, progress::ServiceProgress},
+    stack::{
+        DEFAULT_POSTGRES_IMAGE, DEFAULT_PROXY_IMAGE, DEFAULT_REDIS_IMAGE, LOCAL_POSTGRES_IMAGE,
+        LOCAL_PROXY_IMAGE, LOCAL_REDIS_IMAGE,
+    },
+};
 
 /// The services image's repository; its tag is the first 16 hex digits of the rootfs digest.
 pub const USERSVC_REPOSITORY: &str = "userctl-usersvc";
 /// On the services image. Not a project label: one image serves every project, so `down`
 /// leaves it.
 pub const IMAGE_LABEL: &str = "io.userctl.image";
+
+/// The progress lines images are resolved on: the three services share the services image.
+pub struct ImageLines<'a> {
+    pub usersvc: [&'a ServiceProgress; 3],
+    pub redis: &'a ServiceProgress,
+    /// None when the store runs on SQLite: no Postgres then.
+    pub postgres: Option<&'a ServiceProgress>,
+    /// None with one gateway: no proxy then.
+    pub proxy: Option<&'a ServiceProgress>,
+}
+
+/// Every image a stack needs, concurrently: the services image built from the local `usersvc`
+/// binary; Redis, Postgres and the proxy as asked for, else the pinned official images, else
+/// their locally built stand-ins.
+pub async fn resolve(
+    docker: &Docker,
+    spec: &StackSpec,
+    lines: &ImageLines<'_>,
+) -> Result<Images, RuntimeError> {
+    let services = async {
+        usersvc(docker, &spec.usersvc, &lines.usersvc)
+            .await
+            .inspect_err(|err| {
+                lines
+                    .usersvc
+                    .iter()
+                    .for_each(|line| line.fail(&err.to_string()))
+            })
+    };
+    let redis = asked_or_official(
+        docker,
+        spec.redis_image.as_deref(),
+        (DEFAULT_REDIS_IMAGE, LOCAL_REDIS_IMAGE),
+        lines.redis,
+    );
+    let postgres = async {
+        match lines.postgres {
+            Some(line) => asked_or_official(
+                docker,
+                spec.postgres_image.as_deref(),
+                (DEFAULT_POSTGRES_IMAGE, LOCAL_POSTGRES_IMAGE),
+                line,
+            )
+            .await
+            .map(Some),
+            None => Ok(None),
+        }
+    };
+    let proxy = async {
+        match lines.proxy {
+            Some(line) => asked_or_official(
+                docker,
+                spec.proxy_image.as_deref(),
+                (DEFAULT_PROXY_IMAGE, LOCAL_PROXY_IMAGE),
+                line,
+            )
+            .await
+            .map(Some),
+            None => Ok(None),
+        }
+    };
+    let (usersvc, redis, postgres, proxy) = futures::try_join!(services, redis, postgres, proxy)?;
+    Ok(Images {
+        usersvc,
+        redis,
+        postgres,
+        proxy,
+    })
+}
+
+/// The image asked for, as given; with none, the pinned official one, else the locally built
+/// stand-in (saying so on the service's progress line).
+async fn asked_or_official(
+    docker: &Docker,
+    asked: Option<&str>,
+    (official, local): (&str, &str),
+    line: &ServiceProgress,
+) -> Result<ResolvedImage, RuntimeError> {
+    let resolved = match asked {
+        Some(image) => external(docker, image, line).await,
+        None => official_or_local(docker, official, local, line).await,
+    };
+    resolved.inspect_err(|err| line.fail(&err.to_string()))
+}
 
 /// The image for the three services, built only when no image has this binary's tag.
 pub async fn usersvc(

@@ -35,11 +35,7 @@ pub use self::{
     spec::{JWT_KEY_FILE, SECRETS_DIR, SERVICE_UID},
 };
 
-use std::{
-    collections::HashSet,
-    sync::Mutex,
-    time::{Duration, Instant as StdInstant},
-};
+use std::{collections::HashSet, time::Duration};
 
 use bollard::{
     Docker,
@@ -64,13 +60,8 @@ use super::{
     progress::{Progress, ServiceProgress},
 };
 use crate::home::TlsFiles;
-use crate::stack::{
-    DEFAULT_POSTGRES_IMAGE, DEFAULT_PROXY_IMAGE, DEFAULT_REDIS_IMAGE, LOCAL_POSTGRES_IMAGE,
-    LOCAL_PROXY_IMAGE, LOCAL_REDIS_IMAGE, LogLine, Service, ServiceStatus, StoreKind,
-};
+use crate::stack::{LogLine, Service, ServiceStatus, StoreKind};
 
-/// The engine takes a second or two per CPU sample, so usage is sampled at most this often.
-const USAGE_MAX_AGE: Duration = Duration::from_secs(5);
 /// How often the services look their next hop up again (`usersvc::client::RESOLVE_INTERVAL`,
 /// in services/src/client.rs); HAProxy asks Docker's DNS as often.
 const RESOLVE_INTERVAL: Duration = Duration::from_secs(1);
@@ -87,7 +78,7 @@ pub struct DockerRuntime {
     /// Names and labels of this project's objects.
     names: Names,
     /// The last CPU/memory sample and when it was taken.
-    usage: Mutex<Option<(StdInstant, Vec<Usage>)>>,
+    usage: state::UsageCache,
 }
 
 /// One of the project's containers, as the engine lists it.
@@ -127,7 +118,7 @@ impl DockerRuntime {
         Ok(Self {
             docker: engine::connect().await?,
             names: Names::new(project),
-            usage: Mutex::new(None),
+            usage: state::UsageCache::default(),
         })
     }
 
@@ -494,19 +485,12 @@ impl DockerRuntime {
     }
 
     /// CPU and memory of each running container, one entry per replica, sampled at most every
-    /// [`USAGE_MAX_AGE`] (the engine takes about a second per sample); empty when the engine
+    /// five seconds (the engine takes about a second per sample); empty when the engine
     /// cannot say.
     pub async fn usage(&self) -> Vec<Usage> {
-        let cached = lock(&self.usage)
-            .as_ref()
-            .filter(|(taken, _)| taken.elapsed() < USAGE_MAX_AGE)
-            .map(|(_, usage)| usage.clone());
-        if let Some(usage) = cached {
-            return usage;
-        }
-        let usage = self.sample_usage().await.unwrap_or_default();
-        *lock(&self.usage) = Some((StdInstant::now(), usage.clone()));
-        usage
+        self.usage
+            .get_or_sample(async { self.sample_usage().await.unwrap_or_default() })
+            .await
     }
 
     async fn sample_usage(&self) -> Result<Vec<Usage>, RuntimeError> {
@@ -584,74 +568,18 @@ impl DockerRuntime {
 
     /// The images; pulls and the build run concurrently.
     async fn images(&self, spec: &StackSpec, lines: &Lines) -> Result<Images, RuntimeError> {
-        let usersvc_lines = [
-            lines.get(Service::Store),
-            lines.get(Service::Cache),
-            lines.get(Service::Gateway),
-        ];
-        let usersvc = async {
-            image::usersvc(&self.docker, &spec.usersvc, &usersvc_lines)
-                .await
-                .inspect_err(|err| {
-                    usersvc_lines
-                        .iter()
-                        .for_each(|line| line.fail(&err.to_string()))
-                })
+        let image_lines = image::ImageLines {
+            usersvc: [
+                lines.get(Service::Store),
+                lines.get(Service::Cache),
+                lines.get(Service::Gateway),
+            ],
+            redis: lines.get(Service::Redis),
+            postgres: (spec.store == StoreKind::Postgres).then(|| lines.get(Service::Postgres)),
+            // HAProxy only in front of two or more gateways.
+            proxy: (spec.replicas.of(Service::Proxy) > 0).then(|| lines.get(Service::Proxy)),
         };
-        let postgres = async {
-            match spec.store {
-                StoreKind::Postgres => self
-                    .external_image(
-                        spec.postgres_image.as_deref(),
-                        (DEFAULT_POSTGRES_IMAGE, LOCAL_POSTGRES_IMAGE),
-                        lines.get(Service::Postgres),
-                    )
-                    .await
-                    .map(Some),
-                StoreKind::Sqlite => Ok(None),
-            }
-        };
-        let redis = self.external_image(
-            spec.redis_image.as_deref(),
-            (DEFAULT_REDIS_IMAGE, LOCAL_REDIS_IMAGE),
-            lines.get(Service::Redis),
-        );
-        // HAProxy only in front of two or more gateways.
-        let proxy = async {
-            if spec.replicas.of(Service::Proxy) == 0 {
-                return Ok(None);
-            }
-            self.external_image(
-                spec.proxy_image.as_deref(),
-                (DEFAULT_PROXY_IMAGE, LOCAL_PROXY_IMAGE),
-                lines.get(Service::Proxy),
-            )
-            .await
-            .map(Some)
-        };
-        let (usersvc, redis, postgres, proxy) =
-            futures::try_join!(usersvc, redis, postgres, proxy)?;
-        Ok(Images {
-            usersvc,
-            redis,
-            postgres,
-            proxy,
-        })
-    }
-
-    /// The image asked for, as given; with none, the pinned official one, else the locally
-    /// built stand-in (saying so on the service's progress line).
-    async fn external_image(
-        &self,
-        asked: Option<&str>,
-        (official, local): (&str, &str),
-        line: &ServiceProgress,
-    ) -> Result<spec::ResolvedImage, RuntimeError> {
-        let resolved = match asked {
-            Some(image) => image::external(&self.docker, image, line).await,
-            None => image::official_or_local(&self.docker, official, local, line).await,
-        };
-        resolved.inspect_err(|err| line.fail(&err.to_string()))
+        image::resolve(&self.docker, spec, &image_lines).await
     }
 
     async fn volumes(&self, store: StoreKind) -> Result<(), RuntimeError> {
@@ -780,11 +708,4 @@ fn endpoints(
 /// services that need it).
 fn first_error<T>(results: Vec<Result<T, RuntimeError>>) -> Result<Vec<T>, RuntimeError> {
     results.into_iter().collect()
-}
-
-/// A poisoned lock only means another poll panicked; the sample is still usable.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

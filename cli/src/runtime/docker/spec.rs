@@ -23,7 +23,7 @@ use sha2::{Digest as _, Sha256};
 use crate::{
     home::Secrets,
     pki::{self, Holder},
-    runtime::front::{self, Front, Gateways},
+    runtime::front,
     runtime::launch::{self, Launch, Secret, Wiring},
     stack::{CACHE_PORT, GATEWAY_PORT, HTTP_PORT, Ports, Replicas, STORE_PORT, Service, StoreKind},
 };
@@ -48,8 +48,6 @@ pub const JWT_KEY_FILE: &str = "jwt.key";
 /// Where the official haproxy image reads its configuration (the local stand-in too).
 pub const PROXY_CONFIG_DIR: &str = "/usr/local/etc/haproxy";
 pub const PROXY_CONFIG_FILE: &str = "haproxy.cfg";
-/// Docker's DNS server inside every user-defined network.
-const DOCKER_DNS: &str = "127.0.0.11:53";
 
 const NANOS_PER_MS: i64 = 1_000_000;
 
@@ -364,21 +362,7 @@ pub fn container(
         }),
         // Over mutual TLS for the store and cache: the probe reads the container's
         // USERSVC_TLS_* and checks the server's certificate is for the service's name.
-        health: strings(&[
-            "CMD",
-            "/usersvc",
-            "health",
-            "--addr",
-            &format!("127.0.0.1:{}", launch.grpc_port),
-        ])
-        .into_iter()
-        .chain(
-            launch
-                .tls_server_name
-                .into_iter()
-                .flat_map(|name| ["--tls-server-name".to_owned(), name.to_owned()]),
-        )
-        .collect(),
+        health: usersvc_health(&launch),
         stop_signal: None,
         hardened: true,
         secrets: tls_files(service),
@@ -407,16 +391,7 @@ pub fn container(
                 http: None,
                 // Over TCP: during first-start initialisation the image runs a temporary
                 // server on the Unix socket only, which must not count as ready.
-                health: strings(&[
-                    "CMD",
-                    "pg_isready",
-                    "-h",
-                    "127.0.0.1",
-                    "-U",
-                    "userctl",
-                    "-d",
-                    "userctl",
-                ]),
+                health: postgres_health(),
                 stop_signal: Some("SIGINT"),
                 hardened: false,
                 secrets: Vec::new(),
@@ -497,17 +472,7 @@ fn proxy(inputs: &StackInputs<'_>) -> Option<ContainerSpec> {
         return None;
     }
     let image = inputs.images.proxy.as_ref()?;
-    let config = front::config(&Front {
-        grpc_bind: format!("0.0.0.0:{GATEWAY_PORT}"),
-        http_bind: format!("0.0.0.0:{HTTP_PORT}"),
-        gateways: Gateways::Dns {
-            name: Service::Gateway.name().to_owned(),
-            grpc_port: GATEWAY_PORT,
-            http_port: HTTP_PORT,
-            slots: Replicas::max(),
-            resolver: DOCKER_DNS.to_owned(),
-        },
-    });
+    let config = front::in_container();
     Some(ContainerSpec {
         service: Service::Proxy,
         replica: 1,
@@ -531,15 +496,7 @@ fn proxy(inputs: &StackInputs<'_>) -> Option<ContainerSpec> {
             container_port: HTTP_PORT,
             host_port: inputs.ports.http,
         }),
-        // The gRPC door accepts connections. Whether a gateway answers behind it is for `up`
-        // to see through the published port; a connection that sends nothing is not logged
-        // (`option dontlognull`), so this check does not fill the proxy's log.
-        health: strings(&[
-            "CMD",
-            "bash",
-            "-c",
-            &format!("exec 3<>/dev/tcp/127.0.0.1/{GATEWAY_PORT}"),
-        ]),
+        health: proxy_health(),
         // HAProxy's graceful stop: stop listening, finish what is in flight.
         stop_signal: Some("SIGUSR1"),
         // It binds ports above 1024 as the image's unprivileged user: no capability needed.
@@ -547,6 +504,66 @@ fn proxy(inputs: &StackInputs<'_>) -> Option<ContainerSpec> {
         secrets: vec![SecretFile::new(PROXY_CONFIG_FILE, config.as_bytes())],
         upload: Upload::PROXY_CONFIG,
     })
+}
+
+/// `usersvc health` against the service's own port; over mutual TLS for the store and cache:
+/// the probe reads the container's `USERSVC_TLS_*` and checks the server's certificate is for
+/// the service's name.
+pub fn usersvc_health(launch: &Launch) -> Vec<String> {
+    let mut test = strings(&[
+        "CMD",
+        "/usersvc",
+        "health",
+        "--addr",
+        &format!("127.0.0.1:{}", launch.grpc_port),
+    ]);
+    if let Some(name) = launch.tls_server_name {
+        test.extend(["--tls-server-name".to_owned(), name.to_owned()]);
+    }
+    test
+}
+
+/// Over TCP: during first-start initialisation the image runs a temporary server on the Unix
+/// socket only, which must not count as ready.
+pub fn postgres_health() -> Vec<String> {
+    strings(&[
+        "CMD",
+        "pg_isready",
+        "-h",
+        "127.0.0.1",
+        "-U",
+        "userctl",
+        "-d",
+        "userctl",
+    ])
+}
+
+/// The proxy's gRPC door accepts connections. Whether a gateway answers behind it is for `up`
+/// to see through the published port; a connection that sends nothing is not logged (`option
+/// dontlognull`), so this check does not fill the proxy's log.
+pub fn proxy_health() -> Vec<String> {
+    strings(&[
+        "CMD",
+        "bash",
+        "-c",
+        &format!("exec 3<>/dev/tcp/127.0.0.1/{GATEWAY_PORT}"),
+    ])
+}
+
+/// Checked every second so `up` learns of readiness quickly. The start period covers the
+/// store's 30 s of retrying its database: failures in it read as "starting", not
+/// "unhealthy", and the first success ends it at once. (On swarm, a task counts as running
+/// only once this passes.)
+pub fn health_config(test: &[String]) -> HealthConfig {
+    HealthConfig {
+        test: Some(test.to_vec()),
+        interval: Some(1_000 * NANOS_PER_MS),
+        // Generous: a debug build on a busy laptop can take a while to answer.
+        timeout: Some(5_000 * NANOS_PER_MS),
+        retries: Some(3),
+        start_period: Some(30_000 * NANOS_PER_MS),
+        ..Default::default()
+    }
 }
 
 fn strings(items: &[&str]) -> Vec<String> {
@@ -578,7 +595,7 @@ impl ContainerSpec {
             cmd: (!self.cmd.is_empty()).then(|| self.cmd.clone()),
             env: Some(self.env.clone()),
             labels: Some(labels),
-            healthcheck: Some(self.health_config()),
+            healthcheck: Some(health_config(&self.health)),
             stop_signal: self.stop_signal.map(str::to_owned),
             exposed_ports: self
                 .published
@@ -591,24 +608,9 @@ impl ContainerSpec {
         }
     }
 
-    /// Checked every second so `up` learns of readiness quickly. The start period covers the
-    /// store's 30 s of retrying its database: failures in it read as "starting", not
-    /// "unhealthy", and the first success ends it at once.
     /// Every port this container publishes.
     pub fn ports(&self) -> impl Iterator<Item = Published> {
         self.published.into_iter().chain(self.http)
-    }
-
-    fn health_config(&self) -> HealthConfig {
-        HealthConfig {
-            test: Some(self.health.clone()),
-            interval: Some(1_000 * NANOS_PER_MS),
-            // Generous: a debug build on a busy laptop can take a while to answer.
-            timeout: Some(5_000 * NANOS_PER_MS),
-            retries: Some(3),
-            start_period: Some(30_000 * NANOS_PER_MS),
-            ..Default::default()
-        }
     }
 
     fn host_config(&self, names: &Names) -> HostConfig {

@@ -145,6 +145,41 @@ pub fn usage_of(service: Service, sample: &ContainerStatsResponse) -> Usage {
     }
 }
 
+/// The last CPU/memory sample of a stack's containers and when it was taken: the engine takes
+/// a second or two per sample, so a dashboard polling every second reuses one for a while.
+#[derive(Default)]
+pub struct UsageCache(std::sync::Mutex<Option<(std::time::Instant, Vec<Usage>)>>);
+
+impl UsageCache {
+    /// How long a sample is reused.
+    const MAX_AGE: std::time::Duration = std::time::Duration::from_secs(5);
+
+    /// The cached sample while it is fresh, else a new one from `sample`.
+    pub async fn get_or_sample<F>(&self, sample: F) -> Vec<Usage>
+    where
+        F: std::future::Future<Output = Vec<Usage>>,
+    {
+        let fresh = self
+            .lock()
+            .as_ref()
+            .filter(|(taken, _)| taken.elapsed() < Self::MAX_AGE)
+            .map(|(_, usage)| usage.clone());
+        if let Some(usage) = fresh {
+            return usage;
+        }
+        let usage = sample.await;
+        *self.lock() = Some((std::time::Instant::now(), usage.clone()));
+        usage
+    }
+
+    /// A poisoned lock only means another poll panicked; the sample is still usable.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(std::time::Instant, Vec<Usage>)>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -19,9 +19,8 @@ mod spec;
 mod tasks;
 
 use std::{
-    collections::HashMap,
-    sync::Mutex,
-    time::{Duration, Instant as StdInstant},
+    collections::{HashMap, HashSet},
+    time::Duration,
 };
 
 use bollard::{
@@ -45,16 +44,12 @@ use super::{
     docker::{
         engine::{engine, ignore_missing, is_not_found},
         health, image,
-        spec::{HASH_LABEL, Images, Names, ResolvedImage, SERVICE_LABEL},
+        spec::{HASH_LABEL, Images, Names, SERVICE_LABEL},
         state,
     },
     progress::{Progress, ServiceProgress},
 };
-use crate::stack::{
-    DEFAULT_POSTGRES_IMAGE, DEFAULT_PROXY_IMAGE, DEFAULT_REDIS_IMAGE, GATEWAY_PORT, HTTP_PORT,
-    LOCAL_POSTGRES_IMAGE, LOCAL_PROXY_IMAGE, LOCAL_REDIS_IMAGE, LogLine, Service, ServiceStatus,
-    StoreKind,
-};
+use crate::stack::{GATEWAY_PORT, HTTP_PORT, LogLine, Service, ServiceStatus, StoreKind};
 
 /// How often `up`, `restart` and `down` look at the swarm while they wait for it.
 const POLL: Duration = Duration::from_millis(250);
@@ -62,13 +57,11 @@ const POLL: Duration = Duration::from_millis(250);
 const RESTART_TIMEOUT_PER_TASK: Duration = Duration::from_secs(60);
 /// How long `down` waits for a removed service's tasks to stop (they drain first).
 const REMOVAL_TIMEOUT: Duration = Duration::from_secs(60);
-/// The engine takes a second or two per CPU sample.
-const USAGE_MAX_AGE: Duration = Duration::from_secs(5);
 
 pub struct SwarmRuntime {
     docker: Docker,
     names: Names,
-    usage: Mutex<Option<(StdInstant, Vec<Usage>)>>,
+    usage: state::UsageCache,
 }
 
 /// What `up` did to a service.
@@ -86,7 +79,7 @@ impl SwarmRuntime {
         Ok(Self {
             docker: super::docker::engine::connect().await?,
             names: Names::new(project),
-            usage: Mutex::new(None),
+            usage: state::UsageCache::default(),
         })
     }
 
@@ -159,7 +152,7 @@ impl SwarmRuntime {
 
         let endpoints = self.endpoints(&manager.node_id, spec.replicas).await?;
         health::wait_front(&endpoints.gateway, deadline, spec.wait_timeout).await?;
-        self.prune_files(&ids).await;
+        self.prune_files(&defs).await;
         progress.note(
             "swarm publishes ports on every interface of the node, not only 127.0.0.1: the \
              gateway's gRPC and HTTP ports, and the cache's and store's (which serve only \
@@ -369,18 +362,11 @@ impl SwarmRuntime {
     }
 
     /// CPU and memory of each task running on this node (the engine here cannot measure other
-    /// nodes' containers), sampled at most every [`USAGE_MAX_AGE`].
+    /// nodes' containers), sampled at most every five seconds.
     pub async fn usage(&self) -> Vec<Usage> {
-        let cached = lock(&self.usage)
-            .as_ref()
-            .filter(|(taken, _)| taken.elapsed() < USAGE_MAX_AGE)
-            .map(|(_, usage)| usage.clone());
-        if let Some(usage) = cached {
-            return usage;
-        }
-        let usage = self.sample_usage().await.unwrap_or_default();
-        *lock(&self.usage) = Some((StdInstant::now(), usage.clone()));
-        usage
+        self.usage
+            .get_or_sample(async { self.sample_usage().await.unwrap_or_default() })
+            .await
     }
 
     async fn sample_usage(&self) -> Result<Vec<Usage>, RuntimeError> {
@@ -418,79 +404,41 @@ impl SwarmRuntime {
             .collect())
     }
 
-    /// The images: the services image built from the local binary, the others found or pulled
-    /// as on the docker runtime. On more than one node, every node needs them (see the README,
-    /// "Beyond one machine").
+    /// The images, as on the docker runtime; with a registry, the services image is pushed
+    /// there for every node to pull. Without one, every node that runs a service needs the
+    /// local image (see the README, "Beyond one machine").
     async fn images(
         &self,
         spec: &StackSpec,
         lines: &HashMap<Service, ServiceProgress>,
     ) -> Result<Images, RuntimeError> {
-        let usersvc_lines = [
-            &lines[&Service::Store],
-            &lines[&Service::Cache],
-            &lines[&Service::Gateway],
-        ];
-        let usersvc = async {
-            let local = image::usersvc(&self.docker, &spec.usersvc, &usersvc_lines).await;
-            match (local, &spec.image_registry) {
-                (Ok(local), Some(registry)) => {
-                    image::push(&self.docker, &local, registry, &usersvc_lines).await
-                }
-                (local, _) => local,
-            }
+        let image_lines = image::ImageLines {
+            usersvc: [
+                &lines[&Service::Store],
+                &lines[&Service::Cache],
+                &lines[&Service::Gateway],
+            ],
+            redis: &lines[&Service::Redis],
+            postgres: lines.get(&Service::Postgres),
+            proxy: lines.get(&Service::Proxy),
+        };
+        let mut images = image::resolve(&self.docker, spec, &image_lines).await?;
+        if let Some(registry) = &spec.image_registry {
+            images.usersvc = image::push(
+                &self.docker,
+                &images.usersvc,
+                registry,
+                &image_lines.usersvc,
+            )
+            .await
             .inspect_err(|err| {
-                usersvc_lines
+                image_lines
+                    .usersvc
                     .iter()
                     .for_each(|line| line.fail(&err.to_string()))
-            })
-        };
-        let postgres = self.external_image(
-            spec.postgres_image.as_deref(),
-            (DEFAULT_POSTGRES_IMAGE, LOCAL_POSTGRES_IMAGE),
-            &lines[&Service::Postgres],
-        );
-        let redis = self.external_image(
-            spec.redis_image.as_deref(),
-            (DEFAULT_REDIS_IMAGE, LOCAL_REDIS_IMAGE),
-            &lines[&Service::Redis],
-        );
-        let proxy = async {
-            match lines.get(&Service::Proxy) {
-                Some(line) => self
-                    .external_image(
-                        spec.proxy_image.as_deref(),
-                        (DEFAULT_PROXY_IMAGE, LOCAL_PROXY_IMAGE),
-                        line,
-                    )
-                    .await
-                    .map(Some),
-                // One gateway: no proxy.
-                None => Ok(None),
-            }
-        };
-        let (usersvc, postgres, redis, proxy) =
-            futures::try_join!(usersvc, postgres, redis, proxy)?;
-        Ok(Images {
-            usersvc,
-            redis,
-            postgres: Some(postgres),
-            proxy,
-        })
-    }
-
-    /// The image asked for, else the pinned official one, else the locally built stand-in.
-    async fn external_image(
-        &self,
-        asked: Option<&str>,
-        (official, local): (&str, &str),
-        line: &ServiceProgress,
-    ) -> Result<ResolvedImage, RuntimeError> {
-        let resolved = match asked {
-            Some(image) => image::external(&self.docker, image, line).await,
-            None => image::official_or_local(&self.docker, official, local, line).await,
-        };
-        resolved.inspect_err(|err| line.fail(&err.to_string()))
+            })?;
+        }
+        Ok(images)
     }
 
     /// The project's attachable overlay network (attachable, so a container started by hand
@@ -524,7 +472,12 @@ impl SwarmRuntime {
     /// Makes every secret and config the services read (kept when one of the same name, and
     /// so the same content, exists). Returns each object's id by name.
     async fn files(&self, defs: &[ServiceDef]) -> Result<HashMap<String, String>, RuntimeError> {
-        let mut ids = self.existing_files().await?;
+        let mut ids: HashMap<String, String> = self
+            .existing_files()
+            .await?
+            .into_iter()
+            .map(|(name, _, id)| (name, id))
+            .collect();
         for file in defs.iter().flat_map(|def| &def.files) {
             if ids.contains_key(&file.object) {
                 continue;
@@ -557,8 +510,8 @@ impl SwarmRuntime {
         Ok(ids)
     }
 
-    /// The project's secrets and configs by name, with their ids.
-    async fn existing_files(&self) -> Result<HashMap<String, String>, RuntimeError> {
+    /// The project's secrets and configs: each one's name, kind and id.
+    async fn existing_files(&self) -> Result<Vec<(String, FileKind, String)>, RuntimeError> {
         let filters = project_filter(&self.names);
         let secrets = self
             .docker
@@ -580,56 +533,43 @@ impl SwarmRuntime {
             .map_err(|err| engine("listing configs", err))?;
         let secrets = secrets
             .into_iter()
-            .filter_map(|secret| Some((secret.spec?.name?, secret.id?)));
+            .filter_map(|secret| Some((secret.spec?.name?, FileKind::Secret, secret.id?)));
         let configs = configs
             .into_iter()
-            .filter_map(|config| Some((config.spec?.name?, config.id?)));
+            .filter_map(|config| Some((config.spec?.name?, FileKind::Config, config.id?)));
         Ok(secrets.chain(configs).collect())
+    }
+
+    async fn delete_file(&self, kind: FileKind, id: &str) -> Result<(), RuntimeError> {
+        let deleted = match kind {
+            FileKind::Secret => self.docker.delete_secret(id).await,
+            FileKind::Config => self.docker.delete_config(id).await,
+        };
+        ignore_missing(deleted).map_err(|err| engine(format!("removing swarm object {id}"), err))
     }
 
     /// After a converged `up`: the project's secrets and configs no service uses any more (an
     /// old key's) are removed. One still held by a task on its way out stays until the next
     /// `up` or `down`.
-    async fn prune_files(&self, wanted: &HashMap<String, String>) {
+    async fn prune_files(&self, defs: &[ServiceDef]) {
         let Ok(existing) = self.existing_files().await else {
             return;
         };
-        for (name, id) in existing {
-            if wanted.contains_key(&name) {
-                continue;
+        let wanted: HashSet<&str> = defs
+            .iter()
+            .flat_map(|def| &def.files)
+            .map(|file| file.object.as_str())
+            .collect();
+        for (name, kind, id) in existing {
+            if !wanted.contains(name.as_str()) {
+                let _ = self.delete_file(kind, &id).await;
             }
-            let _ = self.docker.delete_secret(&id).await;
-            let _ = self.docker.delete_config(&id).await;
         }
     }
 
     async fn remove_files(&self) -> Result<(), RuntimeError> {
-        let filters = project_filter(&self.names);
-        let secrets = self
-            .docker
-            .list_secrets(Some(
-                ListSecretsOptionsBuilder::default()
-                    .filters(&filters)
-                    .build(),
-            ))
-            .await
-            .map_err(|err| engine("listing secrets", err))?;
-        for id in secrets.into_iter().filter_map(|secret| secret.id) {
-            ignore_missing(self.docker.delete_secret(&id).await)
-                .map_err(|err| engine(format!("removing secret {id}"), err))?;
-        }
-        let configs = self
-            .docker
-            .list_configs(Some(
-                ListConfigsOptionsBuilder::default()
-                    .filters(&filters)
-                    .build(),
-            ))
-            .await
-            .map_err(|err| engine("listing configs", err))?;
-        for id in configs.into_iter().filter_map(|config| config.id) {
-            ignore_missing(self.docker.delete_config(&id).await)
-                .map_err(|err| engine(format!("removing config {id}"), err))?;
+        for (_, kind, id) in self.existing_files().await? {
+            self.delete_file(kind, &id).await?;
         }
         Ok(())
     }
@@ -1000,11 +940,4 @@ where
 
 fn plural(count: u16, noun: &str) -> String {
     format!("{count} {noun}{}", if count == 1 { "" } else { "s" })
-}
-
-/// A poisoned lock only means another poll panicked; the sample is still usable.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -22,8 +22,8 @@ use std::collections::HashMap;
 use base64::Engine as _;
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec, EndpointSpecModeEnum,
-    HealthConfig, Mount, MountType, MountVolumeOptions, NetworkAttachmentConfig, ServiceSpec,
-    ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecRollbackConfig,
+    Mount, MountType, MountVolumeOptions, NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode,
+    ServiceSpecModeReplicated, ServiceSpecRollbackConfig,
     ServiceSpecRollbackConfigFailureActionEnum, ServiceSpecRollbackConfigOrderEnum,
     ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum,
     ServiceSpecUpdateConfigOrderEnum, TaskSpec, TaskSpecContainerSpec,
@@ -43,10 +43,11 @@ use crate::{
             converge::STOP_TIMEOUT_SECS,
             spec::{
                 DataVolume, HASH_LABEL, Images, Names, PROJECT_LABEL, PROXY_CONFIG_DIR,
-                PROXY_CONFIG_FILE, SERVICE_LABEL,
+                PROXY_CONFIG_FILE, SERVICE_LABEL, health_config, postgres_health, proxy_health,
+                usersvc_health,
             },
         },
-        front::{self, Front, Gateways},
+        front,
         launch::{self, Secret, Wiring},
     },
     stack::{CACHE_PORT, GATEWAY_PORT, HTTP_PORT, Ports, Replicas, STORE_PORT, Service},
@@ -60,8 +61,6 @@ pub const REDIS_URL_FILE: &str = "redis-url";
 pub const POSTGRES_PASSWORD_FILE: &str = "postgres-password";
 /// Redis's configuration: its password and persistence.
 pub const REDIS_CONFIG_FILE: &str = "redis.conf";
-/// Docker's DNS server inside every network, overlays included.
-const DOCKER_DNS: &str = "127.0.0.11:53";
 
 const NANOS_PER_SEC: i64 = 1_000_000_000;
 /// After a replaced task is healthy, how long before the next is replaced: two lookups of the
@@ -299,16 +298,7 @@ pub fn service_def(inputs: &SwarmInputs<'_>, service: Service) -> Option<Service
                     names.volume(DataVolume::Postgres),
                     "/var/lib/postgresql/data",
                 )],
-                health: strings(&[
-                    "CMD",
-                    "pg_isready",
-                    "-h",
-                    "127.0.0.1",
-                    "-U",
-                    "userctl",
-                    "-d",
-                    "userctl",
-                ]),
+                health: postgres_health(),
                 stop_signal: Some("SIGINT"),
                 pinned_to: home(),
                 // One data directory: the old task must be gone before the new one opens it.
@@ -386,7 +376,7 @@ pub fn service_def(inputs: &SwarmInputs<'_>, service: Service) -> Option<Service
                         published: 0,
                     }]
                 },
-                health: usersvc_health(launch.grpc_port, launch.tls_server_name),
+                health: usersvc_health(&launch),
                 hardened: true,
                 pinned_to: if fronting { home() } else { None },
                 // Not the gateways: HAProxy finds them by DNS, a slot per address, and a new
@@ -402,17 +392,7 @@ pub fn service_def(inputs: &SwarmInputs<'_>, service: Service) -> Option<Service
                 return None;
             }
             let image = inputs.images.proxy.as_ref()?;
-            let config = front::config(&Front {
-                grpc_bind: format!("0.0.0.0:{GATEWAY_PORT}"),
-                http_bind: format!("0.0.0.0:{HTTP_PORT}"),
-                gateways: Gateways::Dns {
-                    name: Service::Gateway.name().to_owned(),
-                    grpc_port: GATEWAY_PORT,
-                    http_port: HTTP_PORT,
-                    slots: Replicas::max(),
-                    resolver: DOCKER_DNS.to_owned(),
-                },
-            });
+            let config = front::in_container();
             ServiceDef {
                 args: strings(&[
                     "haproxy",
@@ -427,12 +407,7 @@ pub fn service_def(inputs: &SwarmInputs<'_>, service: Service) -> Option<Service
                     (0, 0o444),
                 )],
                 ports: front_ports(),
-                health: strings(&[
-                    "CMD",
-                    "bash",
-                    "-c",
-                    &format!("exec 3<>/dev/tcp/127.0.0.1/{GATEWAY_PORT}"),
-                ]),
+                health: proxy_health(),
                 stop_signal: Some("SIGUSR1"),
                 hardened: true,
                 pinned_to: home(),
@@ -442,21 +417,6 @@ pub fn service_def(inputs: &SwarmInputs<'_>, service: Service) -> Option<Service
         }
     };
     Some(def)
-}
-
-/// `usersvc health` against the task's own port, over mutual TLS for the store and cache.
-fn usersvc_health(port: u16, server_name: Option<&'static str>) -> Vec<String> {
-    let mut test = strings(&[
-        "CMD",
-        "/usersvc",
-        "health",
-        "--addr",
-        &format!("127.0.0.1:{port}"),
-    ]);
-    if let Some(name) = server_name {
-        test.extend(["--tls-server-name".to_owned(), name.to_owned()]);
-    }
-    test
 }
 
 fn strings(items: &[&str]) -> Vec<String> {
@@ -645,20 +605,6 @@ impl ServiceDef {
             }),
             ..Default::default()
         }
-    }
-}
-
-/// As the docker runtime's: checked every second, with a start period covering the store's
-/// 30 s of retrying its database. Swarm counts a task as running only once it is healthy.
-fn health_config(test: &[String]) -> HealthConfig {
-    const NANOS_PER_MS: i64 = 1_000_000;
-    HealthConfig {
-        test: Some(test.to_vec()),
-        interval: Some(1_000 * NANOS_PER_MS),
-        timeout: Some(5_000 * NANOS_PER_MS),
-        retries: Some(3),
-        start_period: Some(30_000 * NANOS_PER_MS),
-        ..Default::default()
     }
 }
 

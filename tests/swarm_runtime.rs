@@ -45,6 +45,28 @@ fn labelled(kind: &str, project: &str) -> Vec<String> {
         .collect()
 }
 
+/// The image each of the project's `usersvc` services runs, without the digest the swarm pins.
+fn service_images(project: &str) -> Vec<String> {
+    ["store", "cache", "gateway"]
+        .iter()
+        .map(|service| {
+            let image = docker(&[
+                "service",
+                "inspect",
+                &format!("{project}-{service}"),
+                "--format",
+                "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+            ]);
+            image
+                .trim()
+                .split('@')
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
 /// Waits until every row is running and healthy with `count` rows for `service`.
 async fn healthy_with(userctl: &Userctl, service: &str, count: usize) -> Vec<Value> {
     eventually(Duration::from_secs(120), || async {
@@ -322,6 +344,33 @@ async fn a_swarm_stack_serves_rolls_and_heals_with_its_secrets_out_of_sight_and_
         .await
         .assert_at_most_in_flight("swarm: docker kill of cache.2");
 
+    // An update whose new tasks never become healthy (a `usersvc` that exits at once): the
+    // swarm rolls it back, `up` says the update did not take, and the stack goes on serving
+    // the version it had.
+    let before_update = service_images(&project);
+    let broken = run_command(userctl.command(&["up", "--usersvc", "/bin/false"]), "")
+        .await
+        .expect_code(1);
+    assert!(
+        broken.stderr.contains("update did not take") && broken.stderr.contains("previous version"),
+        "{broken:?}"
+    );
+    println!(
+        "a broken update: {}",
+        broken.stderr.lines().last().unwrap_or_default()
+    );
+    assert_eq!(service_images(&project), before_update, "rolled back");
+    healthy_with(&userctl, "cache", 2).await;
+    let me = userctl.run(&["whoami"]).await.ok();
+    assert!(me.stdout.contains("swarm@example.com"), "{me:?}");
+    // The broken image, named where `up` said it pushed it, is the test's to remove.
+    let broken_image = broken
+        .stderr
+        .split("/userctl-usersvc:")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_alphanumeric()).next())
+        .map(|tag| format!("userctl-usersvc:{tag}"));
+
     // `down --volumes` leaves nothing labelled with the project, and the engine in the swarm
     // state it was found in.
     userctl.run(&["down", "--volumes"]).await.ok();
@@ -332,6 +381,9 @@ async fn a_swarm_stack_serves_rolls_and_heals_with_its_secrets_out_of_sight_and_
     }
     let now = EngineSwarm::now().await.expect("the engine's swarm state");
     assert_eq!(&now, lock.before(), "the engine's swarm state after down");
+    if let Some(image) = broken_image {
+        docker(&["image", "rm", &image]);
+    }
     // A push that failed left no tag (the pushed one goes with the registry: `down` keeps
     // images).
     let local_tags = docker(&["images", "--format", "{{.Repository}}"]);

@@ -102,6 +102,10 @@ defaults
     # Health from /readyz: 503 as soon as a gateway starts draining.
     option httpchk GET /readyz
     default-server inter 500ms fall 1 rise 1
+    # Longer than the gateway's own 1 s budget for /readyz (it asks the cache), so its answer
+    # decides and not the proxy's patience: with the default (inter, 500 ms) a busy machine or
+    # a restarting cache timed every gateway out at once and left none in rotation.
+    timeout check 2s
 ",
     );
     if let Gateways::Dns { resolver, .. } = &front.gateways {
@@ -237,6 +241,14 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("resolvers dns"), "{text}");
+    }
+
+    #[test]
+    fn a_check_waits_longer_than_the_gateways_own_readiness_budget() {
+        // /readyz gives the cache 1 s (services/src/gateway/http/routes.rs, READY_TIMEOUT); a
+        // shorter check timeout drops a gateway that is merely slow to say it is ready.
+        let text = config(&listed());
+        assert!(text.contains("timeout check 2s"), "{text}");
     }
 
     #[test]

@@ -371,6 +371,29 @@ async fn a_swarm_stack_serves_rolls_and_heals_with_its_secrets_out_of_sight_and_
         .and_then(|rest| rest.split(|c: char| !c.is_ascii_alphanumeric()).next())
         .map(|tag| format!("userctl-usersvc:{tag}"));
 
+    // A new signing key (the old file gone, so `up` makes one): a new secret, which the
+    // gateways move to in a rolling update; the old one, used by no service now, is removed.
+    let jwt_secrets = || {
+        labelled("secret", &project)
+            .into_iter()
+            .filter(|name| name.starts_with(&format!("{project}-jwt.key-")))
+            .collect::<Vec<String>>()
+    };
+    let old_key = jwt_secrets();
+    assert_eq!(old_key.len(), 1, "{old_key:?}");
+    std::fs::remove_file(home.path().join(&project).join("jwt.key")).expect("remove the key");
+    userctl.run(&["up"]).await.ok();
+    let new_key = jwt_secrets();
+    assert_eq!(
+        new_key.len(),
+        1,
+        "the old key's secret is pruned: {new_key:?}"
+    );
+    assert_ne!(new_key, old_key);
+    e2e::login(&userctl, "swarm@example.com").await.ok();
+    let me = userctl.run(&["whoami"]).await.ok();
+    assert!(me.stdout.contains("swarm@example.com"), "{me:?}");
+
     // `down --volumes` leaves nothing labelled with the project, and the engine in the swarm
     // state it was found in.
     userctl.run(&["down", "--volumes"]).await.ok();

@@ -203,7 +203,11 @@ impl SwarmRuntime {
         let waits = converged.iter().map(|(def, outcome)| async move {
             let line = &lines[&def.service];
             line.phase("waiting for healthy tasks");
-            self.wait_service(&def.name, def.service, deadline, timeout)
+            let wanted = Wanted {
+                hash: Some(def.hash()),
+                force_update: None,
+            };
+            self.wait_service(&def.name, def.service, &wanted, deadline, timeout)
                 .await
                 .inspect_err(|err| line.fail(&err.to_string()))?;
             line.done(&match outcome {
@@ -235,13 +239,23 @@ impl SwarmRuntime {
             .and_then(|mode| mode.replicated.as_ref())
             .and_then(|replicated| replicated.replicas)
             .unwrap_or(1);
+        let force_update = spec
+            .task_template
+            .as_ref()
+            .and_then(|task| task.force_update)
+            .unwrap_or(0)
+            + 1;
         if let Some(task) = spec.task_template.as_mut() {
-            task.force_update = Some(task.force_update.unwrap_or(0) + 1);
+            task.force_update = Some(force_update);
         }
+        let wanted = Wanted {
+            hash: None,
+            force_update: Some(force_update),
+        };
         line.phase("rolling update");
         self.update(&name, spec, &current).await?;
         let timeout = RESTART_TIMEOUT_PER_TASK * u32::try_from(replicas).unwrap_or(1);
-        self.wait_service(&name, service, Instant::now() + timeout, timeout)
+        self.wait_service(&name, service, &wanted, Instant::now() + timeout, timeout)
             .await
             .inspect_err(|err| line.fail(&err.to_string()))?;
         line.done(&format!(
@@ -710,6 +724,7 @@ impl SwarmRuntime {
         &self,
         name: &str,
         service: Service,
+        wanted: &Wanted,
         deadline: Instant,
         timeout: Duration,
     ) -> Result<(), RuntimeError> {
@@ -724,10 +739,12 @@ impl SwarmRuntime {
                 })?;
             let update = current.update_status.as_ref();
             let update_state = update.and_then(|update| update.state);
-            if matches!(
-                update_state,
-                Some(Update::ROLLBACK_COMPLETED | Update::ROLLBACK_PAUSED | Update::PAUSED)
-            ) {
+            // A rollback that put back another spec than the one wanted is this update's
+            // failure; one left from an earlier `up`, under the spec wanted now, is not.
+            let rolled_back =
+                update_state == Some(Update::ROLLBACK_COMPLETED) && !wanted.is_met_by(&current);
+            if rolled_back || matches!(update_state, Some(Update::ROLLBACK_PAUSED | Update::PAUSED))
+            {
                 let why = update
                     .and_then(|update| update.message.clone())
                     .unwrap_or_default();
@@ -920,6 +937,27 @@ impl SwarmRuntime {
             }));
         }
         Ok(sources)
+    }
+}
+
+/// The spec a wait expects a service to end with: `up`'s definition (its hash label) and, for
+/// `restart`, the forced-update counter it set.
+struct Wanted {
+    hash: Option<String>,
+    force_update: Option<u64>,
+}
+
+impl Wanted {
+    fn is_met_by(&self, service: &bollard::models::Service) -> bool {
+        let spec = service.spec.as_ref();
+        let hash = spec
+            .and_then(|spec| spec.labels.as_ref())
+            .and_then(|labels| labels.get(HASH_LABEL));
+        let force = spec
+            .and_then(|spec| spec.task_template.as_ref())
+            .and_then(|task| task.force_update);
+        self.hash.as_ref().is_none_or(|wanted| Some(wanted) == hash)
+            && self.force_update.is_none_or(|wanted| Some(wanted) == force)
     }
 }
 

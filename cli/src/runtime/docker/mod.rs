@@ -59,7 +59,7 @@ use super::{
     Endpoints, RuntimeError, StackSpec, Usage,
     progress::{Progress, ServiceProgress},
 };
-use crate::home::TlsFiles;
+use crate::home::{ProjectHome, TlsFiles};
 use crate::stack::{LogLine, Service, ServiceStatus, StoreKind};
 
 /// How often the services look their next hop up again (`usersvc::client::RESOLVE_INTERVAL`,
@@ -134,8 +134,8 @@ impl DockerRuntime {
     ) -> Result<Endpoints, RuntimeError> {
         let lines = Lines::new(progress, spec.replicas);
         let secrets = spec.home.ensure_secrets()?;
-        let jwt_key = self.jwt_key(spec).await?;
-        let tls = self.tls_files(spec)?;
+        let jwt_key = jwt_key(&spec.home).await?;
+        let tls = tls_files(&spec.home)?;
 
         // Images first: when one is missing, `up` stops before it has made anything.
         let images = self.images(spec, &lines).await?;
@@ -548,24 +548,6 @@ impl DockerRuntime {
             .collect())
     }
 
-    async fn jwt_key(&self, spec: &StackSpec) -> Result<Vec<u8>, RuntimeError> {
-        let path = spec.home.ensure_jwt_key()?;
-        tokio::fs::read(&path)
-            .await
-            .map_err(|err| RuntimeError::other(format!("reading {}", path.display()), err))
-    }
-
-    /// The stack's CA and certificates, made on the first `up`, uploaded into the containers.
-    fn tls_files(&self, spec: &StackSpec) -> Result<TlsFiles, RuntimeError> {
-        let dir = spec.home.ensure_tls()?;
-        spec.home.tls_files()?.ok_or_else(|| {
-            RuntimeError::other(
-                format!("reading the certificates in {}", dir.display()),
-                "a file is missing",
-            )
-        })
-    }
-
     /// The images; pulls and the build run concurrently.
     async fn images(&self, spec: &StackSpec, lines: &Lines) -> Result<Images, RuntimeError> {
         let image_lines = image::ImageLines {
@@ -664,6 +646,27 @@ impl DockerRuntime {
         ignore_missing(self.docker.stop_container(name, Some(options)).await)
             .map_err(|err| engine(format!("stopping container {name}"), err))
     }
+}
+
+/// The gateway's signing key, made on the first `up`, uploaded into the containers (docker) or
+/// handed over as a swarm secret.
+pub(super) async fn jwt_key(home: &ProjectHome) -> Result<Vec<u8>, RuntimeError> {
+    let path = home.ensure_jwt_key()?;
+    tokio::fs::read(&path)
+        .await
+        .map_err(|err| RuntimeError::other(format!("reading {}", path.display()), err))
+}
+
+/// The stack's CA and certificates, made on the first `up`, handed to the containers as the
+/// signing key is.
+pub(super) fn tls_files(home: &ProjectHome) -> Result<TlsFiles, RuntimeError> {
+    let dir = home.ensure_tls()?;
+    home.tls_files()?.ok_or_else(|| {
+        RuntimeError::other(
+            format!("reading the certificates in {}", dir.display()),
+            "a file is missing",
+        )
+    })
 }
 
 /// The published addresses, read back from the engine (a host port of 0 let it choose): the

@@ -93,7 +93,7 @@ fn container_published(container: &ContainerInspectResponse) -> Option<Published
 }
 
 /// Seconds since an RFC 3339 start time (the engine's, with nanoseconds).
-fn uptime_secs(started_at: &str) -> Option<u64> {
+pub fn uptime_secs(started_at: &str) -> Option<u64> {
     let started = humantime::parse_rfc3339_weak(started_at).ok()?;
     std::time::SystemTime::now()
         .duration_since(started)

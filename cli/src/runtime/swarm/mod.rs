@@ -42,6 +42,7 @@ use self::{
 use super::{
     Endpoints, RuntimeError, StackSpec, Usage,
     docker::{
+        self,
         engine::{engine, ignore_missing, is_not_found},
         health, image,
         spec::{HASH_LABEL, Images, Names, SERVICE_LABEL},
@@ -103,17 +104,8 @@ impl SwarmRuntime {
             .collect();
 
         let secrets = spec.home.ensure_secrets()?;
-        let jwt_path = spec.home.ensure_jwt_key()?;
-        let jwt_key = tokio::fs::read(&jwt_path)
-            .await
-            .map_err(|err| RuntimeError::other(format!("reading {}", jwt_path.display()), err))?;
-        let tls_dir = spec.home.ensure_tls()?;
-        let tls = spec.home.tls_files()?.ok_or_else(|| {
-            RuntimeError::other(
-                format!("reading the certificates in {}", tls_dir.display()),
-                "a file is missing",
-            )
-        })?;
+        let jwt_key = docker::jwt_key(&spec.home).await?;
+        let tls = docker::tls_files(&spec.home)?;
 
         let images = self.images(spec, &lines).await?;
         let (manager, initialised) = cluster::ensure_manager(&self.docker, spec.init_swarm).await?;

@@ -5,7 +5,10 @@ use std::collections::HashMap;
 
 use bollard::models::{NodeState, Task, TaskState};
 
-use crate::stack::{Health, Service, ServiceStatus, State, loopback_url};
+use crate::{
+    runtime::docker::state,
+    stack::{Health, Service, ServiceStatus, State, loopback_url},
+};
 
 /// A swarm node as `status` shows it.
 #[derive(Debug, Clone)]
@@ -146,7 +149,7 @@ pub fn status_of(
         uptime_secs: status
             .and_then(|status| status.timestamp.as_deref())
             .filter(|_| running)
-            .and_then(uptime_secs),
+            .and_then(state::uptime_secs),
         node: node.map(|node| {
             if lost {
                 format!("{} (down)", node.hostname)
@@ -155,14 +158,6 @@ pub fn status_of(
             }
         }),
     }
-}
-
-fn uptime_secs(since: &str) -> Option<u64> {
-    let started = humantime::parse_rfc3339_weak(since).ok()?;
-    std::time::SystemTime::now()
-        .duration_since(started)
-        .ok()
-        .map(|uptime| uptime.as_secs())
 }
 
 /// The last error the swarm gave for a task of the service (a failed start, a rejected

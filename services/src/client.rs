@@ -14,8 +14,8 @@
 //!   [`RESOLVE_INTERVAL`] and keeps in the balance only the replicas whose health watch says
 //!   SERVING (see [`Membership`] for the rule).
 //! - [`idempotent`] and [`once`]: a call within [`CALL_TIMEOUT`] (or less, when the caller's own
-//!   deadline, [`caller_budget`], is shorter); an idempotent one is retried once, on a transport
-//!   failure, so a replica going away mid-call costs the caller nothing.
+//!   deadline, [`caller_budget`], is shorter); an idempotent one is retried on a transport failure
+//!   while its deadline leaves room, so a replica going away mid-call costs the caller nothing.
 //!
 //! docs/design.md ("Replicas") describes the behaviour.
 
@@ -50,10 +50,13 @@ pub const RESOLVE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a health watcher waits before dialling a replica that refused it or was not
 /// serving; a replica that comes back is in the balance again within about this long.
 const REDIAL_INTERVAL: Duration = Duration::from_millis(500);
-/// Pause before the retry of an idempotent call: the replica that failed is usually gone from
-/// the balance by then (its health watch broke at the same moment), so the retry lands on
+/// Pause before the first retry of an idempotent call: the replica that failed is usually gone
+/// from the balance by then (its health watch broke at the same moment), so the retry lands on
 /// another one.
 const RETRY_PAUSE: Duration = Duration::from_millis(25);
+/// Longest pause between two retries of an idempotent call (the pause doubles from
+/// [`RETRY_PAUSE`]).
+const MAX_RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// Least time worth spending on a retry: less than this left of the deadline, fail now.
 const MIN_RETRY_BUDGET: Duration = Duration::from_millis(100);
 
@@ -553,9 +556,12 @@ pub fn caller_budget(metadata: &MetadataMap) -> Option<Duration> {
 }
 
 /// Runs an idempotent call (a read) within [`CALL_TIMEOUT`], or within the caller's `budget`
-/// when that is shorter, and once more when the first attempt failed in transport (the replica
-/// went away mid-call, or was refused): the balance sends the retry to another replica, inside
-/// the same deadline. `call` gets the time left, to send as its deadline.
+/// when that is shorter, and again while an attempt fails in transport (the replica went away
+/// mid-call, or was refused) and the deadline leaves room: the balance sends each retry to a
+/// replica still in it, after a pause that doubles from [`RETRY_PAUSE`] to [`MAX_RETRY_PAUSE`].
+/// Usually the first retry lands (the failed replica left the balance the moment its health
+/// watch broke); on a loaded machine that watch may take longer to run, and the later retries
+/// cover it. `call` gets the time left, to send as its deadline.
 pub async fn idempotent<T, F, Fut>(budget: Option<Duration>, mut call: F) -> Result<T, Status>
 where
     F: FnMut(Duration) -> Fut,
@@ -563,18 +569,22 @@ where
 {
     let budget = budget.map_or(CALL_TIMEOUT, |budget| budget.min(CALL_TIMEOUT));
     let deadline = tokio::time::Instant::now() + budget;
-    let first = within(deadline, call(budget)).await;
-    match first {
-        Err(status) if is_transport_failure(&status) => {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if left < RETRY_PAUSE + MIN_RETRY_BUDGET {
-                return Err(status);
+    let mut pause = RETRY_PAUSE;
+    let mut outcome = within(deadline, call(budget)).await;
+    loop {
+        match outcome {
+            Err(status) if is_transport_failure(&status) => {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if left < pause + MIN_RETRY_BUDGET {
+                    return Err(status);
+                }
+                tracing::debug!(%status, ?pause, "retrying a read on another replica");
+                tokio::time::sleep(pause).await;
+                outcome = within(deadline, call(left - pause)).await;
+                pause = (pause * 2).min(MAX_RETRY_PAUSE);
             }
-            tracing::debug!(%status, "retrying a read on another replica");
-            tokio::time::sleep(RETRY_PAUSE).await;
-            within(deadline, call(left - RETRY_PAUSE)).await
+            outcome => return outcome,
         }
-        outcome => outcome,
     }
 }
 

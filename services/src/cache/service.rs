@@ -141,7 +141,7 @@ impl Inner {
                     return Ok(Some(user));
                 }
                 CacheStats::count(&self.stats.store_calls);
-                // A read: retried once on another store replica after a transport failure.
+                // A read: retried on another store replica after a transport failure.
                 // The store read is shared by every reader of the key (single-flight), so no
                 // one caller's deadline bounds it.
                 let read = crate::client::idempotent(None, |deadline| {

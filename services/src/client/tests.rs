@@ -305,7 +305,7 @@ async fn a_retried_read_ends_within_the_callers_budget() {
         took >= Duration::from_millis(400) && took < CALL_TIMEOUT,
         "cut at the caller's 400 ms, not the default {CALL_TIMEOUT:?}: {took:?}"
     );
-    assert_eq!(attempts.len(), 2, "retried once");
+    assert_eq!(attempts.len(), 2, "retried, then cut while the retry hung");
     assert_eq!(attempts[0], Duration::from_millis(400));
     assert!(attempts[1] < Duration::from_millis(400), "{attempts:?}");
 
@@ -318,4 +318,42 @@ async fn a_retried_read_ends_within_the_callers_budget() {
     assert!(outcome.is_err());
     let took = started.elapsed();
     assert!(took >= CALL_TIMEOUT, "held to the default: {took:?}");
+}
+
+/// A read keeps being retried while its attempts fail in transport (the balance has not yet
+/// dropped the replica that went away) and succeeds on the first attempt that lands, with
+/// pauses that grow; a status the peer sent is never retried.
+#[tokio::test]
+async fn a_read_is_retried_until_an_attempt_lands_and_never_after_the_peer_answered() {
+    let started = tokio::time::Instant::now();
+    let mut attempts = 0;
+    let outcome: Result<u32, Status> = idempotent(None, |_| {
+        attempts += 1;
+        let attempt = attempts;
+        async move {
+            if attempt < 4 {
+                Err(Status::from_error(Box::new(io::Error::from(
+                    io::ErrorKind::ConnectionRefused,
+                ))))
+            } else {
+                Ok(attempt)
+            }
+        }
+    })
+    .await;
+    assert_eq!(outcome.expect("the fourth attempt lands"), 4);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(25 + 50 + 100),
+        "paused 25, 50 and 100 ms between attempts: {took:?}"
+    );
+
+    let mut attempts = 0;
+    let outcome: Result<(), Status> = idempotent(None, |_| {
+        attempts += 1;
+        async { Err(Status::not_found("no such user")) }
+    })
+    .await;
+    assert_eq!(outcome.expect_err("answered").code(), tonic::Code::NotFound);
+    assert_eq!(attempts, 1, "an answer from the peer is not retried");
 }

@@ -196,8 +196,8 @@ impl GatewayService {
         }
     }
 
-    /// A read: retried once on another cache replica when the first fails in transport, both
-    /// attempts within `budget` (the caller's deadline) when it is shorter than the default.
+    /// A read: retried on another cache replica when an attempt fails in transport, every
+    /// attempt within `budget` (the caller's deadline) when it is shorter than the default.
     async fn read_user(&self, key: Key, budget: Option<Duration>) -> Result<User, Status> {
         let response = client::idempotent(budget, |deadline| {
             let mut users = self.users.clone();

@@ -37,9 +37,10 @@ pub struct Config {
     )]
     pub cache_addr: String,
 
-    /// File holding the HS256 signing key: at least 32 bytes (trailing whitespace is ignored).
-    #[arg(long, env = "USERSVC_JWT_SECRET_FILE")]
-    pub jwt_secret_file: PathBuf,
+    /// The stack's token signing key set (`signing-keys.json`, written by `userctl`), read
+    /// again every second so a rotation reaches every replica.
+    #[arg(long, env = "USERSVC_SIGNING_KEYS")]
+    pub signing_keys: PathBuf,
 
     /// Lifetime of an access token.
     #[arg(long, env = "USERSVC_TOKEN_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
@@ -163,7 +164,7 @@ mod tests {
     }
 
     fn parse(args: &[&str]) -> Config {
-        let args = ["usersvc", "--jwt-secret-file", "k"].iter().chain(args);
+        let args = ["usersvc", "--signing-keys", "k"].iter().chain(args);
         Cli::try_parse_from(args).expect("valid flags").config
     }
 
@@ -198,7 +199,7 @@ mod tests {
         assert_eq!(config.http_max_connections, 2);
         assert_eq!(config.grpc_max_connections, 3);
         for flag in ["--http-max-connections", "--grpc-max-connections"] {
-            let args = ["usersvc", "--jwt-secret-file", "k", flag, "0"];
+            let args = ["usersvc", "--signing-keys", "k", flag, "0"];
             assert!(Cli::try_parse_from(args).is_err(), "{flag} 0");
         }
     }
@@ -225,7 +226,7 @@ mod tests {
             "--hash-jobs-per-peer",
             "--registrations-per-peer",
         ] {
-            let args = ["usersvc", "--jwt-secret-file", "k", flag, "0"];
+            let args = ["usersvc", "--signing-keys", "k", flag, "0"];
             assert!(Cli::try_parse_from(args).is_err(), "{flag} 0");
         }
     }

@@ -4,7 +4,7 @@
 //! - [`config`]: flags and env vars.
 //! - [`validate`]: what a well-formed registration or login looks like.
 //! - [`password`]: argon2id hashing off the async runtime, with bounded concurrency.
-//! - [`token`]: HS256 JWTs, strictly validated.
+//! - [`token`]: JWTs signed with the stack's key set, strictly validated, and the keys published.
 //! - [`throttle`]: login budgets per account and per peer, reserved before verifying, in Redis.
 //! - [`service`]: Register, Login, WhoAmI: one implementation for both transports.
 //! - [`http`]: the HTTP/JSON front door (the original design's routes), beside gRPC.

@@ -19,7 +19,7 @@ use super::{
     error::GatewayError,
     password::{PasswordError, Passwords},
     throttle::LoginThrottle,
-    token::JwtKey,
+    token::TokenKeys,
     validate,
 };
 
@@ -31,7 +31,7 @@ pub struct GatewayService {
     /// The entry cache, which speaks the store's interface.
     users: UserStoreClient<Channel>,
     passwords: Passwords,
-    key: Arc<JwtKey>,
+    keys: Arc<TokenKeys>,
     throttle: Arc<LoginThrottle>,
     /// Counted here rather than per transport, so `/metrics` sees gRPC and HTTP logins alike.
     counters: LoginCounters,
@@ -54,14 +54,14 @@ impl GatewayService {
     pub fn new(
         users: UserStoreClient<Channel>,
         passwords: Passwords,
-        key: JwtKey,
+        keys: Arc<TokenKeys>,
         throttle: LoginThrottle,
         counters: LoginCounters,
     ) -> Self {
         Self {
             users,
             passwords,
-            key: Arc::new(key),
+            keys,
             throttle: Arc::new(throttle),
             counters,
         }
@@ -132,7 +132,7 @@ impl GatewayService {
         }
         let user_id = user_id.ok_or(GatewayError::BadCredentials)?;
         let (access_token, expires_at) = self
-            .key
+            .keys
             .issue(user_id)
             .map_err(|err| GatewayError::Internal(err.to_string()))?;
         tracing::info!(user_id, "logged in");
@@ -174,6 +174,11 @@ impl GatewayService {
         err.into()
     }
 
+    /// The public keys tokens are signed with now.
+    pub(crate) fn jwks(&self) -> jsonwebtoken::jwk::JwkSet {
+        self.keys.jwks()
+    }
+
     /// The profile behind `authorization` (the raw `authorization` header or metadata value),
     /// read within the caller's `budget` when it gave one.
     pub(crate) async fn who_am_i(
@@ -183,7 +188,7 @@ impl GatewayService {
     ) -> Result<Profile, GatewayError> {
         let token = bearer_token(authorization)?;
         let user_id = self
-            .key
+            .keys
             .verify(token)
             .map_err(|err| GatewayError::BadToken(err.to_string()))?;
         match self.read_user(Key::Id(user_id), budget).await {

@@ -17,7 +17,7 @@ use super::{
     password::Passwords,
     service::GatewayService,
     throttle::{Limits, LoginThrottle},
-    token::{JwtKey, KeyError},
+    token::{KeyError, TokenKeys},
 };
 use crate::{
     client::{self, InvalidAddress},
@@ -97,12 +97,13 @@ impl Gateway {
     }
 }
 
-/// Loads the signing key (refusing a short one) and binds both listeners. The cache need not be
+/// Loads the signing keys (and watches their file until `shutdown`) and binds both listeners. The cache need not be
 /// up yet: the channel connects on first use. The cache replicas' discovery (when
 /// `--cache-addr` names several) stops with `shutdown`, which must be the token the gateway is
 /// then run with: `/readyz` reports the drain from it.
 pub async fn build(config: &Config, shutdown: &CancellationToken) -> Result<Gateway, StartupError> {
-    let key = JwtKey::from_file(&config.jwt_secret_file, config.token_ttl)?;
+    let keys = Arc::new(TokenKeys::load(&config.signing_keys, config.token_ttl)?);
+    keys.clone().watch(shutdown.clone());
     let cors = http::cors(&config.cors_origins)?;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let hash_concurrency = config
@@ -124,7 +125,7 @@ pub async fn build(config: &Config, shutdown: &CancellationToken) -> Result<Gate
     };
     let throttle = LoginThrottle::new(limits, config.redis_url()?.as_deref())?;
     let metrics = Arc::new(Metrics::new()?);
-    let gateway = GatewayService::new(users, passwords, key, throttle, metrics.login_counters());
+    let gateway = GatewayService::new(users, passwords, keys, throttle, metrics.login_counters());
 
     let grpc = Server::bind(config.listen)
         .await?

@@ -1,20 +1,36 @@
-//! Access tokens: HS256 JWTs with `sub`, `iss`, `aud`, `iat`, `nbf` and `exp`. Verification pins
-//! the algorithm and requires and checks every one of those claims, with no leeway: a token is
-//! valid while `now < exp`, and its `sub` is a user id written the one way `issue` writes it.
+//! Access tokens: JWTs signed with the stack's key set ([`userctl_keys`]), with `sub`, `iss`,
+//! `aud`, `iat`, `nbf`, `exp` and `jti`, and the signing key's id (`kid`) in the header, so any
+//! service can verify them from the published keys (`/.well-known/jwks.json`).
+//!
+//! Verification looks the `kid` up among the keys published now and pins that key's one
+//! algorithm (RFC 8725): a token naming another algorithm — HS256 "signed" with a public key
+//! included — or an unknown or retired key is refused. Every claim is required and checked
+//! with no leeway: a token is valid while `now < exp`, and its `sub` is a user id written the
+//! one way `issue` writes it.
+//!
+//! The key set is a file that `userctl` replaces to rotate keys; [`TokenKeys::watch`] reads it
+//! again every [`RELOAD_INTERVAL`], so every gateway replica takes a new key within about a
+//! second (a file it cannot read keeps the keys it has, and says why once).
 
 use std::{
+    collections::HashMap,
     fmt, fs, io,
-    path::Path,
+    path::{Path, PathBuf},
+    sync::{Arc, RwLock},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use jsonwebtoken::{DecodingKey, Header, Validation, jwk::JwkSet};
+use rand::Rng as _;
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use userctl_keys::{Algorithm, KeySet, KeySetError};
 
 pub const ISSUER: &str = "userctl";
 pub const AUDIENCE: &str = "userctl";
-/// HS256 with a shorter key is brute-forceable; RFC 7518 asks for at least the hash size.
-pub const MIN_KEY_BYTES: usize = 32;
+/// How often the key set file is read again.
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Claims {
@@ -24,18 +40,24 @@ pub struct Claims {
     pub iat: u64,
     pub nbf: u64,
     pub exp: u64,
+    pub jti: String,
 }
 
+/// Why the key set could not be loaded at start: one line naming the file.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("cannot read the JWT key file {path}")]
+    #[error("cannot read the signing keys file {path}")]
     Read {
         path: String,
         #[source]
         source: io::Error,
     },
-    #[error("the JWT key has {0} bytes; it needs at least {MIN_KEY_BYTES}")]
-    TooShort(usize),
+    #[error("the signing keys file {path} is unusable: {source}")]
+    Invalid {
+        path: String,
+        #[source]
+        source: KeySetError,
+    },
 }
 
 /// Why a token was refused; only ever logged, never sent.
@@ -43,60 +65,162 @@ pub enum KeyError {
 pub enum TokenError {
     #[error(transparent)]
     Invalid(#[from] jsonwebtoken::errors::Error),
+    #[error("the token names no key")]
+    NoKid,
+    #[error("the token names a key that is not published")]
+    UnknownKid,
     #[error("the subject is not a user id")]
     BadSubject,
     #[error("the token expired")]
     Expired,
 }
 
-/// Signs and verifies tokens with one HS256 key.
-pub struct JwtKey {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
-    validation: Validation,
+/// Why no token could be issued.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error("no signing key signs now")]
+    NoSigningKey,
+    #[error(transparent)]
+    Sign(#[from] jsonwebtoken::errors::Error),
+}
+
+/// The key set as read, with what verification needs of each key made once.
+struct Loaded {
+    /// The file's bytes, to tell a changed file from the same one read again.
+    bytes: Vec<u8>,
+    set: KeySet,
+    verifiers: HashMap<String, (DecodingKey, Algorithm)>,
+}
+
+impl Loaded {
+    fn read(path: &Path, now: u64) -> Result<Self, KeyError> {
+        let bytes = fs::read(path).map_err(|source| KeyError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(path, bytes, now)
+    }
+
+    fn parse(path: &Path, bytes: Vec<u8>, now: u64) -> Result<Self, KeyError> {
+        let set = KeySet::parse(&bytes, now).map_err(|source| KeyError::Invalid {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let verifiers = set
+            .keys()
+            .iter()
+            .map(|key| (key.kid().to_owned(), (key.decoding_key(), key.algorithm())))
+            .collect();
+        Ok(Self {
+            bytes,
+            set,
+            verifiers,
+        })
+    }
+}
+
+/// Signs and verifies tokens with the stack's key set, read from `path` and read again when it
+/// changes.
+pub struct TokenKeys {
+    path: PathBuf,
+    loaded: RwLock<Arc<Loaded>>,
+    validations: [(Algorithm, Validation); 2],
     ttl: Duration,
 }
 
 // Never print key material.
-impl fmt::Debug for JwtKey {
+impl fmt::Debug for TokenKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JwtKey")
+        f.debug_struct("TokenKeys")
+            .field("path", &self.path)
             .field("ttl", &self.ttl)
             .finish_non_exhaustive()
     }
 }
 
-impl JwtKey {
-    pub fn from_file(path: &Path, ttl: Duration) -> Result<Self, KeyError> {
-        let bytes = fs::read(path).map_err(|source| KeyError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::new(bytes.trim_ascii_end(), ttl)
-    }
-
-    pub fn new(secret: &[u8], ttl: Duration) -> Result<Self, KeyError> {
-        if secret.len() < MIN_KEY_BYTES {
-            return Err(KeyError::TooShort(secret.len()));
-        }
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 0;
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        validation.set_audience(&[AUDIENCE]);
-        validation.set_issuer(&[ISSUER]);
-        validation.set_required_spec_claims(&["sub", "iss", "aud", "exp", "nbf"]);
+impl TokenKeys {
+    /// Reads the key set at `path`, which must hold a key that signs now.
+    pub fn load(path: &Path, ttl: Duration) -> Result<Self, KeyError> {
+        let loaded = Loaded::read(path, now_secs())?;
         Ok(Self {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
-            validation,
+            path: path.to_owned(),
+            loaded: RwLock::new(Arc::new(loaded)),
+            validations: [Algorithm::EdDSA, Algorithm::RS256].map(|alg| (alg, validation(alg))),
             ttl,
         })
     }
 
-    /// A token for `user_id` and its expiry in seconds since the epoch.
-    pub fn issue(&self, user_id: i64) -> Result<(String, u64), jsonwebtoken::errors::Error> {
+    fn loaded(&self) -> Arc<Loaded> {
+        self.loaded
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Reads the file again; a changed file that reads as a key set with a key that signs now
+    /// replaces the keys. Returns whether it did.
+    pub fn reload(&self) -> Result<bool, KeyError> {
+        let bytes = fs::read(&self.path).map_err(|source| KeyError::Read {
+            path: self.path.display().to_string(),
+            source,
+        })?;
+        if bytes == self.loaded().bytes {
+            return Ok(false);
+        }
+        let loaded = Loaded::parse(&self.path, bytes, now_secs())?;
+        *self
+            .loaded
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(loaded);
+        Ok(true)
+    }
+
+    /// Reads the file every [`RELOAD_INTERVAL`] until `shutdown`; a failure is logged once
+    /// until the file changes again, and the keys already read stay in use.
+    pub fn watch(self: Arc<Self>, shutdown: CancellationToken) {
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(RELOAD_INTERVAL);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_error = None;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = ticks.tick() => {}
+                }
+                let keys = self.clone();
+                let outcome = tokio::task::spawn_blocking(move || keys.reload()).await;
+                match outcome {
+                    Ok(Ok(true)) => {
+                        last_error = None;
+                        let kids: Vec<String> = self
+                            .loaded()
+                            .set
+                            .keys()
+                            .iter()
+                            .map(|key| key.kid().to_owned())
+                            .collect();
+                        tracing::info!(?kids, "read a new signing key set");
+                    }
+                    Ok(Ok(false)) => last_error = None,
+                    Ok(Err(err)) => {
+                        let text = err.to_string();
+                        if last_error.as_ref() != Some(&text) {
+                            tracing::warn!(error = %text, "kept the signing keys already read");
+                            last_error = Some(text);
+                        }
+                    }
+                    Err(err) => tracing::warn!(error = %err, "reading the signing keys failed"),
+                }
+            }
+        });
+    }
+
+    /// A token for `user_id`, signed with the key that signs now, and its expiry in seconds
+    /// since the epoch.
+    pub fn issue(&self, user_id: i64) -> Result<(String, u64), IssueError> {
         let now = now_secs();
+        let loaded = self.loaded();
+        let key = loaded.set.signing(now).ok_or(IssueError::NoSigningKey)?;
         let exp = now + self.ttl.as_secs();
         let claims = Claims {
             sub: user_id.to_string(),
@@ -105,21 +229,64 @@ impl JwtKey {
             iat: now,
             nbf: now,
             exp,
+            jti: token_id(),
         };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
+        let mut header = Header::new(key.algorithm().jwt());
+        header.kid = Some(key.kid().to_owned());
+        let token = jsonwebtoken::encode(&header, &claims, key.encoding_key())?;
         Ok((token, exp))
     }
 
     /// The user id a valid token was issued for.
     pub fn verify(&self, token: &str) -> Result<i64, TokenError> {
-        let claims =
-            jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)?.claims;
+        let kid = jsonwebtoken::decode_header(token)?
+            .kid
+            .ok_or(TokenError::NoKid)?;
+        let now = now_secs();
+        let loaded = self.loaded();
+        let published = loaded
+            .set
+            .get(&kid)
+            .is_some_and(|key| loaded.set.state(key, now).is_published());
+        let Some((decoding, alg)) = loaded.verifiers.get(&kid).filter(|_| published) else {
+            return Err(TokenError::UnknownKid);
+        };
+        let validation = self
+            .validations
+            .iter()
+            .find_map(|(a, validation)| (a == alg).then_some(validation))
+            .expect("a validation for every algorithm");
+        let claims = jsonwebtoken::decode::<Claims>(token, decoding, validation)?.claims;
         // The library accepts `exp == now`; a token's last valid second is `exp - 1`.
-        if claims.exp <= now_secs() {
+        if claims.exp <= now {
             return Err(TokenError::Expired);
         }
         user_id(&claims.sub).ok_or(TokenError::BadSubject)
     }
+
+    /// The public keys published now, for `/.well-known/jwks.json`.
+    pub fn jwks(&self) -> JwkSet {
+        self.loaded().set.jwks(now_secs())
+    }
+}
+
+/// What a token signed with a key of `alg` must satisfy: that algorithm alone, and every
+/// claim, with no leeway.
+fn validation(alg: Algorithm) -> Validation {
+    let mut validation = Validation::new(alg.jwt());
+    validation.leeway = 0;
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    validation.set_audience(&[AUDIENCE]);
+    validation.set_issuer(&[ISSUER]);
+    validation.set_required_spec_claims(&["sub", "iss", "aud", "exp", "nbf"]);
+    validation
+}
+
+/// A token id (`jti`): 128 random bits, base64url.
+fn token_id() -> String {
+    let bytes: [u8; 16] = rand::rng().random();
+    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// The id in a `sub` exactly as `issue` writes it: `"01"`, `"+1"` and `" 1"` are not user 1,
@@ -129,7 +296,7 @@ fn user_id(sub: &str) -> Option<i64> {
     (id.to_string() == sub).then_some(id)
 }
 
-fn now_secs() -> u64 {
+pub fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -138,55 +305,84 @@ fn now_secs() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use jsonwebtoken::{Algorithm as Jwt, EncodingKey};
+
     use super::*;
 
-    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+    const TTL: Duration = Duration::from_secs(900);
 
-    fn key() -> JwtKey {
-        JwtKey::new(SECRET, Duration::from_secs(900)).expect("key")
+    /// A key set file in a directory of its own, and the keys read from it.
+    struct Fixture {
+        dir: tempfile::TempDir,
+        set: KeySet,
+        keys: TokenKeys,
+    }
+
+    impl Fixture {
+        fn new(alg: Algorithm) -> Self {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let set = KeySet::generate(alg, now()).expect("key set");
+            fs::write(dir.path().join("keys.json"), set.to_json()).expect("write");
+            let keys = TokenKeys::load(&dir.path().join("keys.json"), TTL).expect("load");
+            Self { dir, set, keys }
+        }
+
+        fn write(&self, set: &KeySet) {
+            fs::write(self.dir.path().join("keys.json"), set.to_json()).expect("write");
+        }
+
+        fn sign(&self, claims: &serde_json::Value) -> String {
+            let key = &self.set.keys()[0];
+            let mut header = Header::new(key.algorithm().jwt());
+            header.kid = Some(key.kid().to_owned());
+            jsonwebtoken::encode(&header, claims, key.encoding_key()).expect("sign")
+        }
     }
 
     fn now() -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("clock")
-            .as_secs()
-    }
-
-    fn sign(claims: &serde_json::Value, secret: &[u8]) -> String {
-        jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            claims,
-            &EncodingKey::from_secret(secret),
-        )
-        .expect("sign")
+        now_secs()
     }
 
     fn claims() -> serde_json::Value {
         let now = now();
-        serde_json::json!({"sub": "7", "iss": ISSUER, "aud": AUDIENCE, "iat": now, "nbf": now, "exp": now + 60})
+        serde_json::json!({"sub": "7", "iss": ISSUER, "aud": AUDIENCE, "iat": now, "nbf": now, "exp": now + 60, "jti": "j"})
     }
 
     #[test]
-    fn an_issued_token_verifies_to_its_user() {
-        let key = key();
-        let (token, exp) = key.issue(42).expect("issue");
-        assert_eq!(key.verify(&token).expect("valid"), 42);
-        assert!(exp >= now() + 899);
+    fn an_issued_token_names_its_key_and_verifies_to_its_user() {
+        for alg in [Algorithm::EdDSA, Algorithm::RS256] {
+            let fixture = Fixture::new(alg);
+            let (token, exp) = fixture.keys.issue(42).expect("issue");
+            assert_eq!(fixture.keys.verify(&token).expect("valid"), 42);
+            assert!(exp >= now() + 899);
+            let header = jsonwebtoken::decode_header(&token).expect("header");
+            assert_eq!(header.alg, alg.jwt());
+            assert_eq!(header.kid.as_deref(), Some(fixture.set.keys()[0].kid()));
+        }
     }
 
     #[test]
-    fn short_keys_are_refused() {
-        assert!(matches!(
-            JwtKey::new(&SECRET[..31], Duration::from_secs(1)),
-            Err(KeyError::TooShort(31))
-        ));
+    fn a_missing_or_unsound_key_file_is_refused_naming_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("nothing.json");
+        let err = TokenKeys::load(&missing, TTL).expect_err("missing");
+        assert!(err.to_string().contains("nothing.json"), "{err}");
+        let garbage = dir.path().join("garbage.json");
+        fs::write(&garbage, "0123456789abcdef0123456789abcdef").expect("write");
+        let err = TokenKeys::load(&garbage, TTL).expect_err("not a key set");
+        assert!(
+            err.to_string().starts_with(&format!(
+                "the signing keys file {} is unusable",
+                garbage.display()
+            )),
+            "{err}"
+        );
     }
 
     #[test]
     fn tokens_missing_or_breaking_a_claim_are_refused() {
-        let key = key();
-        assert!(key.verify(&sign(&claims(), SECRET)).is_ok());
+        let fixture = Fixture::new(Algorithm::EdDSA);
+        assert!(fixture.keys.verify(&fixture.sign(&claims())).is_ok());
         let now = now();
         let broken = [
             ("exp", serde_json::json!(now - 1)),
@@ -200,7 +396,7 @@ mod tests {
             let mut claims = claims();
             claims[claim] = value;
             assert!(
-                key.verify(&sign(&claims, SECRET)).is_err(),
+                fixture.keys.verify(&fixture.sign(&claims)).is_err(),
                 "bad {claim} accepted"
             );
         }
@@ -208,10 +404,69 @@ mod tests {
             let mut claims = claims();
             claims.as_object_mut().expect("object").remove(claim);
             assert!(
-                key.verify(&sign(&claims, SECRET)).is_err(),
+                fixture.keys.verify(&fixture.sign(&claims)).is_err(),
                 "missing {claim} accepted"
             );
         }
+    }
+
+    #[test]
+    fn hs256_signed_with_the_public_key_is_refused() {
+        for alg in [Algorithm::EdDSA, Algorithm::RS256] {
+            let fixture = Fixture::new(alg);
+            let key = &fixture.set.keys()[0];
+            // What a verifier that trusts the header's `alg` would take as the HMAC secret.
+            let public = serde_json::to_vec(key.jwk()).expect("jwk");
+            let mut header = Header::new(Jwt::HS256);
+            header.kid = Some(key.kid().to_owned());
+            let forged =
+                jsonwebtoken::encode(&header, &claims(), &EncodingKey::from_secret(&public))
+                    .expect("sign");
+            assert!(fixture.keys.verify(&forged).is_err(), "{alg}");
+        }
+    }
+
+    #[test]
+    fn a_token_naming_no_key_or_an_unknown_one_is_refused() {
+        let fixture = Fixture::new(Algorithm::EdDSA);
+        let other = Fixture::new(Algorithm::EdDSA);
+        let foreign = other.sign(&claims());
+        assert!(matches!(
+            fixture.keys.verify(&foreign),
+            Err(TokenError::UnknownKid)
+        ));
+        let key = &fixture.set.keys()[0];
+        let no_kid = jsonwebtoken::encode(&Header::new(Jwt::EdDSA), &claims(), key.encoding_key())
+            .expect("sign");
+        assert!(matches!(
+            fixture.keys.verify(&no_kid),
+            Err(TokenError::NoKid)
+        ));
+    }
+
+    #[test]
+    fn a_rotated_file_is_read_again_and_old_tokens_stay_valid() {
+        let fixture = Fixture::new(Algorithm::EdDSA);
+        let (before, _) = fixture.keys.issue(1).expect("issue");
+        assert!(!fixture.keys.reload().expect("same file"), "unchanged");
+
+        let mut set = fixture.set.clone();
+        let kid = set.add(Algorithm::RS256, now()).expect("add");
+        set.activate(&kid, now(), TTL.as_secs()).expect("activate");
+        fixture.write(&set);
+        assert!(fixture.keys.reload().expect("new file"), "changed");
+
+        let (after, _) = fixture.keys.issue(1).expect("issue");
+        let header = jsonwebtoken::decode_header(&after).expect("header");
+        assert_eq!(header.kid.as_deref(), Some(kid.as_str()));
+        assert_eq!(fixture.keys.verify(&before).expect("old token"), 1);
+        assert_eq!(fixture.keys.verify(&after).expect("new token"), 1);
+        assert_eq!(fixture.keys.jwks().keys.len(), 2);
+
+        // A broken file keeps the keys already read.
+        fs::write(fixture.dir.path().join("keys.json"), "{").expect("write");
+        assert!(fixture.keys.reload().is_err());
+        assert_eq!(fixture.keys.verify(&after).expect("still valid"), 1);
     }
 
     #[test]
@@ -235,14 +490,5 @@ mod tests {
         ] {
             assert_eq!(user_id(sub), None, "{sub:?} accepted");
         }
-    }
-
-    #[test]
-    fn a_token_signed_with_another_key_is_refused() {
-        assert!(
-            key()
-                .verify(&sign(&claims(), b"another key, also thirty-two bytes!"))
-                .is_err()
-        );
     }
 }

@@ -76,6 +76,11 @@ pub fn router(state: HttpState, cors: Option<CorsLayer>) -> Router {
         .route("/api/auth/login", post(routes::login))
         .route("/api/auth/user-profile", get(routes::user_profile))
         .route("/api/openapi.json", get(routes::openapi))
+        .route(routes::JWKS_PATH, get(routes::jwks))
+        .route(
+            "/.well-known/openid-configuration",
+            get(routes::openid_configuration),
+        )
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(routes::metrics))

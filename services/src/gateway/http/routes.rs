@@ -8,11 +8,13 @@ use std::{
 };
 
 use axum::{
+    Json,
     extract::{ConnectInfo, State},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
+use serde_json::json;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -22,7 +24,10 @@ use super::{
     HttpState,
     envelope::{self, JsonObject, Rejection},
 };
-use crate::gateway::{error::GatewayError, validate};
+use crate::gateway::{error::GatewayError, token, validate};
+
+/// Where the public keys are served.
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 
 /// How long `/readyz` waits for the cache's health check: a probe must answer fast.
 const READY_TIMEOUT: Duration = Duration::from_secs(1);
@@ -162,6 +167,57 @@ pub async fn openapi() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
         super::OPENAPI_JSON,
+    )
+        .into_response()
+}
+
+/// The public keys tokens are signed with (RFC 7517), every key not retired: what a service
+/// needs to verify a token on its own. Cacheable for a minute; a new key is published seconds
+/// before it signs, so a verifier that meets a `kid` it does not know fetches this again.
+pub async fn jwks(State(state): State<HttpState>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "public, max-age=60"),
+        ],
+        Json(state.gateway.jwks()),
+    )
+        .into_response()
+}
+
+/// Discovery (OpenID Connect Discovery's document, with only what this gateway implements):
+/// the issuer its tokens name, where its keys are, the algorithms they sign with and the
+/// claims tokens carry. `jwks_uri` is built from the request's `Host`, so it names the address
+/// the caller reached (behind a proxy, the proxy's).
+pub async fn openid_configuration(State(state): State<HttpState>, headers: HeaderMap) -> Response {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .and_then(|host| host.parse::<axum::http::uri::Authority>().ok())
+        .filter(|host| !host.as_str().contains('@'));
+    let jwks_uri = match host {
+        Some(host) => format!("http://{host}{JWKS_PATH}"),
+        None => JWKS_PATH.to_owned(),
+    };
+    let mut algorithms: Vec<String> = state
+        .gateway
+        .jwks()
+        .keys
+        .iter()
+        .filter_map(|jwk| jwk.common.key_algorithm)
+        .map(|alg| alg.to_string())
+        .collect();
+    algorithms.sort();
+    algorithms.dedup();
+    (
+        [(header::CACHE_CONTROL, "public, max-age=60")],
+        Json(json!({
+            "issuer": token::ISSUER,
+            "jwks_uri": jwks_uri,
+            "subject_types_supported": ["public"],
+            "claims_supported": ["sub", "iss", "aud", "iat", "nbf", "exp", "jti"],
+            "access_token_signing_alg_values_supported": algorithms,
+        })),
     )
         .into_response()
 }

@@ -19,8 +19,18 @@ use crate::gateway::{
     password::Passwords,
     service::GatewayService,
     throttle::{Limits, LoginThrottle},
-    token::JwtKey,
+    token::TokenKeys,
 };
+
+/// A key set of one Ed25519 key, read from a file that is gone once read.
+fn keys() -> TokenKeys {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(userctl_keys::FILE_NAME);
+    let now = crate::gateway::token::now_secs();
+    let set = userctl_keys::KeySet::generate(userctl_keys::Algorithm::EdDSA, now).expect("keys");
+    std::fs::write(&path, set.to_json()).expect("write");
+    TokenKeys::load(&path, Duration::from_secs(60)).expect("load")
+}
 
 fn app(origins: &[&str]) -> Router {
     let nz = |n| NonZeroU32::new(n).expect("non-zero");
@@ -30,7 +40,7 @@ fn app(origins: &[&str]) -> Router {
     let gateway = GatewayService::new(
         UserStoreClient::new(cache.clone()),
         Passwords::new(1, 64),
-        JwtKey::new(&[7; 32], Duration::from_secs(60)).expect("key"),
+        Arc::new(keys()),
         LoginThrottle::new(
             Limits {
                 failed_logins_per_account: nz(5),
@@ -398,4 +408,43 @@ async fn the_page_loads_only_files_this_router_serves() {
     for script in html.split("<script").skip(1) {
         assert!(script.trim_start().starts_with("src="), "inline script");
     }
+}
+
+#[tokio::test]
+async fn the_keys_and_discovery_are_served_plain_and_cacheable() {
+    let app = app(&[]);
+    let (status, headers, body) = send(&app, get("/.well-known/jwks.json")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CACHE_CONTROL], "public, max-age=60");
+    let jwks: Value = serde_json::from_slice(&body).expect("JSON");
+    let key = &jwks["keys"][0];
+    assert_eq!(key["alg"], "EdDSA");
+    assert_eq!(key["kty"], "OKP");
+    assert!(key["kid"].is_string() && key.get("d").is_none(), "{jwks}");
+
+    let mut request = get("/.well-known/openid-configuration");
+    request
+        .headers_mut()
+        .insert(header::HOST, "127.0.0.1:8080".parse().expect("host"));
+    let (status, _, body) = send(&app, request).await;
+    assert_eq!(status, StatusCode::OK);
+    let discovery: Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(discovery["issuer"], "userctl");
+    assert_eq!(
+        discovery["jwks_uri"],
+        "http://127.0.0.1:8080/.well-known/jwks.json"
+    );
+    assert_eq!(
+        discovery["access_token_signing_alg_values_supported"],
+        json!(["EdDSA"])
+    );
+
+    // A Host that is not an authority is not echoed.
+    let mut request = get("/.well-known/openid-configuration");
+    request
+        .headers_mut()
+        .insert(header::HOST, "evil@example.com".parse().expect("host"));
+    let (_, _, body) = send(&app, request).await;
+    let discovery: Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(discovery["jwks_uri"], "/.well-known/jwks.json");
 }

@@ -85,9 +85,10 @@ impl From<HomeError> for CliError {
             HomeError::Corrupt { .. } => {
                 Self::failed(message).with_hint("run `userctl down` and `userctl up` again")
             }
-            HomeError::Io { .. } | HomeError::Encode { .. } | HomeError::Certificates(_) => {
-                Self::failed(message)
-            }
+            HomeError::Io { .. }
+            | HomeError::Encode { .. }
+            | HomeError::Certificates(_)
+            | HomeError::SigningKey(_) => Self::failed(message),
         }
     }
 }

@@ -1,11 +1,11 @@
 //! Where `userctl` keeps its state: `USERCTL_HOME` (default: the platform data dir, e.g.
-//! `~/.local/share/userctl`), one directory per project. Secrets (the saved token, the JWT key,
+//! `~/.local/share/userctl`), one directory per project. Secrets (the saved token, the signing keys,
 //! generated database passwords, TLS keys) are written atomically with mode 0600.
 //!
 //! ```text
 //! $USERCTL_HOME/<project>/
 //!   token          the access token of the last login
-//!   jwt.key        the gateway's HS256 key, generated on first `up`
+//!   signing-keys.json  the gateways' token signing keys, made on first `up` (userctl-keys)
 //!   secrets.json   generated Redis and Postgres passwords
 //!   tls/           the stack's CA and certificates, generated on first `up` (see pki.rs)
 //!   stack.json     which runtime `up` used and the addresses it chose
@@ -22,6 +22,7 @@ use std::{
 use rand::{Rng as _, distr::Alphanumeric};
 use serde::{Deserialize, Serialize};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use userctl_keys::{Algorithm, KeySet};
 
 use crate::{
     pki::{self, Holder},
@@ -48,6 +49,8 @@ pub enum HomeError {
     },
     #[error("cannot generate the stack's certificates: {0}")]
     Certificates(#[from] rcgen::Error),
+    #[error("cannot make a token signing key: {0}")]
+    SigningKey(userctl_keys::KeySetError),
 }
 
 pub type Result<T, E = HomeError> = std::result::Result<T, E>;
@@ -132,8 +135,8 @@ impl ProjectHome {
         self.dir.join("token")
     }
 
-    pub fn jwt_key_path(&self) -> PathBuf {
-        self.dir.join("jwt.key")
+    pub fn signing_keys_path(&self) -> PathBuf {
+        self.dir.join(userctl_keys::FILE_NAME)
     }
 
     pub fn local_dir(&self) -> PathBuf {
@@ -185,21 +188,40 @@ impl ProjectHome {
         remove_optional(&self.stack_path())
     }
 
-    /// The JWT key, generated (64 random bytes, hex) the first time.
-    pub fn ensure_jwt_key(&self) -> Result<PathBuf> {
-        let path = self.jwt_key_path();
+    /// The token signing key set, made the first time (one Ed25519 key that signs from now).
+    pub fn ensure_signing_keys(&self) -> Result<PathBuf> {
+        let path = self.signing_keys_path();
         if read_optional(&path)?.is_none() {
-            let mut key = [0u8; 64];
-            rand::rng().fill(&mut key);
-            write_private(&path, hex::encode(key).as_bytes())?;
+            let set = KeySet::generate(Algorithm::default(), now_secs())
+                .map_err(HomeError::SigningKey)?;
+            self.save_signing_keys(&set)?;
         }
         Ok(path)
     }
 
-    /// Forgets the JWT key with the data it signed tokens for, so the next `up` generates a
+    /// The token signing key set, when the stack has one.
+    pub fn signing_keys(&self) -> Result<Option<KeySet>> {
+        let path = self.signing_keys_path();
+        let Some(text) = read_optional(&path)? else {
+            return Ok(None);
+        };
+        KeySet::parse(text.as_bytes(), now_secs())
+            .map(Some)
+            .map_err(|err| HomeError::Corrupt {
+                path,
+                reason: err.to_string(),
+            })
+    }
+
+    /// Replaces the key set file at once (a gateway never reads half of one).
+    pub fn save_signing_keys(&self, set: &KeySet) -> Result<()> {
+        write_private(&self.signing_keys_path(), &set.to_json())
+    }
+
+    /// Forgets the signing keys with the data it signed tokens for, so the next `up` generates a
     /// new one: a token from before a wipe must not verify once account ids start over.
-    pub fn forget_jwt_key(&self) -> Result<bool> {
-        remove_optional(&self.jwt_key_path())
+    pub fn forget_signing_keys(&self) -> Result<bool> {
+        remove_optional(&self.signing_keys_path())
     }
 
     pub fn tls_dir(&self) -> PathBuf {
@@ -340,6 +362,14 @@ fn read_optional(path: &Path) -> Result<Option<String>> {
     }
 }
 
+/// Seconds since the epoch, the clock key times are written in.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
 fn remove_optional(path: &Path) -> Result<bool> {
     match fs::remove_file(path) {
         Ok(()) => Ok(true),
@@ -370,7 +400,7 @@ mod tests {
             dir: dir.path().join("t"),
         };
         home.save_token("abc").expect("save");
-        let key = home.ensure_jwt_key().expect("key");
+        let key = home.ensure_signing_keys().expect("key");
         for path in [home.token_path(), key] {
             let mode = fs::metadata(&path).expect("metadata").permissions().mode();
             assert_eq!(mode & 0o777, 0o600, "{}", path.display());
@@ -434,15 +464,16 @@ mod tests {
     }
 
     #[test]
-    fn the_jwt_key_is_generated_once() {
+    fn the_signing_keys_are_made_once() {
         let dir = tempfile::tempdir().expect("tempdir");
         let home = ProjectHome {
             name: "t".into(),
             dir: dir.path().to_path_buf(),
         };
-        let first = fs::read(home.ensure_jwt_key().expect("key")).expect("read");
-        let second = fs::read(home.ensure_jwt_key().expect("key")).expect("read");
+        let first = fs::read(home.ensure_signing_keys().expect("key")).expect("read");
+        let second = fs::read(home.ensure_signing_keys().expect("key")).expect("read");
         assert_eq!(first, second);
-        assert_eq!(first.len(), 128);
+        let set = home.signing_keys().expect("read").expect("a key set");
+        assert_eq!(set.keys().len(), 1);
     }
 }

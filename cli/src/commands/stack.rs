@@ -187,7 +187,7 @@ pub async fn down(home: &ProjectHome, args: DownArgs) -> Result<()> {
     if home.forget_secrets()? {
         deleted.push("the generated passwords".to_owned());
     }
-    if home.forget_jwt_key()? {
+    if home.forget_signing_keys()? {
         deleted.push("the JWT signing key (tokens issued before no longer verify)".to_owned());
     }
     if home.forget_tls()? {

@@ -14,7 +14,7 @@ use super::yaml;
 use crate::{
     pki::{self, Holder},
     runtime::{
-        docker::{JWT_KEY_FILE, SECRETS_DIR, SERVICE_UID},
+        docker::{SECRETS_DIR, SERVICE_UID, SIGNING_KEYS_FILE},
         launch::{self, Launch, Secret, Wiring},
     },
     stack::{CACHE_PORT, GATEWAY_PORT, HTTP_PORT, Ports, Replicas, STORE_PORT, Service},
@@ -194,7 +194,7 @@ fn wiring() -> Wiring<'static> {
             "redis://:$({REDIS_PASSWORD_ENV})@{}:6379",
             Service::Redis.name()
         )),
-        jwt_key_file: format!("{SECRETS_DIR}/{JWT_KEY_FILE}"),
+        signing_keys_file: format!("{SECRETS_DIR}/{SIGNING_KEYS_FILE}"),
         tls_dir: SECRETS_DIR.to_owned(),
         cors_origins: &[],
     }
@@ -330,7 +330,7 @@ fn usersvc(export: &Export, service: Service) -> Vec<Value> {
     if service == Service::Gateway {
         sources.push(json!({"secret": {
             "name": JWT_SECRET,
-            "items": [{"key": JWT_KEY_FILE, "path": JWT_KEY_FILE}],
+            "items": [{"key": SIGNING_KEYS_FILE, "path": SIGNING_KEYS_FILE}],
         }}));
     }
     let mut container = json!({

@@ -21,7 +21,7 @@ pub struct Wiring<'a> {
     pub database_url: Secret,
     pub redis_url: Secret,
     /// Where the gateway reads its signing key.
-    pub jwt_key_file: String,
+    pub signing_keys_file: String,
     /// The directory holding the stack's CA certificate and each service's certificate and
     /// key, under the names [`pki`] gives them.
     pub tls_dir: String,
@@ -118,7 +118,7 @@ pub fn launch(wiring: &Wiring<'_>, service: Service) -> Option<Launch> {
                 wiring
                     .redis_url
                     .env("USERSVC_REDIS_URL", "USERSVC_REDIS_URL_FILE"),
-                ("USERSVC_JWT_SECRET_FILE", wiring.jwt_key_file.clone()),
+                ("USERSVC_SIGNING_KEYS", wiring.signing_keys_file.clone()),
                 ("USERSVC_HTTP_LISTEN", listen(wiring.listen.http)),
             ],
         ),
@@ -162,7 +162,7 @@ mod tests {
             cache_addr: format!("http://cache:{CACHE_PORT}"),
             database_url: Secret::Value("sqlite:///data/userctl.db".into()),
             redis_url: Secret::Value("redis://:pw@redis:6379".into()),
-            jwt_key_file: "/run/secrets/jwt.key".into(),
+            signing_keys_file: "/run/secrets/signing-keys.json".into(),
             tls_dir: "/run/secrets".into(),
             cors_origins: origins,
         }

@@ -91,8 +91,8 @@ fn the_services_run_with_the_counts_asked_and_the_launch_every_runtime_uses() {
         "http://cache:50052"
     );
     assert_eq!(
-        env(gateway, "USERSVC_JWT_SECRET_FILE")["value"],
-        "/run/secrets/jwt.key"
+        env(gateway, "USERSVC_SIGNING_KEYS")["value"],
+        "/run/secrets/signing-keys.json"
     );
     let cache = &find(&objects, "Deployment", "cache")["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(

@@ -322,7 +322,7 @@ mod tests {
     #[test]
     fn the_secret_file_is_readable_by_the_service_user_only() {
         let secret = SecretFile {
-            name: "jwt.key",
+            name: "signing-keys.json",
             digest: String::new(),
             content: b"k".to_vec(),
         };
@@ -335,7 +335,10 @@ mod tests {
             .expect("entry");
         assert_eq!(entries.len(), 1);
         let header = entries[0].header();
-        assert_eq!(header.path().expect("path").to_string_lossy(), "jwt.key");
+        assert_eq!(
+            header.path().expect("path").to_string_lossy(),
+            "signing-keys.json"
+        );
         assert_eq!(header.mode().expect("mode"), 0o400);
         assert_eq!(
             header.uid().expect("uid"),

@@ -32,7 +32,7 @@ pub(super) mod state;
 /// and where the services read their keys.
 pub use self::{
     image::{USERSVC_REPOSITORY, usersvc_reference},
-    spec::{JWT_KEY_FILE, SECRETS_DIR, SERVICE_UID},
+    spec::{SECRETS_DIR, SERVICE_UID, SIGNING_KEYS_FILE},
 };
 
 use std::{collections::HashSet, time::Duration};
@@ -134,7 +134,7 @@ impl DockerRuntime {
     ) -> Result<Endpoints, RuntimeError> {
         let lines = Lines::new(progress, spec.replicas);
         let secrets = spec.home.ensure_secrets()?;
-        let jwt_key = jwt_key(&spec.home).await?;
+        let signing_keys = signing_keys(&spec.home).await?;
         let tls = tls_files(&spec.home)?;
 
         // Images first: when one is missing, `up` stops before it has made anything.
@@ -154,7 +154,7 @@ impl DockerRuntime {
             replicas: spec.replicas,
             secrets: &secrets,
             images: &images,
-            jwt_key: &jwt_key,
+            signing_keys: &signing_keys,
             tls: &tls,
             cors_origins: &spec.cors_origins,
         };
@@ -650,8 +650,8 @@ impl DockerRuntime {
 
 /// The gateway's signing key, made on the first `up`, uploaded into the containers (docker) or
 /// handed over as a swarm secret.
-pub(super) async fn jwt_key(home: &ProjectHome) -> Result<Vec<u8>, RuntimeError> {
-    let path = home.ensure_jwt_key()?;
+pub(super) async fn signing_keys(home: &ProjectHome) -> Result<Vec<u8>, RuntimeError> {
+    let path = home.ensure_signing_keys()?;
     tokio::fs::read(&path)
         .await
         .map_err(|err| RuntimeError::other(format!("reading {}", path.display()), err))

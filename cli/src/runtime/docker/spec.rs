@@ -44,7 +44,7 @@ pub const SERVICE_UID: u64 = 65532;
 /// certificate and key): files uploaded before the container starts, so no key is in the
 /// environment or on a bind mount.
 pub const SECRETS_DIR: &str = "/run/secrets";
-pub const JWT_KEY_FILE: &str = "jwt.key";
+pub const SIGNING_KEYS_FILE: &str = userctl_keys::FILE_NAME;
 /// Where the official haproxy image reads its configuration (the local stand-in too).
 pub const PROXY_CONFIG_DIR: &str = "/usr/local/etc/haproxy";
 pub const PROXY_CONFIG_FILE: &str = "haproxy.cfg";
@@ -173,7 +173,7 @@ pub struct StackInputs<'a> {
     pub secrets: &'a Secrets,
     pub images: &'a Images,
     /// The gateway's HS256 key, uploaded into its container.
-    pub jwt_key: &'a [u8],
+    pub signing_keys: &'a [u8],
     /// The stack's TLS files by name (see [`pki::files`]); each service gets the CA
     /// certificate and its own certificate and key.
     pub tls: &'a [(&'static str, Vec<u8>)],
@@ -320,7 +320,7 @@ pub fn container(
         cache_addr: format!("http://{}:{CACHE_PORT}", Service::Cache.name()),
         database_url: Secret::Value(database_url),
         redis_url: Secret::Value(format!("redis://:{redis_password}@redis:6379")),
-        jwt_key_file: format!("{SECRETS_DIR}/{JWT_KEY_FILE}"),
+        signing_keys_file: format!("{SECRETS_DIR}/{SIGNING_KEYS_FILE}"),
         tls_dir: SECRETS_DIR.to_owned(),
         cors_origins: inputs.cors_origins,
     };
@@ -456,7 +456,7 @@ pub fn container(
                 usersvc(launch, host_port(inputs.ports.gateway))
             };
             spec.secrets
-                .push(SecretFile::new(JWT_KEY_FILE, inputs.jwt_key));
+                .push(SecretFile::new(SIGNING_KEYS_FILE, inputs.signing_keys));
             spec
         }
         Service::Proxy => proxy(inputs)?,
@@ -697,24 +697,24 @@ mod tests {
             .collect()
     }
 
-    fn specs(store: StoreKind, ports: Ports, jwt_key: &[u8]) -> Vec<ContainerSpec> {
-        specs_with_tls(store, ports, jwt_key, &tls("ca"))
+    fn specs(store: StoreKind, ports: Ports, signing_keys: &[u8]) -> Vec<ContainerSpec> {
+        specs_with_tls(store, ports, signing_keys, &tls("ca"))
     }
 
     fn specs_with_tls(
         store: StoreKind,
         ports: Ports,
-        jwt_key: &[u8],
+        signing_keys: &[u8],
         tls: &[(&'static str, Vec<u8>)],
     ) -> Vec<ContainerSpec> {
-        stack_of(store, ports, Replicas::default(), jwt_key, tls)
+        stack_of(store, ports, Replicas::default(), signing_keys, tls)
     }
 
     fn stack_of(
         store: StoreKind,
         ports: Ports,
         replicas: Replicas,
-        jwt_key: &[u8],
+        signing_keys: &[u8],
         tls: &[(&'static str, Vec<u8>)],
     ) -> Vec<ContainerSpec> {
         let names = Names::new("t");
@@ -726,7 +726,7 @@ mod tests {
             replicas,
             secrets: &secrets,
             images: &images,
-            jwt_key,
+            signing_keys,
             tls,
             cors_origins: &[],
         })
@@ -757,7 +757,7 @@ mod tests {
     }
 
     #[test]
-    fn a_new_jwt_key_recreates_only_the_gateway() {
+    fn a_new_signing_keys_recreates_only_the_gateway() {
         let before = specs(StoreKind::Postgres, default_ports(), b"old key");
         let after = specs(StoreKind::Postgres, default_ports(), b"new key");
         for (old, new) in before.iter().zip(&after) {
@@ -869,7 +869,7 @@ mod tests {
     }
 
     #[test]
-    fn the_jwt_key_is_a_file_and_never_in_the_environment() {
+    fn the_signing_keys_is_a_file_and_never_in_the_environment() {
         let specs = specs(StoreKind::Postgres, default_ports(), b"very secret key");
         let gateway = find(&specs, Service::Gateway);
         assert!(
@@ -881,13 +881,13 @@ mod tests {
         assert!(
             gateway
                 .env
-                .contains(&"USERSVC_JWT_SECRET_FILE=/run/secrets/jwt.key".to_owned())
+                .contains(&"USERSVC_SIGNING_KEYS=/run/secrets/signing-keys.json".to_owned())
         );
         assert!(!format!("{gateway:?}").contains("very secret key"));
         let uploaded = gateway
             .secrets
             .iter()
-            .find(|secret| secret.name == JWT_KEY_FILE)
+            .find(|secret| secret.name == SIGNING_KEYS_FILE)
             .map(|secret| secret.content.as_slice());
         assert_eq!(uploaded, Some(&b"very secret key"[..]));
     }
@@ -899,7 +899,7 @@ mod tests {
                 .secrets
                 .iter()
                 .map(|secret| secret.name)
-                .filter(|name| *name != JWT_KEY_FILE)
+                .filter(|name| *name != SIGNING_KEYS_FILE)
                 .collect();
             names.sort_unstable();
             let mut expected: Vec<&str> = match Holder::of(spec.service) {

@@ -87,7 +87,7 @@ impl LocalRuntime {
         };
         let dir = self.dir();
         self.home.ensure_dir(&dir)?;
-        let jwt_key = self.home.ensure_jwt_key()?;
+        let signing_keys = self.home.ensure_signing_keys()?;
         let tls_dir = self.home.ensure_tls()?;
         let tls = self.home.tls_files()?.ok_or_else(|| {
             RuntimeError::other(
@@ -145,7 +145,7 @@ impl LocalRuntime {
             haproxy,
             wait_timeout_ms: millis(spec.wait_timeout),
             database_url: format!("sqlite://{}", dir.join("userctl.db").display()),
-            jwt_key,
+            signing_keys,
             tls_dir,
             cors_origins: spec.cors_origins.clone(),
         }

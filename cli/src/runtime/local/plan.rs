@@ -56,7 +56,7 @@ pub struct Plan {
     #[serde(default = "default_wait_ms")]
     pub wait_timeout_ms: u64,
     pub database_url: String,
-    pub jwt_key: PathBuf,
+    pub signing_keys: PathBuf,
     /// The stack's CA and certificates (see `pki`); every service speaks mutual TLS inside.
     #[serde(default)]
     pub tls_dir: PathBuf,
@@ -413,7 +413,7 @@ pub(super) fn sample() -> Plan {
         haproxy: None,
         wait_timeout_ms: default_wait_ms(),
         database_url: "sqlite://userctl.db".into(),
-        jwt_key: "jwt.key".into(),
+        signing_keys: "signing-keys.json".into(),
         tls_dir: "tls".into(),
         cors_origins: Vec::new(),
     }

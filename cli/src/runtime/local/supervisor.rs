@@ -207,7 +207,7 @@ fn usersvc_processes(plan: &Plan) -> Vec<ProcessSpec> {
                 cache_addr: cache_addr.clone(),
                 database_url: Secret::Value(plan.database_url.clone()),
                 redis_url: Secret::Value(plan.redis_url()),
-                jwt_key_file: plan.jwt_key.display().to_string(),
+                signing_keys_file: plan.signing_keys.display().to_string(),
                 tls_dir: plan.tls_dir.display().to_string(),
                 cors_origins: &plan.cors_origins,
             };

@@ -104,7 +104,7 @@ impl SwarmRuntime {
             .collect();
 
         let secrets = spec.home.ensure_secrets()?;
-        let jwt_key = docker::jwt_key(&spec.home).await?;
+        let signing_keys = docker::signing_keys(&spec.home).await?;
         let tls = docker::tls_files(&spec.home)?;
 
         let images = self.images(spec, &lines).await?;
@@ -120,7 +120,7 @@ impl SwarmRuntime {
             replicas: spec.replicas,
             secrets: &secrets,
             images: &images,
-            jwt_key: &jwt_key,
+            signing_keys: &signing_keys,
             tls: &tls,
             cors_origins: &spec.cors_origins,
             home_node: &manager.node_id,

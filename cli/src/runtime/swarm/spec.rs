@@ -39,7 +39,7 @@ use crate::{
     pki::{self, Holder},
     runtime::{
         docker::{
-            JWT_KEY_FILE, SECRETS_DIR, SERVICE_UID,
+            SECRETS_DIR, SERVICE_UID, SIGNING_KEYS_FILE,
             converge::STOP_TIMEOUT_SECS,
             spec::{
                 DataVolume, HASH_LABEL, Images, Names, PROJECT_LABEL, PROXY_CONFIG_DIR,
@@ -88,7 +88,7 @@ pub struct SwarmInputs<'a> {
     pub replicas: Replicas,
     pub secrets: &'a Secrets,
     pub images: &'a Images,
-    pub jwt_key: &'a [u8],
+    pub signing_keys: &'a [u8],
     /// The stack's TLS files by name (see [`pki::files`]).
     pub tls: &'a [(&'static str, Vec<u8>)],
     pub cors_origins: &'a [String],
@@ -227,7 +227,7 @@ pub fn service_def(inputs: &SwarmInputs<'_>, service: Service) -> Option<Service
         cache_addr: format!("http://{}:{CACHE_PORT}", Service::Cache.name()),
         database_url: Secret::File(secret_path(DATABASE_URL_FILE)),
         redis_url: Secret::File(secret_path(REDIS_URL_FILE)),
-        jwt_key_file: secret_path(JWT_KEY_FILE),
+        signing_keys_file: secret_path(SIGNING_KEYS_FILE),
         tls_dir: SECRETS_DIR.to_owned(),
         cors_origins: inputs.cors_origins,
     };
@@ -355,7 +355,7 @@ pub fn service_def(inputs: &SwarmInputs<'_>, service: Service) -> Option<Service
                 )),
                 _ => files.extend([
                     SwarmFile::usersvc_secret(names, REDIS_URL_FILE, redis_url.as_bytes()),
-                    SwarmFile::usersvc_secret(names, JWT_KEY_FILE, inputs.jwt_key),
+                    SwarmFile::usersvc_secret(names, SIGNING_KEYS_FILE, inputs.signing_keys),
                 ]),
             }
             let fronting = service == Service::Gateway && inputs.replicas.of(Service::Proxy) == 0;
@@ -628,7 +628,7 @@ mod tests {
         }
     }
 
-    fn defs(replicas: Replicas, jwt_key: &[u8]) -> Vec<ServiceDef> {
+    fn defs(replicas: Replicas, signing_keys: &[u8]) -> Vec<ServiceDef> {
         let names = Names::new("t");
         let secrets = Secrets {
             redis_password: "redispw".into(),
@@ -650,7 +650,7 @@ mod tests {
             replicas,
             secrets: &secrets,
             images: &images,
-            jwt_key,
+            signing_keys,
             tls: &tls,
             cors_origins: &[],
             home_node: "node1",
@@ -695,7 +695,7 @@ mod tests {
         );
         let gateway = find(&defs, Service::Gateway);
         let targets: Vec<&str> = gateway.files.iter().map(|f| f.target.as_str()).collect();
-        assert!(targets.contains(&JWT_KEY_FILE), "{targets:?}");
+        assert!(targets.contains(&SIGNING_KEYS_FILE), "{targets:?}");
         assert!(targets.contains(&REDIS_URL_FILE), "{targets:?}");
         let redis = find(&defs, Service::Redis);
         let config = String::from_utf8(redis.files[0].content.clone()).expect("text");
@@ -718,12 +718,12 @@ mod tests {
             find(defs, Service::Gateway)
                 .files
                 .iter()
-                .find(|file| file.target == JWT_KEY_FILE)
+                .find(|file| file.target == SIGNING_KEYS_FILE)
                 .map(|file| file.object.clone())
-                .expect("jwt secret")
+                .expect("signing keys secret")
         };
         assert_ne!(object(&before), object(&after));
-        assert!(object(&before).starts_with("t-jwt.key-"));
+        assert!(object(&before).starts_with("t-signing-keys.json-"));
     }
 
     #[test]

@@ -67,6 +67,8 @@ pub enum Command {
     Config(ConfigArgs),
     /// Write the stack out for a platform userctl does not run itself.
     Export(ExportArgs),
+    /// The running stack's token signing keys: list them, or rotate to a new one.
+    Keys(KeysArgs),
     /// Print a shell completion script on stdout (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
     /// Internal: the local runtime's supervisor process.
@@ -187,6 +189,32 @@ Keys: runtime, store, wait_timeout, cors_origins, usersvc, redis_url, replicas.g
 replicas.cache, replicas.store, ports.gateway, ports.http, \
 ports.cache, ports.store, images.redis, images.postgres. A value is null when the runtime decides \
 it (store, usersvc, redis_url); a password in redis_url is shown as ****.";
+
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    pub command: KeysCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Every key with its id, algorithm and state (signing, next, previous, retired).
+    List(OutputArgs),
+    /// Make a new key the signing key on the running stack; older keys stay published until
+    /// every token they signed has expired.
+    Rotate(RotateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// Algorithm of the new key: eddsa (Ed25519), or rs256 for verifiers without EdDSA
+    #[arg(long, default_value = "eddsa", value_parser = parse_algorithm)]
+    pub algorithm: userctl_keys::Algorithm,
+}
+
+fn parse_algorithm(value: &str) -> Result<userctl_keys::Algorithm, String> {
+    value.parse()
+}
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {

@@ -48,6 +48,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Status(args) => commands::stack::status(&home, args).await,
         Command::Scale(args) => commands::stack::scale(&home, cli.file.as_deref(), args).await,
         Command::Restart(args) => commands::stack::restart(&home, args).await,
+        Command::Keys(args) => commands::keys::run(&home, cli.file.as_deref(), args).await,
         Command::Stats(args) => commands::stats::show(&home, args).await,
         Command::Logs(args) => commands::stack::logs(&home, args).await,
         Command::Register(args) => commands::account::register(&home, gateway, args).await,

@@ -1,4 +1,5 @@
-//! `usersvc store|cache|gateway|health`: parses flags, wires a service, runs it until SIGTERM.
+//! `usersvc store|cache|gateway|health|signing-keys`: parses flags, wires a service, runs it
+//! until SIGTERM.
 
 use std::{process::ExitCode, time::Duration};
 
@@ -29,6 +30,16 @@ enum Command {
     Cache(cache::Config),
     /// The gateway: register, login and whoami over gRPC and HTTP/JSON, the only public API.
     Gateway(gateway::Config),
+    /// Write a new token signing key set for `gateway --signing-keys` (one key, signing from
+    /// now) to a new file, mode 0600; `userctl up` makes its own.
+    SigningKeys {
+        /// The file to create; an existing one is never replaced.
+        #[arg(long, value_name = "FILE")]
+        out: std::path::PathBuf,
+        /// eddsa (Ed25519), or rs256 for verifiers without EdDSA
+        #[arg(long, default_value = "eddsa", value_parser = |value: &str| value.parse::<userctl_keys::Algorithm>())]
+        algorithm: userctl_keys::Algorithm,
+    },
     /// Exit 0 when the service at ADDR reports SERVING (a container health check).
     Health {
         #[arg(long, env = "USERSVC_HEALTH_ADDR")]
@@ -74,6 +85,15 @@ async fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("unhealthy: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Command::SigningKeys { out, algorithm } = &cli.command {
+        return match write_signing_keys(out, *algorithm) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("error: {err:#}");
                 ExitCode::FAILURE
             }
         };
@@ -135,8 +155,32 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             gateway.run_until_stopped(shutdown).await?;
         }
-        Command::Health { .. } => unreachable!("handled before logging starts"),
+        Command::Health { .. } | Command::SigningKeys { .. } => {
+            unreachable!("handled before logging starts")
+        }
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A new key set in a new file, readable by its owner only.
+fn write_signing_keys(
+    out: &std::path::Path,
+    algorithm: userctl_keys::Algorithm,
+) -> anyhow::Result<()> {
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+    let set = userctl_keys::KeySet::generate(algorithm, usersvc::gateway::token::now_secs())?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .with_context(|| {
+            format!(
+                "cannot create {} (an existing file is never replaced)",
+                out.display()
+            )
+        })?;
+    file.write_all(&set.to_json())
+        .with_context(|| format!("cannot write {}", out.display()))
 }

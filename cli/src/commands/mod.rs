@@ -6,5 +6,6 @@ pub mod completions;
 pub mod config;
 pub mod dashboard;
 pub mod export;
+pub mod keys;
 pub mod stack;
 pub mod stats;

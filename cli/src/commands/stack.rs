@@ -32,8 +32,22 @@ pub async fn up(home: &ProjectHome, file: Option<&Path>, args: UpArgs) -> Result
     println!("gateway  {}", endpoints.gateway);
     if let Some(http) = &endpoints.http {
         println!("http     {http}");
+        println!("jwks     {}", jwks_url(http));
     }
     Ok(())
+}
+
+/// `up` again on the running stack, with what it was brought up with: how a changed key set
+/// reaches its gateways. Returns the runtime it runs on.
+pub(crate) async fn converge_recorded(home: &ProjectHome, file: Option<&Path>) -> Result<Runtime> {
+    let Some(recorded) = home.stack()? else {
+        return Err(not_up(home));
+    };
+    let flags = StackArgs {
+        runtime: Some(recorded.runtime.choice()),
+        ..StackArgs::default()
+    };
+    Ok(converge(home, file, &flags, false).await?.runtime)
 }
 
 /// `up` with new replica counts: the running stack converges to them, and nothing else changes.
@@ -84,7 +98,7 @@ pub async fn restart(home: &ProjectHome, args: RestartArgs) -> Result<()> {
 }
 
 /// Exit 4: there is no stack of this project to act on.
-fn not_up(home: &ProjectHome) -> CliError {
+pub(crate) fn not_up(home: &ProjectHome) -> CliError {
     CliError::unreachable(format!("project {} is not up", home.name))
         .with_hint("run `userctl up` first")
 }
@@ -217,9 +231,19 @@ pub async fn status(home: &ProjectHome, args: OutputArgs) -> Result<()> {
                 .map_err(|err| CliError::failed(err.to_string()))?;
             println!("{json}");
         }
-        OutputFormat::Table => print!("{}", status_table(&statuses)),
+        OutputFormat::Table => {
+            print!("{}", status_table(&statuses));
+            if let Some(http) = home.stack()?.and_then(|stack| stack.http) {
+                println!("\njwks  {}", jwks_url(&http));
+            }
+        }
     }
     Ok(())
+}
+
+/// Where the gateways publish the keys that verify their tokens.
+fn jwks_url(http: &str) -> String {
+    format!("{}/.well-known/jwks.json", http.trim_end_matches('/'))
 }
 
 pub async fn logs(home: &ProjectHome, args: LogsArgs) -> Result<()> {
@@ -287,7 +311,7 @@ fn short_id(id: &str) -> String {
 }
 
 /// The runtime of the recorded stack (or, with none, whichever finds it).
-async fn existing_runtime(home: &ProjectHome) -> Result<Runtime> {
+pub(crate) async fn existing_runtime(home: &ProjectHome) -> Result<Runtime> {
     Ok(Runtime::reopen(home).await?)
 }
 

@@ -168,6 +168,21 @@ async fn create(
     start(docker, spec).await
 }
 
+/// Copies the live files of `spec` (the signing keys) into its running container, which reads
+/// them again by itself.
+pub async fn refresh_live_files(docker: &Docker, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+    let live: Vec<SecretFile> = spec
+        .secrets
+        .iter()
+        .filter(|secret| secret.is_live())
+        .cloned()
+        .collect();
+    if live.is_empty() {
+        return Ok(());
+    }
+    upload_secrets(docker, &spec.name, spec.upload, &live).await
+}
+
 /// Puts the files into the created container, with the owner and mode `upload` gives (for
 /// keys: files only the service user can read).
 async fn upload_secrets(

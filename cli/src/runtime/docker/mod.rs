@@ -235,6 +235,15 @@ impl DockerRuntime {
             health::wait_front(&endpoints.gateway, deadline, spec.wait_timeout).await?;
         }
 
+        // A new key set reaches the gateways that kept their containers.
+        future::try_join_all(
+            specs
+                .iter()
+                .filter(|spec| spec.service == Service::Gateway)
+                .map(|spec| converge::refresh_live_files(&self.docker, spec)),
+        )
+        .await?;
+
         for extra in extras(existing, spec.replicas) {
             lines.note_on(&extra, "draining and removing");
             self.stop(&extra.name).await?;

@@ -261,8 +261,9 @@ impl Published {
 pub struct SecretFile {
     pub name: &'static str,
     /// Only the digest is hashed (a new key or certificate recreates the container); the bytes
-    /// are never printed.
-    pub digest: String,
+    /// are never printed. None for a live file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
     #[serde(skip)]
     pub content: Vec<u8>,
 }
@@ -271,9 +272,24 @@ impl SecretFile {
     fn new(name: &'static str, content: &[u8]) -> Self {
         Self {
             name,
-            digest: hex::encode(Sha256::digest(content)),
+            digest: Some(hex::encode(Sha256::digest(content))),
             content: content.to_vec(),
         }
+    }
+
+    /// A file the service reads again while it runs (the signing keys): not part of the
+    /// container's hash, so a new version is copied into the running container by every `up`
+    /// instead of recreating it.
+    fn live(name: &'static str, content: &[u8]) -> Self {
+        Self {
+            name,
+            digest: None,
+            content: content.to_vec(),
+        }
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.digest.is_none()
     }
 }
 
@@ -456,7 +472,7 @@ pub fn container(
                 usersvc(launch, host_port(inputs.ports.gateway))
             };
             spec.secrets
-                .push(SecretFile::new(SIGNING_KEYS_FILE, inputs.signing_keys));
+                .push(SecretFile::live(SIGNING_KEYS_FILE, inputs.signing_keys));
             spec
         }
         Service::Proxy => proxy(inputs)?,
@@ -757,17 +773,23 @@ mod tests {
     }
 
     #[test]
-    fn a_new_signing_keys_recreates_only_the_gateway() {
-        let before = specs(StoreKind::Postgres, default_ports(), b"old key");
-        let after = specs(StoreKind::Postgres, default_ports(), b"new key");
+    fn a_new_key_set_recreates_nothing_and_travels_as_a_live_file() {
+        let before = specs(StoreKind::Postgres, default_ports(), b"old keys");
+        let after = specs(StoreKind::Postgres, default_ports(), b"new keys");
         for (old, new) in before.iter().zip(&after) {
-            assert_eq!(
-                old.hash() == new.hash(),
-                old.service != Service::Gateway,
-                "{:?}",
-                old.service
-            );
+            assert_eq!(old.hash(), new.hash(), "{:?}", old.service);
         }
+        let gateway = after
+            .iter()
+            .find(|spec| spec.service == Service::Gateway)
+            .expect("gateway");
+        let keys = gateway
+            .secrets
+            .iter()
+            .find(|secret| secret.name == SIGNING_KEYS_FILE)
+            .expect("the key set");
+        assert!(keys.is_live());
+        assert_eq!(keys.content, b"new keys");
     }
 
     #[test]

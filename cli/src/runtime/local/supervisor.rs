@@ -525,7 +525,9 @@ impl Supervisor {
                 Some(addr) => probe::serving(&self.home, service, &addr).await,
                 None => true,
             };
-            if serving {
+            // An answer that came after the deadline is too late: on a busy machine a probe
+            // can outlast a short wait, and "healthy within" must mean within.
+            if serving && Instant::now() <= deadline {
                 waiting.remove(0);
                 continue;
             }

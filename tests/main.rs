@@ -23,6 +23,7 @@ mod images;
 mod input_validation;
 mod internal_tls;
 mod invisible_characters;
+mod keys_rotation;
 mod kubernetes_export;
 mod local_replicas;
 mod local_runtime;

@@ -106,6 +106,10 @@ pub struct StackArgs {
     #[arg(long, value_parser = humantime::parse_duration)]
     pub wait_timeout: Option<Duration>,
 
+    /// Lifetime of an access token, from 10s to 24h [env: USERCTL_TOKEN_TTL] [default: 15m]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub token_ttl: Option<Duration>,
+
     /// Replicas of gateway, cache and store, e.g. gateway=2,cache=2 (others keep theirs; default 1) [env: USERCTL_REPLICAS]
     #[arg(long, value_name = "SERVICE=N,...", value_parser = parse_replicas)]
     pub replicas: Option<ReplicaChanges>,
@@ -185,7 +189,7 @@ previous `up` of this project resolved), default.
 `--output json` prints one object, stable for scripts:
   {\"file\": \"/path/userctl.toml\" or null,
    \"values\": [{\"key\": \"ports.gateway\", \"value\": 50051, \"source\": \"default\"}, ...]}
-Keys: runtime, store, wait_timeout, cors_origins, usersvc, redis_url, replicas.gateway, \
+Keys: runtime, store, wait_timeout, token_ttl, cors_origins, usersvc, redis_url, replicas.gateway, \
 replicas.cache, replicas.store, ports.gateway, ports.http, \
 ports.cache, ports.store, images.redis, images.postgres. A value is null when the runtime decides \
 it (store, usersvc, redis_url); a password in redis_url is shown as ****.";

@@ -8,6 +8,7 @@
 //! runtime = "auto"            # auto | docker | local | swarm
 //! store = "postgres"          # postgres | sqlite (default: postgres on docker, sqlite on local)
 //! wait_timeout = "60s"        # humantime
+//! token_ttl = "15m"           # lifetime of an access token (humantime)
 //! cors_origins = ["http://localhost:3000"]
 //! usersvc = "target/release/usersvc"   # relative to the file's directory
 //! redis_url = "redis://127.0.0.1:6379" # local runtime: this Redis instead of starting one
@@ -61,6 +62,12 @@ pub const FILE_NAME: &str = "userctl.toml";
 const LAST_UP_FILE: &str = "last-up.json";
 
 const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(60);
+/// The gateway's own default `--token-ttl`.
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
+/// Bounds of an access token's lifetime: a token must outlive a round trip, and one that
+/// lives longer than a day is a session, not an access token.
+const TOKEN_TTL_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(10)..=Duration::from_secs(24 * 60 * 60);
 const DEFAULT_PORTS: Ports = Ports {
     gateway: GATEWAY_PORT,
     http: HTTP_PORT,
@@ -99,6 +106,9 @@ struct Settings {
     /// humantime, parsed after merging so a bad one names its layer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     wait_timeout: Option<String>,
+    /// humantime, like `wait_timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token_ttl: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     cors_origins: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -200,6 +210,7 @@ const ENVIRONMENT: &[(&str, &str, EnvValue)] = &[
     ("USERCTL_RUNTIME", "runtime", EnvValue::Text),
     ("USERCTL_STORE", "store", EnvValue::Text),
     ("USERCTL_WAIT_TIMEOUT", "wait_timeout", EnvValue::Text),
+    ("USERCTL_TOKEN_TTL", "token_ttl", EnvValue::Text),
     ("USERCTL_CORS_ORIGINS", "cors_origins", EnvValue::List),
     ("USERCTL_USERSVC", "usersvc", EnvValue::Text),
     ("USERCTL_REDIS_URL", "redis_url", EnvValue::Text),
@@ -215,10 +226,11 @@ const ENVIRONMENT: &[(&str, &str, EnvValue)] = &[
 ];
 
 /// Every key, in the order `userctl config` lists them.
-pub const KEYS: [&str; 17] = [
+pub const KEYS: [&str; 18] = [
     "runtime",
     "store",
     "wait_timeout",
+    "token_ttl",
     "cors_origins",
     "usersvc",
     "redis_url",
@@ -266,6 +278,8 @@ pub struct StackConfig {
     /// None: the runtime's default (postgres on docker, sqlite on local).
     pub store: Option<StoreKind>,
     pub wait_timeout: Duration,
+    /// Lifetime of the access tokens the gateways sign.
+    pub token_ttl: Duration,
     pub replicas: Replicas,
     pub ports: Ports,
     /// None: beside this executable, else on PATH.
@@ -371,6 +385,18 @@ impl StackConfig {
                 ))
             })?,
         };
+        let token_ttl = match &merged.token_ttl {
+            None => DEFAULT_TOKEN_TTL,
+            Some(text) => humantime::parse_duration(text)
+                .ok()
+                .filter(|ttl| TOKEN_TTL_RANGE.contains(ttl))
+                .ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "{}: token_ttl {text:?} is not a duration from 10s to 24h; use e.g. \"15m\"",
+                        at("token_ttl")
+                    ))
+                })?,
+        };
         let mut replicas = Replicas::default();
         for (service, count) in [
             (Service::Gateway, merged.replicas.gateway),
@@ -418,6 +444,7 @@ impl StackConfig {
             runtime: merged.runtime.unwrap_or(RuntimeChoice::Auto),
             store: merged.store,
             wait_timeout,
+            token_ttl,
             replicas,
             ports: Ports {
                 gateway: merged.ports.gateway.unwrap_or(DEFAULT_PORTS.gateway),
@@ -453,6 +480,7 @@ impl StackConfig {
                     "wait_timeout" => {
                         json!(humantime::format_duration(self.wait_timeout).to_string())
                     }
+                    "token_ttl" => json!(humantime::format_duration(self.token_ttl).to_string()),
                     "cors_origins" => json!(self.cors_origins),
                     "usersvc" => json!(self.usersvc),
                     "redis_url" => json!(self.redis_url.as_deref().map(mask_password)),
@@ -552,6 +580,9 @@ fn flag_settings(flags: &StackArgs) -> Settings {
         wait_timeout: flags
             .wait_timeout
             .map(|timeout| humantime::format_duration(timeout).to_string()),
+        token_ttl: flags
+            .token_ttl
+            .map(|ttl| humantime::format_duration(ttl).to_string()),
         cors_origins: (!flags.cors_origins.is_empty()).then(|| flags.cors_origins.clone()),
         usersvc: flags.usersvc.clone(),
         redis_url: flags.redis_url.clone(),

@@ -9,16 +9,13 @@ use userctl_keys::{Algorithm, KeySet};
 
 use super::stack::{converge_recorded, existing_runtime, not_up};
 use crate::{
-    args::{KeysArgs, KeysCommand, OutputArgs, OutputFormat, RotateArgs},
+    args::{KeysArgs, KeysCommand, OutputArgs, OutputFormat, RotateArgs, StackArgs},
+    config::StackConfig,
     error::{CliError, Result},
     home::{HomeError, ProjectHome, now_secs},
     output,
     stack::{RuntimeKind, Service, State},
 };
-
-/// The lifetime of the access tokens the gateways sign: `usersvc gateway --token-ttl`'s
-/// default, which `up` runs them with. A key retires this long after its successor signs.
-const TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
 
 /// How long a gateway may take to read a changed key set file: it reads it every second.
 const KEY_READ_WITHIN: Duration = Duration::from_secs(2);
@@ -108,6 +105,9 @@ async fn rotate(home: &ProjectHome, file: Option<&Path>, args: RotateArgs) -> Re
         .with_hint("run `userctl up` first"));
     }
     let mut set = key_set(home)?;
+    // The gateways' token lifetime, as `up` resolved it: a key retires that long after its
+    // successor starts to sign.
+    let token_ttl = StackConfig::resolve(home, file, &StackArgs::default())?.token_ttl;
 
     let kid = set
         .add(args.algorithm, now_secs())
@@ -119,7 +119,7 @@ async fn rotate(home: &ProjectHome, file: Option<&Path>, args: RotateArgs) -> Re
     }
 
     let signs_from = now_secs();
-    set.activate(&kid, signs_from, TOKEN_TTL.as_secs())
+    set.activate(&kid, signs_from, token_ttl.as_secs())
         .map_err(HomeError::SigningKey)?;
     home.save_signing_keys(&set)?;
     converge_recorded(home, file).await?;

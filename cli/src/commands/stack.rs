@@ -148,6 +148,7 @@ async fn converge(
         ports: config.ports,
         replicas: config.replicas,
         wait_timeout: config.wait_timeout,
+        token_ttl: config.token_ttl,
         usersvc: locate_usersvc(config.usersvc.clone(), &config.origin("usersvc"))?,
         redis_image: config.redis_image.clone(),
         postgres_image: config.postgres_image.clone(),

@@ -33,6 +33,7 @@ fn with_no_layer_every_value_is_the_default() {
     assert_eq!(config.runtime, RuntimeChoice::Auto);
     assert_eq!(config.store, None);
     assert_eq!(config.wait_timeout, Duration::from_secs(60));
+    assert_eq!(config.token_ttl, Duration::from_secs(15 * 60));
     assert_eq!(config.ports.gateway, 50051);
     assert_eq!(config.ports.http, 8080);
     assert!(config.cors_origins.is_empty());
@@ -165,6 +166,16 @@ fn a_bad_environment_value_names_the_variable() {
         message.starts_with("env USERCTL_WAIT_TIMEOUT: wait_timeout"),
         "{message}"
     );
+    for ttl in ["forever", "1s", "2d"] {
+        let env = [("USERCTL_TOKEN_TTL", "token_ttl", EnvValue::Text, ttl)];
+        let message = error(resolve(None, None, &env, &StackArgs::default()));
+        assert!(
+            message.starts_with(&format!(
+                "env USERCTL_TOKEN_TTL: token_ttl \"{ttl}\" is not a duration from 10s to 24h"
+            )),
+            "{message}"
+        );
+    }
 }
 
 #[test]

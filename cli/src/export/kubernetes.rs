@@ -197,6 +197,7 @@ fn wiring() -> Wiring<'static> {
         signing_keys_file: format!("{SECRETS_DIR}/{SIGNING_KEYS_FILE}"),
         tls_dir: SECRETS_DIR.to_owned(),
         cors_origins: &[],
+        token_ttl: crate::config::DEFAULT_TOKEN_TTL,
     }
 }
 

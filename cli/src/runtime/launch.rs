@@ -3,6 +3,8 @@
 //! turns mutual TLS on. Every runtime turns a [`Launch`] into its own thing (a container, a
 //! supervised process); nothing here does I/O.
 
+use std::time::Duration;
+
 use crate::{
     pki::{self, Holder},
     stack::{Ports, Service},
@@ -27,6 +29,8 @@ pub struct Wiring<'a> {
     pub tls_dir: String,
     /// Browser origins the gateway's HTTP door allows.
     pub cors_origins: &'a [String],
+    /// Lifetime of the access tokens the gateway signs.
+    pub token_ttl: Duration,
 }
 
 /// A setting that carries a password: the value itself (a local process, a container whose
@@ -119,6 +123,10 @@ pub fn launch(wiring: &Wiring<'_>, service: Service) -> Option<Launch> {
                     .redis_url
                     .env("USERSVC_REDIS_URL", "USERSVC_REDIS_URL_FILE"),
                 ("USERSVC_SIGNING_KEYS", wiring.signing_keys_file.clone()),
+                (
+                    "USERSVC_TOKEN_TTL",
+                    humantime::format_duration(wiring.token_ttl).to_string(),
+                ),
                 ("USERSVC_HTTP_LISTEN", listen(wiring.listen.http)),
             ],
         ),
@@ -165,6 +173,7 @@ mod tests {
             signing_keys_file: "/run/secrets/signing-keys.json".into(),
             tls_dir: "/run/secrets".into(),
             cors_origins: origins,
+            token_ttl: Duration::from_secs(900),
         }
     }
 

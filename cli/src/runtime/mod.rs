@@ -35,6 +35,8 @@ pub struct StackSpec {
     /// (which is all `scale` is), adding or removing replicas without restarting the others.
     pub replicas: Replicas,
     pub wait_timeout: Duration,
+    /// Lifetime of the access tokens the gateways sign (`--token-ttl`).
+    pub token_ttl: Duration,
     /// The `usersvc` binary to run (local) or to build the services image from (docker).
     pub usersvc: PathBuf,
     /// None: the pinned official image, else the locally built one (docker only).

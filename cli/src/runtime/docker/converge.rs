@@ -338,7 +338,7 @@ mod tests {
     fn the_secret_file_is_readable_by_the_service_user_only() {
         let secret = SecretFile {
             name: "signing-keys.json",
-            digest: String::new(),
+            digest: Some(String::new()),
             content: b"k".to_vec(),
         };
         let tarball = secret_tarball(Upload::SECRETS, &[secret]).expect("tarball");

@@ -157,6 +157,7 @@ impl DockerRuntime {
             signing_keys: &signing_keys,
             tls: &tls,
             cors_origins: &spec.cors_origins,
+            token_ttl: spec.token_ttl,
         };
         let specs = spec::stack(&inputs);
         let existing = self.containers().await?;

@@ -179,6 +179,8 @@ pub struct StackInputs<'a> {
     pub tls: &'a [(&'static str, Vec<u8>)],
     /// Browser origins the gateway's HTTP door allows.
     pub cors_origins: &'a [String],
+    /// Lifetime of the access tokens the gateways sign.
+    pub token_ttl: std::time::Duration,
 }
 
 /// One container as it should be. Field order is hash order: everything that, when changed,
@@ -339,6 +341,7 @@ pub fn container(
         signing_keys_file: format!("{SECRETS_DIR}/{SIGNING_KEYS_FILE}"),
         tls_dir: SECRETS_DIR.to_owned(),
         cors_origins: inputs.cors_origins,
+        token_ttl: inputs.token_ttl,
     };
     // The CA certificate and this service's own certificate and key.
     let tls_files = |service: Service| -> Vec<SecretFile> {
@@ -745,6 +748,7 @@ mod tests {
             signing_keys,
             tls,
             cors_origins: &[],
+            token_ttl: std::time::Duration::from_secs(900),
         })
     }
 

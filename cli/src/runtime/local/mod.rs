@@ -148,6 +148,7 @@ impl LocalRuntime {
             signing_keys,
             tls_dir,
             cors_origins: spec.cors_origins.clone(),
+            token_ttl_ms: millis(spec.token_ttl),
         }
         .with_replicas(spec.replicas, &mut |service| ports.pick(service, 0))?;
         // The services bind these ports next.

@@ -63,6 +63,9 @@ pub struct Plan {
     /// Browser origins the gateway's HTTP door allows.
     #[serde(default)]
     pub cors_origins: Vec<String>,
+    /// Lifetime of the access tokens the gateways sign.
+    #[serde(default = "default_token_ttl_ms")]
+    pub token_ttl_ms: u64,
 }
 
 /// One gateway replica's gRPC and HTTP ports.
@@ -122,6 +125,10 @@ fn first_replica() -> u16 {
 
 fn default_wait_ms() -> u64 {
     60_000
+}
+
+fn default_token_ttl_ms() -> u64 {
+    15 * 60 * 1000
 }
 
 /// Picks a free port for a new replica of a service (see `PortPicker` in the runtime).
@@ -273,6 +280,10 @@ impl Plan {
     pub fn wait_timeout(&self) -> Duration {
         Duration::from_millis(self.wait_timeout_ms)
     }
+
+    pub fn token_ttl(&self) -> Duration {
+        Duration::from_millis(self.token_ttl_ms)
+    }
 }
 
 /// `count` ports: the first `first`, those of `current` that stay, then new ones.
@@ -332,6 +343,7 @@ pub fn fingerprint(
     hash.update(meta.len().to_le_bytes());
     hash.update(mtime.as_nanos().to_le_bytes());
     hash.update(spec.redis_url.as_deref().unwrap_or("").as_bytes());
+    hash.update(spec.token_ttl.as_millis().to_le_bytes());
     for origin in &spec.cors_origins {
         hash.update(origin.as_bytes());
         hash.update([0]);
@@ -416,6 +428,7 @@ pub(super) fn sample() -> Plan {
         signing_keys: "signing-keys.json".into(),
         tls_dir: "tls".into(),
         cors_origins: Vec::new(),
+        token_ttl_ms: default_token_ttl_ms(),
     }
 }
 

@@ -210,6 +210,7 @@ fn usersvc_processes(plan: &Plan) -> Vec<ProcessSpec> {
                 signing_keys_file: plan.signing_keys.display().to_string(),
                 tls_dir: plan.tls_dir.display().to_string(),
                 cors_origins: &plan.cors_origins,
+                token_ttl: plan.token_ttl(),
             };
             if let Some(launch) = launch::launch(&wiring, service) {
                 specs.push(ProcessSpec {

@@ -123,6 +123,7 @@ impl SwarmRuntime {
             signing_keys: &signing_keys,
             tls: &tls,
             cors_origins: &spec.cors_origins,
+            token_ttl: spec.token_ttl,
             home_node: &manager.node_id,
         };
         let defs = spec::stack(&inputs);

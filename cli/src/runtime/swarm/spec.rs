@@ -92,6 +92,8 @@ pub struct SwarmInputs<'a> {
     /// The stack's TLS files by name (see [`pki::files`]).
     pub tls: &'a [(&'static str, Vec<u8>)],
     pub cors_origins: &'a [String],
+    /// Lifetime of the access tokens the gateways sign.
+    pub token_ttl: std::time::Duration,
     /// The node `userctl` runs on: it keeps the data and holds the published front.
     pub home_node: &'a str,
 }
@@ -230,6 +232,7 @@ pub fn service_def(inputs: &SwarmInputs<'_>, service: Service) -> Option<Service
         signing_keys_file: secret_path(SIGNING_KEYS_FILE),
         tls_dir: SECRETS_DIR.to_owned(),
         cors_origins: inputs.cors_origins,
+        token_ttl: inputs.token_ttl,
     };
     let redis_url = format!(
         "redis://:{}@{}:6379",
@@ -653,6 +656,7 @@ mod tests {
             signing_keys,
             tls: &tls,
             cors_origins: &[],
+            token_ttl: std::time::Duration::from_secs(900),
             home_node: "node1",
         })
     }

@@ -78,9 +78,15 @@ pub fn in_container() -> String {
     })
 }
 
+/// The health check of every gateway server. Two failed checks take a gateway out, the second
+/// 200 ms after the first: a draining one leaves within 700 ms, inside its 1 s grace, and one
+/// check that a busy machine answered late does not take out a gateway that may be the only
+/// one serving while another restarts.
+pub const GATEWAY_CHECK: &str = "inter 500ms fastinter 200ms fall 2 rise 1";
+
 /// The HAProxy configuration for `front`.
 pub fn config(front: &Front) -> String {
-    let mut text = String::from(
+    let mut text = format!(
         "# Written by userctl: the proxy in front of the gateway replicas.
 global
     log stdout format raw local0 info
@@ -99,12 +105,9 @@ defaults
     retries 2
     option redispatch 1
     retry-on conn-failure empty-response response-timeout
-    # Health from /readyz: 503 as soon as a gateway starts draining. Two failed checks take a
-    # gateway out, the second 200 ms after the first: a draining one leaves within 700 ms, inside
-    # its 1 s grace, and one check that a busy machine answered late does not take out a gateway
-    # that may be the only one serving while another restarts.
+    # Health from /readyz: 503 as soon as a gateway starts draining.
     option httpchk GET /readyz
-    default-server inter 500ms fastinter 200ms fall 2 rise 1
+    default-server {GATEWAY_CHECK}
     # Longer than the gateway's own 1 s budget for /readyz (it asks the cache), so its answer
     # decides and not the proxy's patience: with the default (inter, 500 ms) a busy machine or
     # a restarting cache timed every gateway out at once and left none in rotation.

@@ -20,7 +20,7 @@ const GRPC_BACKEND: &str = "gateways_grpc";
 const HTTP_BACKEND: &str = "gateways_http";
 /// The health check every gateway server gets, as the configuration's `default-server` line
 /// says (servers added at run time do not inherit it).
-const CHECK: &str = "inter 500ms fall 1 rise 1";
+const CHECK: &str = front::GATEWAY_CHECK;
 /// Longest path a Unix socket address holds (`sun_path`, less the final NUL).
 const MAX_SOCKET_PATH: usize = 107;
 

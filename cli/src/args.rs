@@ -106,7 +106,7 @@ pub struct StackArgs {
     #[arg(long, value_parser = humantime::parse_duration)]
     pub wait_timeout: Option<Duration>,
 
-    /// Lifetime of an access token, from 10s to 24h [env: USERCTL_TOKEN_TTL] [default: 15m]
+    /// Lifetime of an access token, from 5s to 24h [env: USERCTL_TOKEN_TTL] [default: 15m]
     #[arg(long, value_parser = humantime::parse_duration)]
     pub token_ttl: Option<Duration>,
 

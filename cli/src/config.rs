@@ -67,7 +67,7 @@ pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
 /// Bounds of an access token's lifetime: a token must outlive a round trip, and one that
 /// lives longer than a day is a session, not an access token.
 const TOKEN_TTL_RANGE: std::ops::RangeInclusive<Duration> =
-    Duration::from_secs(10)..=Duration::from_secs(24 * 60 * 60);
+    Duration::from_secs(5)..=Duration::from_secs(24 * 60 * 60);
 const DEFAULT_PORTS: Ports = Ports {
     gateway: GATEWAY_PORT,
     http: HTTP_PORT,
@@ -392,7 +392,7 @@ impl StackConfig {
                 .filter(|ttl| TOKEN_TTL_RANGE.contains(ttl))
                 .ok_or_else(|| {
                     ConfigError::Invalid(format!(
-                        "{}: token_ttl {text:?} is not a duration from 10s to 24h; use e.g. \"15m\"",
+                        "{}: token_ttl {text:?} is not a duration from 5s to 24h; use e.g. \"15m\"",
                         at("token_ttl")
                     ))
                 })?,

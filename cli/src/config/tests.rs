@@ -171,7 +171,7 @@ fn a_bad_environment_value_names_the_variable() {
         let message = error(resolve(None, None, &env, &StackArgs::default()));
         assert!(
             message.starts_with(&format!(
-                "env USERCTL_TOKEN_TTL: token_ttl \"{ttl}\" is not a duration from 10s to 24h"
+                "env USERCTL_TOKEN_TTL: token_ttl \"{ttl}\" is not a duration from 5s to 24h"
             )),
             "{message}"
         );

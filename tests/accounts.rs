@@ -238,7 +238,10 @@ async fn the_store_answers_not_found_for_unknown_users(db: TestDatabase) {
     let mut store = stack.store().await;
     for key in [Key::Id(4242), Key::Email("ghost@example.com".into())] {
         let status = store
-            .read_user(ReadUserRequest { key: Some(key) })
+            .read_user(ReadUserRequest {
+                key: Some(key),
+                session_id: String::new(),
+            })
             .await
             .expect_err("unknown user");
         assert_eq!(status.code(), Code::NotFound);

@@ -116,6 +116,7 @@ async fn entries_are_versioned_protobuf_with_jittered_ttls() {
         .await
         .read_user(ReadUserRequest {
             key: Some(Key::Email("ghost@example.com".into())),
+            session_id: String::new(),
         })
         .await
         .expect_err("unknown");
@@ -258,6 +259,7 @@ async fn concurrent_misses_on_one_key_make_one_store_call() {
             cache
                 .read_user(ReadUserRequest {
                     key: Some(Key::Id(id)),
+                    session_id: String::new(),
                 })
                 .await
         }

@@ -155,6 +155,7 @@ async fn the_published_cache_and_store_ports_answer_only_the_stacks_certificates
             .to_owned();
         let read = ReadUserRequest {
             key: Some(Key::Id(1)),
+            session_id: String::new(),
         };
         for (who, caller) in [
             ("plaintext", Caller::Plaintext),

@@ -338,6 +338,7 @@ async fn a_stopped_database_is_a_prompt_unavailable_and_the_store_reconnects_by_
             store
                 .read_user(userctl_proto::user::v1::ReadUserRequest {
                     key: Some(userctl_proto::user::v1::read_user_request::Key::Id(999_999)),
+                    session_id: String::new(),
                 })
                 .await
         }
@@ -378,6 +379,7 @@ async fn a_stopped_database_is_a_prompt_unavailable_and_the_store_reconnects_by_
         .await
         .read_user(userctl_proto::user::v1::ReadUserRequest {
             key: Some(userctl_proto::user::v1::read_user_request::Key::Id(1)),
+            session_id: String::new(),
         })
         .await
         .expect_err("the store cannot read");

@@ -33,7 +33,10 @@ fn create(email: &str, full_name: &str, password_hash: &str) -> CreateUserReques
 }
 
 fn read(key: Key) -> ReadUserRequest {
-    ReadUserRequest { key: Some(key) }
+    ReadUserRequest {
+        key: Some(key),
+        session_id: String::new(),
+    }
 }
 
 type Outcome = Pin<Box<dyn Future<Output = Result<(), Status>> + Send>>;
@@ -505,7 +508,10 @@ async fn every_public_entry_point_answers_bad_input_with_its_documented_status()
                 format!("{layer} read: no key"),
                 Invalid,
                 c(),
-                read_user(ReadUserRequest { key: None })
+                read_user(ReadUserRequest {
+                    key: None,
+                    session_id: String::new(),
+                })
             ),
             case!(
                 format!("{layer} read: id 0"),

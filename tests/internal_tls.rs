@@ -81,6 +81,7 @@ impl Stack {
 fn read_ann() -> ReadUserRequest {
     ReadUserRequest {
         key: Some(Key::Email(EMAIL.into())),
+        session_id: String::new(),
     }
 }
 
@@ -142,6 +143,7 @@ async fn the_store_and_cache_refuse_callers_without_a_certificate_from_the_stack
         let status = users
             .read_user(ReadUserRequest {
                 key: Some(Key::Email(format!("{service}@evil.test"))),
+                session_id: String::new(),
             })
             .await
             .expect_err("never created");

@@ -251,6 +251,7 @@ async fn no_acknowledged_registration_is_lost_while_redis_and_the_store_restart(
             let user = cache
                 .read_user(ReadUserRequest {
                     key: Some(key.clone()),
+                    session_id: String::new(),
                 })
                 .await
                 .unwrap_or_else(|status| panic!("{key:?} reads through the cache: {status:?}"))

@@ -329,6 +329,7 @@ async fn concurrent_misses_on_one_key_make_at_most_one_store_call_per_cache_repl
         async move {
             let mut request = Request::new(ReadUserRequest {
                 key: Some(Key::Id(id)),
+                session_id: String::new(),
             });
             request.set_timeout(CALL_DEADLINE);
             caches.read_user(request).await

@@ -229,6 +229,7 @@ async fn single_flight(
             store
                 .read_user(ReadUserRequest {
                     key: Some(Key::Id(id)),
+                    session_id: String::new(),
                 })
                 .await
                 .is_ok()

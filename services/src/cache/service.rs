@@ -14,7 +14,8 @@ use tonic::{Code, Request, Response, Status, transport::Channel};
 use userctl_proto::{
     cache::v1::{GetStatsRequest, Stats, WatchStatsRequest, cache_stats_server},
     user::v1::{
-        CreateUserRequest, ReadUserRequest, User, read_user_request::Key,
+        CreateSessionRequest, CreateUserRequest, ReadUserRequest, RefreshSessionRequest,
+        RevokeSessionRequest, Session, User, read_user_request::Key,
         user_store_client::UserStoreClient, user_store_server::UserStore,
     },
 };
@@ -148,6 +149,7 @@ impl Inner {
                     let mut store = self.store.clone();
                     let mut request = Request::new(ReadUserRequest {
                         key: Some(lookup.clone()),
+                        session_id: String::new(),
                     });
                     request.set_timeout(deadline);
                     async move { store.read_user(request).await }
@@ -235,6 +237,27 @@ fn not_found() -> Status {
 
 #[tonic::async_trait]
 impl UserStore for CacheService {
+    async fn create_session(
+        &self,
+        _request: Request<CreateSessionRequest>,
+    ) -> Result<Response<Session>, Status> {
+        Err(Status::unimplemented("sessions are not implemented yet"))
+    }
+
+    async fn refresh_session(
+        &self,
+        _request: Request<RefreshSessionRequest>,
+    ) -> Result<Response<Session>, Status> {
+        Err(Status::unimplemented("sessions are not implemented yet"))
+    }
+
+    async fn revoke_session(
+        &self,
+        _request: Request<RevokeSessionRequest>,
+    ) -> Result<Response<Session>, Status> {
+        Err(Status::unimplemented("sessions are not implemented yet"))
+    }
+
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
     async fn create_user(
         &self,

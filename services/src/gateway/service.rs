@@ -4,8 +4,8 @@ use prometheus::IntCounter;
 use tonic::{Code, Request, Response, Status, transport::Channel};
 use userctl_proto::{
     gateway::v1::{
-        LoginRequest, LoginResponse, Profile, RegisterRequest, WhoAmIRequest,
-        gateway_server::Gateway,
+        LoginRequest, LoginResponse, LogoutRequest, LogoutResponse, Profile, RefreshRequest,
+        RegisterRequest, WhoAmIRequest, gateway_server::Gateway,
     },
     user::v1::{
         CreateUserRequest, ReadUserRequest, User, read_user_request::Key,
@@ -140,6 +140,7 @@ impl GatewayService {
             access_token,
             token_type: "Bearer".into(),
             expires_at: i64::try_from(expires_at).unwrap_or(i64::MAX),
+            refresh_token: String::new(),
         })
     }
 
@@ -208,6 +209,7 @@ impl GatewayService {
             let mut users = self.users.clone();
             let mut request = Request::new(ReadUserRequest {
                 key: Some(key.clone()),
+                session_id: String::new(),
             });
             request.set_timeout(deadline);
             async move { users.read_user(request).await }
@@ -248,6 +250,20 @@ fn profile(user: User) -> Profile {
 
 #[tonic::async_trait]
 impl Gateway for GatewayService {
+    async fn refresh(
+        &self,
+        _request: Request<RefreshRequest>,
+    ) -> Result<Response<LoginResponse>, Status> {
+        Err(Status::unimplemented("sessions are not implemented yet"))
+    }
+
+    async fn logout(
+        &self,
+        _request: Request<LogoutRequest>,
+    ) -> Result<Response<LogoutResponse>, Status> {
+        Err(Status::unimplemented("sessions are not implemented yet"))
+    }
+
     #[tracing::instrument(level = "debug", skip_all)]
     async fn register(
         &self,

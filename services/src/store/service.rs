@@ -1,6 +1,7 @@
 use tonic::{Request, Response, Status};
 use userctl_proto::user::v1::{
-    CreateUserRequest, ReadUserRequest, User, read_user_request::Key, user_store_server::UserStore,
+    CreateSessionRequest, CreateUserRequest, ReadUserRequest, RefreshSessionRequest,
+    RevokeSessionRequest, Session, User, read_user_request::Key, user_store_server::UserStore,
 };
 
 use super::{
@@ -92,6 +93,27 @@ impl StoreService {
 
 #[tonic::async_trait]
 impl UserStore for StoreService {
+    async fn create_session(
+        &self,
+        _request: Request<CreateSessionRequest>,
+    ) -> Result<Response<Session>, Status> {
+        Err(Status::unimplemented("sessions are not implemented yet"))
+    }
+
+    async fn refresh_session(
+        &self,
+        _request: Request<RefreshSessionRequest>,
+    ) -> Result<Response<Session>, Status> {
+        Err(Status::unimplemented("sessions are not implemented yet"))
+    }
+
+    async fn revoke_session(
+        &self,
+        _request: Request<RevokeSessionRequest>,
+    ) -> Result<Response<Session>, Status> {
+        Err(Status::unimplemented("sessions are not implemented yet"))
+    }
+
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
     async fn create_user(
         &self,

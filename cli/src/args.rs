@@ -57,7 +57,7 @@ pub enum Command {
     Login(LoginArgs),
     /// Show the profile of the saved token.
     Whoami(OutputArgs),
-    /// Forget the saved token.
+    /// End the session on the server, then forget the saved tokens.
     Logout,
     /// Live view of cache hit rates and service health.
     Dashboard(DashboardArgs),

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! $USERCTL_HOME/<project>/
-//!   token          the access token of the last login
+//!   token          the access token of the last login (or refresh)
+//!   refresh-token  its refresh token, spent by the next refresh
 //!   signing-keys.json  the gateways' token signing keys, made on first `up` (userctl-keys)
 //!   secrets.json   generated Redis and Postgres passwords
 //!   tls/           the stack's CA and certificates, generated on first `up` (see pki.rs)
@@ -15,7 +16,7 @@
 use std::{
     fs, io,
     io::Write as _,
-    os::unix::fs::DirBuilderExt as _,
+    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
 };
 
@@ -159,9 +160,45 @@ impl ProjectHome {
         write_private(&self.token_path(), token.as_bytes())
     }
 
+    fn refresh_token_path(&self) -> PathBuf {
+        self.dir.join("refresh-token")
+    }
+
+    pub fn refresh_token(&self) -> Result<Option<String>> {
+        read_optional(&self.refresh_token_path()).map(|token| token.map(|t| t.trim().to_owned()))
+    }
+
+    /// Saves a login's or a refresh's two tokens, the refresh token first: a crash between the
+    /// two writes leaves a refresh token that still works beside an older access token.
+    pub fn save_tokens(&self, access_token: &str, refresh_token: &str) -> Result<()> {
+        write_private(&self.refresh_token_path(), refresh_token.as_bytes())?;
+        self.save_token(access_token)
+    }
+
     /// Whether a token was there to forget.
     pub fn forget_token(&self) -> Result<bool> {
-        remove_optional(&self.token_path())
+        let refresh = remove_optional(&self.refresh_token_path())?;
+        Ok(remove_optional(&self.token_path())? || refresh)
+    }
+
+    /// Holds the lock on the saved tokens while it lives, so two `userctl` processes never
+    /// spend one refresh token (the second would look like a thief and end the session).
+    pub fn lock_tokens(&self) -> Result<nix::fcntl::Flock<fs::File>> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(|err| io_error("create", &self.dir, err))?;
+        let path = self.dir.join("tokens.lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|err| io_error("open", &path, err))?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, errno)| io_error("lock", &path, io::Error::from(errno)))
     }
 
     pub fn stack(&self) -> Result<Option<StackRecord>> {

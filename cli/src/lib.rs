@@ -54,7 +54,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Register(args) => commands::account::register(&home, gateway, args).await,
         Command::Login(args) => commands::account::login(&home, gateway, args).await,
         Command::Whoami(args) => commands::account::whoami(&home, gateway, args).await,
-        Command::Logout => commands::account::logout(&home),
+        Command::Logout => commands::account::logout(&home, gateway).await,
         Command::Dashboard(args) => commands::dashboard::run(&home, gateway, args).await,
         Command::Bench(args) => commands::bench::run(&home, gateway, args).await,
         Command::Config(args) => commands::config::show(&home, cli.file.as_deref(), args),

@@ -148,6 +148,7 @@ proptest! {
         let header = serde_json::json!({"alg": alg, "typ": "JWT", "kid": kid()});
         let claims = serde_json::json!({
             "sub": sub, "iss": "userctl", "aud": "userctl", "iat": 0, "nbf": 0, "exp": exp,
+            "jti": "j", "sid": "s",
         });
         let token = format!(
             "{}.{}.{}",
@@ -161,8 +162,8 @@ proptest! {
     #[test]
     fn an_issued_token_verifies_to_its_user(id in any::<i64>()) {
         let key = key();
-        let (token, _) = key.issue(id).expect("issue");
-        prop_assert_eq!(key.verify(&token).expect("valid"), id);
+        let (token, _) = key.issue(id, "s").expect("issue");
+        prop_assert_eq!(key.verify(&token).expect("valid").user_id, id);
     }
 
     #[test]
@@ -174,7 +175,7 @@ proptest! {
         ),
     ) {
         let key = key();
-        let (token, _) = key.issue(id).expect("issue");
+        let (token, _) = key.issue(id, "s").expect("issue");
         let at = position.index(token.len());
         prop_assume!(token.as_bytes()[at] != replacement as u8);
         let mut tampered = token.clone();

@@ -7,9 +7,11 @@
 //! - health from each gateway's `/readyz`, which turns 503 the moment a gateway starts
 //!   draining, so a stopping gateway leaves the rotation before it stops accepting;
 //! - a call whose gateway went away (refused connection, closed without an answer) is sent
-//!   once more to another gateway — except registrations: a `Register` that reached a gateway
-//!   may have been stored, and sending it again would answer "already exists" for an account
-//!   the caller just made. Connection failures (nothing was sent) are retried for every call.
+//!   once more to another gateway — except registrations and refreshes: a `Register` that
+//!   reached a gateway may have been stored, and sending it again would answer "already exists"
+//!   for an account the caller just made; a `Refresh` may have spent its token, and a second
+//!   try would look like reuse and end the session. Connection failures (nothing was sent) are
+//!   retried for every call.
 //!
 //! Nothing here does I/O.
 
@@ -53,10 +55,11 @@ pub struct Front {
     pub gateways: Gateways,
 }
 
-/// The gRPC method and HTTP route that create an account: never resent after they reached a
-/// gateway.
-const REGISTER_RPC: &str = "/userctl.gateway.v1.Gateway/Register";
-const REGISTER_ROUTE: &str = "/api/auth/register";
+/// The gRPC methods and HTTP routes never resent after they reached a gateway: a registration
+/// may have created the account, and a refresh may have spent its token (a second try would
+/// look like reuse of a stolen token and end the session).
+const ONCE_RPCS: &str = "/userctl.gateway.v1.Gateway/Register /userctl.gateway.v1.Gateway/Refresh";
+const ONCE_ROUTES: &str = "/api/auth/register /api/auth/refresh";
 
 /// Docker's DNS server inside every user-defined network, overlays included.
 const DOCKER_DNS: &str = "127.0.0.11:53";
@@ -138,10 +141,10 @@ frontend http
     default_backend gateways_http
 
 backend gateways_grpc
-    http-request disable-l7-retry if {{ path {REGISTER_RPC} }}
+    http-request disable-l7-retry if {{ path {ONCE_RPCS} }}
 {grpc_servers}
 backend gateways_http
-    http-request disable-l7-retry if METH_POST {{ path {REGISTER_ROUTE} }}
+    http-request disable-l7-retry if METH_POST {{ path {ONCE_ROUTES} }}
 {http_servers}",
         grpc = front.grpc_bind,
         http = front.http_bind,
@@ -258,11 +261,16 @@ mod tests {
     }
 
     #[test]
-    fn registrations_are_never_resent_after_they_reached_a_gateway() {
+    fn registrations_and_refreshes_are_never_resent_after_they_reached_a_gateway() {
         let text = config(&listed());
         assert!(text.contains("retry-on conn-failure empty-response response-timeout"));
-        assert!(text.contains("disable-l7-retry if { path /userctl.gateway.v1.Gateway/Register }"));
-        assert!(text.contains("disable-l7-retry if METH_POST { path /api/auth/register }"));
+        assert!(text.contains(
+            "disable-l7-retry if { path /userctl.gateway.v1.Gateway/Register \
+             /userctl.gateway.v1.Gateway/Refresh }"
+        ));
+        assert!(text.contains(
+            "disable-l7-retry if METH_POST { path /api/auth/register /api/auth/refresh }"
+        ));
     }
 
     #[test]

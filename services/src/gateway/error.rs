@@ -23,6 +23,9 @@ pub enum GatewayError {
     MissingToken,
     #[error("token refused: {0}")]
     BadToken(String),
+    /// Garbage, unknown, spent, expired, revoked or another stack's: one answer for all.
+    #[error("refresh token refused")]
+    BadRefreshToken,
     #[error("too many failed logins")]
     Throttled(std::time::Duration),
     #[error("too many registrations from this peer")]
@@ -127,6 +130,9 @@ impl From<GatewayError> for Status {
             GatewayError::BadToken(_) => {
                 Status::unauthenticated("invalid or expired token; log in again")
             }
+            GatewayError::BadRefreshToken => {
+                Status::unauthenticated("invalid refresh token; log in again")
+            }
             GatewayError::Throttled(_)
             | GatewayError::RegistrationsThrottled(_)
             | GatewayError::HashingBusy => {
@@ -171,6 +177,7 @@ impl IntoResponse for GatewayError {
                 unauthenticated("missing bearer token in the Authorization header; log in first")
             }
             Self::BadToken(_) => unauthenticated("invalid or expired token; log in again"),
+            Self::BadRefreshToken => unauthenticated("invalid refresh token; log in again"),
             Self::Throttled(_) | Self::RegistrationsThrottled(_) | Self::HashingBusy => {
                 let (secs, message) = self.retry_later().unwrap_or_default();
                 let mut response =

@@ -8,8 +8,8 @@ use userctl_proto::{
         RegisterRequest, WhoAmIRequest, gateway_server::Gateway,
     },
     user::v1::{
-        CreateUserRequest, ReadUserRequest, User, read_user_request::Key,
-        user_store_client::UserStoreClient,
+        CreateSessionRequest, CreateUserRequest, ReadUserRequest, RefreshSessionRequest,
+        RevokeSessionRequest, User, read_user_request::Key, user_store_client::UserStoreClient,
     },
 };
 
@@ -131,16 +131,141 @@ impl GatewayService {
             return Err(GatewayError::BadCredentials);
         }
         let user_id = user_id.ok_or(GatewayError::BadCredentials)?;
+        let refresh = RefreshToken::new();
+        let request = CreateSessionRequest {
+            user_id,
+            refresh_hash: refresh.hash(),
+            lifetime_secs: SESSION_LIFETIME_SECS,
+        };
+        // Never retried: a session that reached the store would be opened twice.
+        let mut users = self.users.clone();
+        let session = client::once(|deadline| async move {
+            let mut request = Request::new(request);
+            request.set_timeout(deadline);
+            users.create_session(request).await
+        })
+        .await
+        .map_err(GatewayError::upstream)?
+        .into_inner();
+        tracing::info!(user_id, "logged in");
+        self.tokens(user_id, &session.id, refresh)
+    }
+
+    /// A new refresh token for the session of `refresh_token`, which is spent, and an access
+    /// token. Every refusal is one generic UNAUTHENTICATED; failures spend the peer's login
+    /// budget.
+    pub(crate) async fn refresh(
+        &self,
+        refresh_token: &str,
+        peer: Option<IpAddr>,
+    ) -> Result<LoginResponse, GatewayError> {
+        let reservation = match self.throttle.reserve_peer(peer).await {
+            Ok(reservation) => reservation,
+            Err(retry_after) => {
+                self.counters.throttled.inc();
+                return Err(GatewayError::Throttled(retry_after));
+            }
+        };
+        let Some(presented) = RefreshToken::parse(refresh_token) else {
+            self.counters.failed.inc();
+            return Err(GatewayError::BadRefreshToken);
+        };
+        let next = RefreshToken::new();
+        let request = RefreshSessionRequest {
+            refresh_hash: presented.hash(),
+            next_refresh_hash: next.hash(),
+            lifetime_secs: SESSION_LIFETIME_SECS,
+        };
+        // Never retried: the first attempt may have spent the token, and a second would then
+        // look like reuse and end the session.
+        let mut users = self.users.clone();
+        let refreshed = client::once(|deadline| async move {
+            let mut request = Request::new(request);
+            request.set_timeout(deadline);
+            users.refresh_session(request).await
+        })
+        .await;
+        let session = match refreshed {
+            Ok(session) => session.into_inner(),
+            Err(status) if status.code() == Code::Unauthenticated => {
+                self.counters.failed.inc();
+                return Err(GatewayError::BadRefreshToken);
+            }
+            Err(status) => {
+                self.throttle.release(reservation).await;
+                return Err(GatewayError::upstream(status));
+            }
+        };
+        self.throttle.release(reservation).await;
+        self.tokens(session.user_id, &session.id, next)
+    }
+
+    /// Ends the session of the access token in `authorization`: its access tokens are refused
+    /// from the next read on, by every gateway, and its refresh token too.
+    pub(crate) async fn logout(
+        &self,
+        authorization: Option<&[u8]>,
+        peer: Option<IpAddr>,
+    ) -> Result<(), GatewayError> {
+        let reservation = match self.throttle.reserve_peer(peer).await {
+            Ok(reservation) => reservation,
+            Err(retry_after) => {
+                self.counters.throttled.inc();
+                return Err(GatewayError::Throttled(retry_after));
+            }
+        };
+        let verified = match bearer_token(authorization).and_then(|token| {
+            self.keys
+                .verify(token)
+                .map_err(|err| GatewayError::BadToken(err.to_string()))
+        }) {
+            Ok(verified) => verified,
+            Err(err) => {
+                self.counters.failed.inc();
+                return Err(err);
+            }
+        };
+        self.throttle.release(reservation).await;
+        let request = RevokeSessionRequest {
+            session_id: verified.session_id,
+        };
+        // Idempotent in the store, so a retry cannot do harm; sent once like every write.
+        let mut users = self.users.clone();
+        let revoked = client::once(|deadline| async move {
+            let mut request = Request::new(request);
+            request.set_timeout(deadline);
+            users.revoke_session(request).await
+        })
+        .await;
+        match revoked {
+            Ok(_) => {
+                tracing::info!(user_id = verified.user_id, "logged out");
+                Ok(())
+            }
+            // A session the store no longer has: nothing left to end.
+            Err(status) if status.code() == Code::NotFound => Err(GatewayError::BadToken(
+                "the session no longer exists".into(),
+            )),
+            Err(status) => Err(GatewayError::upstream(status)),
+        }
+    }
+
+    /// The answer to a login or a refresh: an access token in `session_id` and `refresh`.
+    fn tokens(
+        &self,
+        user_id: i64,
+        session_id: &str,
+        refresh: RefreshToken,
+    ) -> Result<LoginResponse, GatewayError> {
         let (access_token, expires_at) = self
             .keys
-            .issue(user_id)
+            .issue(user_id, session_id)
             .map_err(|err| GatewayError::Internal(err.to_string()))?;
-        tracing::info!(user_id, "logged in");
         Ok(LoginResponse {
             access_token,
             token_type: "Bearer".into(),
             expires_at: i64::try_from(expires_at).unwrap_or(i64::MAX),
-            refresh_token: String::new(),
+            refresh_token: refresh.0,
         })
     }
 
@@ -151,7 +276,7 @@ impl GatewayService {
         password: String,
         peer: Option<IpAddr>,
     ) -> Result<(Option<i64>, bool), GatewayError> {
-        let found = match self.read_user(Key::Email(email.to_owned()), None).await {
+        let found = match self.read_user(Key::Email(email.to_owned()), "", None).await {
             Ok(user) => Some(user),
             Err(status) if status.code() == Code::NotFound => None,
             Err(status) => return Err(GatewayError::upstream(status)),
@@ -188,34 +313,82 @@ impl GatewayService {
         budget: Option<Duration>,
     ) -> Result<Profile, GatewayError> {
         let token = bearer_token(authorization)?;
-        let user_id = self
+        let verified = self
             .keys
             .verify(token)
             .map_err(|err| GatewayError::BadToken(err.to_string()))?;
-        match self.read_user(Key::Id(user_id), budget).await {
+        // The session rides along: the cache checks it in the same Redis round trip.
+        let read = self
+            .read_user(Key::Id(verified.user_id), &verified.session_id, budget)
+            .await;
+        match read {
             Ok(user) => Ok(profile(user)),
             // A valid signature for an account that is gone (e.g. its data was wiped).
             Err(status) if status.code() == Code::NotFound => Err(GatewayError::BadToken(
                 "the account no longer exists".into(),
             )),
+            // Logged out, reused refresh token, or expired.
+            Err(status) if status.code() == Code::FailedPrecondition => {
+                Err(GatewayError::BadToken("the session has ended".into()))
+            }
             Err(status) => Err(GatewayError::upstream(status)),
         }
     }
 
     /// A read: retried on another cache replica when an attempt fails in transport, every
     /// attempt within `budget` (the caller's deadline) when it is shorter than the default.
-    async fn read_user(&self, key: Key, budget: Option<Duration>) -> Result<User, Status> {
+    /// `session_id` (may be empty) must be an active session of the user read.
+    async fn read_user(
+        &self,
+        key: Key,
+        session_id: &str,
+        budget: Option<Duration>,
+    ) -> Result<User, Status> {
         let response = client::idempotent(budget, |deadline| {
             let mut users = self.users.clone();
             let mut request = Request::new(ReadUserRequest {
                 key: Some(key.clone()),
-                session_id: String::new(),
+                session_id: session_id.to_owned(),
             });
             request.set_timeout(deadline);
             async move { users.read_user(request).await }
         })
         .await?;
         Ok(response.into_inner())
+    }
+}
+
+/// How long a session lives without a refresh: each refresh token is good for this long, once.
+pub const SESSION_LIFETIME_SECS: i64 = 30 * 24 * 60 * 60;
+
+/// A refresh token: 256 random bits, base64url, handed to the client once; only its SHA-256 is
+/// stored (a token this random needs no slow hash).
+struct RefreshToken(String);
+
+impl RefreshToken {
+    /// The length of every token this gateway makes.
+    const LEN: usize = 43;
+
+    fn new() -> Self {
+        use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+        use rand::Rng as _;
+        let bytes: [u8; 32] = rand::rng().random();
+        Self(URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    /// A presented token, if it has the shape of one this gateway made (anything else is
+    /// refused before any store call).
+    fn parse(token: &str) -> Option<Self> {
+        (token.len() == Self::LEN
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        .then(|| Self(token.to_owned()))
+    }
+
+    fn hash(&self) -> Vec<u8> {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(self.0.as_bytes()).to_vec()
     }
 }
 
@@ -250,18 +423,30 @@ fn profile(user: User) -> Profile {
 
 #[tonic::async_trait]
 impl Gateway for GatewayService {
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn refresh(
         &self,
-        _request: Request<RefreshRequest>,
+        request: Request<RefreshRequest>,
     ) -> Result<Response<LoginResponse>, Status> {
-        Err(Status::unimplemented("sessions are not implemented yet"))
+        let peer = request.remote_addr().map(|addr| addr.ip());
+        let token = request.into_inner().refresh_token;
+        Ok(Response::new(self.refresh(&token, peer).await?))
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn logout(
         &self,
-        _request: Request<LogoutRequest>,
+        request: Request<LogoutRequest>,
     ) -> Result<Response<LogoutResponse>, Status> {
-        Err(Status::unimplemented("sessions are not implemented yet"))
+        let peer = request.remote_addr().map(|addr| addr.ip());
+        let mut entries = request.metadata().get_all("authorization").iter();
+        let authorization = entries.next();
+        if entries.next().is_some() {
+            return Err(GatewayError::BadToken("more than one authorization entry".into()).into());
+        }
+        self.logout(authorization.map(|value| value.as_bytes()), peer)
+            .await?;
+        Ok(Response::new(LogoutResponse {}))
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

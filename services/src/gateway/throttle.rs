@@ -167,6 +167,24 @@ impl LoginThrottle {
             .await
     }
 
+    /// Reserves one attempt against the peer alone: a refresh or a logout, whose failures
+    /// spend the same per-peer budget as failed logins (there is no account to name before the
+    /// token is checked). Give it back with [`LoginThrottle::release`] when it succeeded.
+    pub async fn reserve_peer(&self, peer: Option<IpAddr>) -> Result<Reservation, Duration> {
+        match peer {
+            Some(peer) => {
+                let key = (Key::Peer(peer), self.limits.failed_logins_per_peer.get());
+                self.reserve_keys(vec![key]).await
+            }
+            // No address to count against (an in-process caller): nothing to reserve.
+            None => Ok(Reservation {
+                id: 0,
+                keys: Vec::new(),
+                in_redis: false,
+            }),
+        }
+    }
+
     /// Counts one registration from `peer`, or `Err(retry_after)` when the peer has spent its
     /// budget. There is nothing to give back: a registration always counts.
     pub async fn reserve_registration(&self, peer: IpAddr) -> Result<(), Duration> {

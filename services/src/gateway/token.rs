@@ -1,6 +1,7 @@
 //! Access tokens: JWTs signed with the stack's key set ([`userctl_keys`]), with `sub`, `iss`,
-//! `aud`, `iat`, `nbf`, `exp` and `jti`, and the signing key's id (`kid`) in the header, so any
-//! service can verify them from the published keys (`/.well-known/jwks.json`).
+//! `aud`, `iat`, `nbf`, `exp`, `jti` and `sid` (the session they belong to), and the signing
+//! key's id (`kid`) in the header, so any service can verify them from the published keys
+//! (`/.well-known/jwks.json`).
 //!
 //! Verification looks the `kid` up among the keys published now and pins that key's one
 //! algorithm (RFC 8725): a token naming another algorithm — HS256 "signed" with a public key
@@ -41,6 +42,14 @@ pub struct Claims {
     pub nbf: u64,
     pub exp: u64,
     pub jti: String,
+    pub sid: String,
+}
+
+/// What a valid token says: whose it is, and in which session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub user_id: i64,
+    pub session_id: String,
 }
 
 /// Why the key set could not be loaded at start: one line naming the file.
@@ -71,6 +80,8 @@ pub enum TokenError {
     UnknownKid,
     #[error("the subject is not a user id")]
     BadSubject,
+    #[error("the token names no session")]
+    NoSession,
     #[error("the token expired")]
     Expired,
 }
@@ -215,9 +226,9 @@ impl TokenKeys {
         });
     }
 
-    /// A token for `user_id`, signed with the key that signs now, and its expiry in seconds
-    /// since the epoch.
-    pub fn issue(&self, user_id: i64) -> Result<(String, u64), IssueError> {
+    /// A token for `user_id` in `session_id`, signed with the key that signs now, and its
+    /// expiry in seconds since the epoch.
+    pub fn issue(&self, user_id: i64, session_id: &str) -> Result<(String, u64), IssueError> {
         let now = now_secs();
         let loaded = self.loaded();
         let key = loaded.set.signing(now).ok_or(IssueError::NoSigningKey)?;
@@ -230,6 +241,7 @@ impl TokenKeys {
             nbf: now,
             exp,
             jti: token_id(),
+            sid: session_id.to_owned(),
         };
         let mut header = Header::new(key.algorithm().jwt());
         header.kid = Some(key.kid().to_owned());
@@ -237,8 +249,8 @@ impl TokenKeys {
         Ok((token, exp))
     }
 
-    /// The user id a valid token was issued for.
-    pub fn verify(&self, token: &str) -> Result<i64, TokenError> {
+    /// The user and session a valid token was issued for.
+    pub fn verify(&self, token: &str) -> Result<Verified, TokenError> {
         let kid = jsonwebtoken::decode_header(token)?
             .kid
             .ok_or(TokenError::NoKid)?;
@@ -261,7 +273,14 @@ impl TokenKeys {
         if claims.exp <= now {
             return Err(TokenError::Expired);
         }
-        user_id(&claims.sub).ok_or(TokenError::BadSubject)
+        let user_id = user_id(&claims.sub).ok_or(TokenError::BadSubject)?;
+        if claims.sid.is_empty() {
+            return Err(TokenError::NoSession);
+        }
+        Ok(Verified {
+            user_id,
+            session_id: claims.sid,
+        })
     }
 
     /// The public keys published now, for `/.well-known/jwks.json`.
@@ -345,15 +364,16 @@ mod tests {
 
     fn claims() -> serde_json::Value {
         let now = now();
-        serde_json::json!({"sub": "7", "iss": ISSUER, "aud": AUDIENCE, "iat": now, "nbf": now, "exp": now + 60, "jti": "j"})
+        serde_json::json!({"sub": "7", "iss": ISSUER, "aud": AUDIENCE, "iat": now, "nbf": now, "exp": now + 60, "jti": "j", "sid": "s"})
     }
 
     #[test]
     fn an_issued_token_names_its_key_and_verifies_to_its_user() {
         for alg in [Algorithm::EdDSA, Algorithm::RS256] {
             let fixture = Fixture::new(alg);
-            let (token, exp) = fixture.keys.issue(42).expect("issue");
-            assert_eq!(fixture.keys.verify(&token).expect("valid"), 42);
+            let (token, exp) = fixture.keys.issue(42, "s1").expect("issue");
+            let verified = fixture.keys.verify(&token).expect("valid");
+            assert_eq!((verified.user_id, verified.session_id.as_str()), (42, "s1"));
             assert!(exp >= now() + 899);
             let header = jsonwebtoken::decode_header(&token).expect("header");
             assert_eq!(header.alg, alg.jwt());
@@ -400,7 +420,7 @@ mod tests {
                 "bad {claim} accepted"
             );
         }
-        for claim in ["exp", "nbf", "aud", "iss", "sub"] {
+        for claim in ["exp", "nbf", "aud", "iss", "sub", "sid"] {
             let mut claims = claims();
             claims.as_object_mut().expect("object").remove(claim);
             assert!(
@@ -447,7 +467,7 @@ mod tests {
     #[test]
     fn a_rotated_file_is_read_again_and_old_tokens_stay_valid() {
         let fixture = Fixture::new(Algorithm::EdDSA);
-        let (before, _) = fixture.keys.issue(1).expect("issue");
+        let (before, _) = fixture.keys.issue(1, "s").expect("issue");
         assert!(!fixture.keys.reload().expect("same file"), "unchanged");
 
         let mut set = fixture.set.clone();
@@ -456,17 +476,17 @@ mod tests {
         fixture.write(&set);
         assert!(fixture.keys.reload().expect("new file"), "changed");
 
-        let (after, _) = fixture.keys.issue(1).expect("issue");
+        let (after, _) = fixture.keys.issue(1, "s").expect("issue");
         let header = jsonwebtoken::decode_header(&after).expect("header");
         assert_eq!(header.kid.as_deref(), Some(kid.as_str()));
-        assert_eq!(fixture.keys.verify(&before).expect("old token"), 1);
-        assert_eq!(fixture.keys.verify(&after).expect("new token"), 1);
+        assert_eq!(fixture.keys.verify(&before).expect("old token").user_id, 1);
+        assert_eq!(fixture.keys.verify(&after).expect("new token").user_id, 1);
         assert_eq!(fixture.keys.jwks().keys.len(), 2);
 
         // A broken file keeps the keys already read.
         fs::write(fixture.dir.path().join("keys.json"), "{").expect("write");
         assert!(fixture.keys.reload().is_err());
-        assert_eq!(fixture.keys.verify(&after).expect("still valid"), 1);
+        assert_eq!(fixture.keys.verify(&after).expect("still valid").user_id, 1);
     }
 
     #[test]

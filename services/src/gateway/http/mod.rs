@@ -74,6 +74,8 @@ pub fn router(state: HttpState, cors: Option<CorsLayer>) -> Router {
         .route("/api/", get(routes::welcome))
         .route("/api/auth/register", post(routes::register))
         .route("/api/auth/login", post(routes::login))
+        .route("/api/auth/refresh", post(routes::refresh))
+        .route("/api/auth/logout", post(routes::logout))
         .route("/api/auth/user-profile", get(routes::user_profile))
         .route("/api/openapi.json", get(routes::openapi))
         .route(routes::JWKS_PATH, get(routes::jwks))

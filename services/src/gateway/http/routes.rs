@@ -18,7 +18,7 @@ use serde_json::json;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
-use userctl_proto::gateway::v1::{LoginRequest, Profile, RegisterRequest};
+use userctl_proto::gateway::v1::{LoginRequest, LoginResponse, Profile, RegisterRequest};
 
 use super::{
     HttpState,
@@ -63,6 +63,20 @@ struct Token {
     token: String,
     /// RFC 3339, UTC.
     expired: String,
+    /// Exchanged at `/api/auth/refresh` for the next pair; valid once.
+    refresh_token: String,
+}
+
+impl From<LoginResponse> for Token {
+    fn from(login: LoginResponse) -> Self {
+        let expires_at =
+            UNIX_EPOCH + Duration::from_secs(u64::try_from(login.expires_at).unwrap_or(0));
+        Self {
+            token: login.access_token,
+            expired: humantime::format_rfc3339_seconds(expires_at).to_string(),
+            refresh_token: login.refresh_token,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -124,10 +138,38 @@ pub async fn login(
         return Err(GatewayError::Invalid(every_violation(violations, more)));
     }
     let login = state.gateway.login(request, Some(peer.ip())).await?;
-    let expires_at = UNIX_EPOCH + Duration::from_secs(u64::try_from(login.expires_at).unwrap_or(0));
-    Ok(envelope::success(Token {
-        token: login.access_token,
-        expired: humantime::format_rfc3339_seconds(expires_at).to_string(),
+    Ok(envelope::success(Token::from(login)))
+}
+
+/// `{RefreshToken}` → a new access token and refresh token, as login answers. A refresh token
+/// of the wrong type or shape is refused like a wrong one: 401, one message for every case.
+pub async fn refresh(
+    State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: JsonObject,
+) -> Result<Response, GatewayError> {
+    let mut ignored = validate::Violations::new();
+    let token = body.string("RefreshToken", "refresh_token", &mut ignored);
+    let refreshed = state.gateway.refresh(&token, Some(peer.ip())).await?;
+    Ok(envelope::success(Token::from(refreshed)))
+}
+
+/// Ends the session of the bearer token; its tokens are refused from then on.
+pub async fn logout(
+    State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Response, GatewayError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let authorization = values.next().map(|value| value.as_bytes());
+    if values.next().is_some() {
+        return Err(GatewayError::BadToken(
+            "more than one authorization header".into(),
+        ));
+    }
+    state.gateway.logout(authorization, Some(peer.ip())).await?;
+    Ok(envelope::success(Status {
+        status: "logged out",
     }))
 }
 
@@ -215,7 +257,7 @@ pub async fn openid_configuration(State(state): State<HttpState>, headers: Heade
             "issuer": token::ISSUER,
             "jwks_uri": jwks_uri,
             "subject_types_supported": ["public"],
-            "claims_supported": ["sub", "iss", "aud", "iat", "nbf", "exp", "jti"],
+            "claims_supported": ["sub", "iss", "aud", "iat", "nbf", "exp", "jti", "sid"],
             "access_token_signing_alg_values_supported": algorithms,
         })),
     )

@@ -10,15 +10,15 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Client, Method, Response, StatusCode, header};
 use serde_json::{Value, json};
 use tonic::Request;
 use userctl_proto::gateway::v1::{LoginRequest, RegisterRequest, WhoAmIRequest};
 use userctl_tests::{
     database::TestDatabase,
+    keys,
     redis::RedisServer,
-    stack::{JWT_SECRET, StackOptions, TestStack},
+    stack::{StackOptions, TestStack},
 };
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -303,22 +303,10 @@ async fn the_profile_needs_a_valid_bearer_token_in_the_authorization_header() {
     assert_eq!(missing["Code"], "UNAUTHENTICATED");
 
     let now = now();
-    let forged = |claims: Value, key: &[u8]| {
-        jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &EncodingKey::from_secret(key),
-        )
-        .expect("sign")
-    };
-    let expired = forged(
-        json!({"sub": "1", "iss": "userctl", "aud": "userctl", "iat": now - 120, "nbf": now - 120, "exp": now - 60}),
-        JWT_SECRET,
+    let expired = api.stack.sign(
+        &json!({"sub": "1", "iss": "userctl", "aud": "userctl", "iat": now - 120, "nbf": now - 120, "exp": now - 60}),
     );
-    let other_key = forged(
-        json!({"sub": "1", "iss": "userctl", "aud": "userctl", "iat": now, "nbf": now, "exp": now + 60}),
-        b"another key that is also at least thirty-two bytes",
-    );
+    let other_key = keys::sign_with(&keys::generate(), &keys::claims("1", 60));
     for authorization in [
         format!("Bearer {expired}"),
         format!("Bearer {other_key}"),

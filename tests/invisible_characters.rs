@@ -5,7 +5,6 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -18,12 +17,7 @@ use userctl_proto::{
     },
     user::v1::CreateUserRequest,
 };
-use userctl_tests::{
-    cli::Userctl,
-    database::TestDatabase,
-    redis::RedisServer,
-    stack::{JWT_SECRET, TestStack},
-};
+use userctl_tests::{cli::Userctl, database::TestDatabase, redis::RedisServer, stack::TestStack};
 use usersvc::{gateway::password::Passwords, server::Server};
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -182,12 +176,7 @@ async fn whoami_never_writes_raw_control_characters_sent_by_the_server() {
         .expect("clock")
         .as_secs();
     let claims = json!({"sub": user.id.to_string(), "iss": "userctl", "aud": "userctl", "iat": now, "nbf": now, "exp": now + 600});
-    let token = jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(JWT_SECRET),
-    )
-    .expect("sign");
+    let token = stack.sign(&claims);
 
     let home = tempfile::tempdir().expect("home");
     let userctl = Userctl::new(home.path());

@@ -3,7 +3,7 @@
 //! (so two addresses that look alike are never two accounts), names refuse controls and bidi
 //! overrides, and `userctl` escapes whatever a server sends, in its output and its error lines.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
@@ -17,7 +17,9 @@ use userctl_proto::{
     },
     user::v1::CreateUserRequest,
 };
-use userctl_tests::{cli::Userctl, database::TestDatabase, redis::RedisServer, stack::TestStack};
+use userctl_tests::{
+    cli::Userctl, database::TestDatabase, keys, redis::RedisServer, stack::TestStack,
+};
 use usersvc::{gateway::password::Passwords, server::Server};
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -171,12 +173,7 @@ async fn whoami_never_writes_raw_control_characters_sent_by_the_server() {
         .await
         .expect("planted in the store")
         .into_inner();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
-    let claims = json!({"sub": user.id.to_string(), "iss": "userctl", "aud": "userctl", "iat": now, "nbf": now, "exp": now + 600});
-    let token = stack.sign(&claims);
+    let token = stack.sign(&keys::claims(&user.id.to_string(), 600));
 
     let home = tempfile::tempdir().expect("home");
     let userctl = Userctl::new(home.path());

@@ -145,6 +145,9 @@ async fn broken_tokens_are_all_refused_alike() {
         ("missing nbf", missing("nbf")),
         ("missing aud", missing("aud")),
         ("missing iss", missing("iss")),
+        ("missing sub", missing("sub")),
+        ("missing iat", missing("iat")),
+        ("missing jti", missing("jti")),
         (
             "another stack's key",
             keys::sign_with(&keys::generate(), &claims(id)),

@@ -119,7 +119,7 @@ fn login_loop(stack: &Stack, email: &str, kids: Arc<Mutex<Vec<String>>>) -> Load
 async fn login(client: &reqwest::Client, http: &str, email: &str) -> Result<String, Status> {
     let response = client
         .post(format!("{http}/api/auth/login"))
-        .json(&serde_json::json!({"Email": email, "Password": PASSWORD}))
+        .json(&serde_json::json!({"Email": email, "Password": PASSWORD.trim_end()}))
         .send()
         .await
         .map_err(|err| Status::unavailable(err.to_string()))?;

@@ -203,18 +203,22 @@ async fn an_expired_saved_token_asks_to_log_in_again() {
         .as_secs();
     std::fs::create_dir_all(f.userctl.project_dir()).expect("project dir");
     // The control: the same claims, still valid and signed with the stack's key, are Hal.
-    let live = f.stack.sign(&userctl_tests::keys::claims("1", 60));
+    let session = f.stack.open_session(1).await;
+    let live = f
+        .stack
+        .sign(&userctl_tests::keys::claims("1", &session, 60));
     std::fs::write(f.userctl.project_dir().join("token"), live).expect("write token");
     let me = f.run(&["whoami"]).await.ok();
     assert!(me.stdout.contains("hal@example.com"), "{me:?}");
 
-    let claims = serde_json::json!({"sub": "1", "iss": "userctl", "aud": "userctl", "iat": now - 120, "nbf": now - 120, "exp": now - 60, "jti": "expired"});
+    let claims = serde_json::json!({"sub": "1", "iss": "userctl", "aud": "userctl", "iat": now - 120, "nbf": now - 120, "exp": now - 60, "jti": "expired", "sid": session});
     let expired = f.stack.sign(&claims);
     std::fs::write(f.userctl.project_dir().join("token"), expired).expect("write token");
 
+    // No refresh token saved beside it: userctl says so before it calls.
     let run = f.run(&["whoami"]).await.expect_code(3);
     assert!(
-        run.stderr.contains("invalid or expired token") && run.stderr.contains("userctl login"),
+        run.stderr.contains("the saved token has expired") && run.stderr.contains("userctl login"),
         "{run:?}"
     );
 }

@@ -41,7 +41,7 @@ fn ghost_load(gateway: GatewayClient<Channel>, signing_keys: KeySet) -> Load {
         let mut gateway = gateway.clone();
         let token = keys::sign_with(
             &signing_keys,
-            &keys::claims(&(1_000_000 + n).to_string(), 600),
+            &keys::claims(&(1_000_000 + n).to_string(), "ghost", 600),
         );
         async move {
             match gateway.who_am_i(whoami(&token, CALL_DEADLINE)).await {

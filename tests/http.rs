@@ -304,13 +304,14 @@ async fn the_profile_needs_a_valid_bearer_token_in_the_authorization_header() {
 
     // The control: a token with every claim, signed with the stack's key, is accepted; the same
     // claims expired are not.
-    let live = api.stack.sign(&keys::claims("1", 60));
+    let session = api.stack.open_session(1).await;
+    let live = api.stack.sign(&keys::claims("1", &session, 60));
     ok(api.profile(Some(&format!("Bearer {live}"))).await).await;
     let now = now();
     let expired = api.stack.sign(
-        &json!({"sub": "1", "iss": "userctl", "aud": "userctl", "iat": now - 120, "nbf": now - 120, "exp": now - 60, "jti": "expired"}),
+        &json!({"sub": "1", "iss": "userctl", "aud": "userctl", "iat": now - 120, "nbf": now - 120, "exp": now - 60, "jti": "expired", "sid": session}),
     );
-    let other_key = keys::sign_with(&keys::generate(), &keys::claims("1", 60));
+    let other_key = keys::sign_with(&keys::generate(), &keys::claims("1", &session, 60));
     for authorization in [
         format!("Bearer {expired}"),
         format!("Bearer {other_key}"),

@@ -174,7 +174,8 @@ async fn whoami_never_writes_raw_control_characters_sent_by_the_server() {
         .await
         .expect("planted in the store")
         .into_inner();
-    let token = stack.sign(&keys::claims(&user.id.to_string(), 600));
+    let session = stack.open_session(user.id).await;
+    let token = stack.sign(&keys::claims(&user.id.to_string(), &session, 600));
 
     let home = tempfile::tempdir().expect("home");
     let userctl = Userctl::new(home.path());

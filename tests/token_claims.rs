@@ -15,9 +15,10 @@ fn since_epoch() -> Duration {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock")
 }
 
-fn claims(sub: &str, exp: u64) -> Value {
+/// Every claim the gateway issues, for `sub` in session `sid`, expiring at `exp`.
+fn claims(sub: &str, exp: u64, sid: &str) -> Value {
     let now = since_epoch().as_secs();
-    json!({"sub": sub, "iss": "userctl", "aud": "userctl", "iat": now - 60, "nbf": now - 60, "exp": exp, "jti": "forged"})
+    json!({"sub": sub, "iss": "userctl", "aud": "userctl", "iat": now - 60, "nbf": now - 60, "exp": exp, "jti": "forged", "sid": sid})
 }
 
 /// WhoAmI with `claims` signed with `stack`'s key, as its gateway signs a token.
@@ -31,8 +32,8 @@ fn bearer(stack: &TestStack, claims: &Value) -> Request<WhoAmIRequest> {
     request
 }
 
-/// A fresh stack whose one account is user 1.
-async fn stack_with_user_1() -> (TestDatabase, RedisServer, TestStack) {
+/// A fresh stack whose one account is user 1, and a live session of user 1.
+async fn stack_with_user_1() -> (TestDatabase, RedisServer, TestStack, String) {
     let db = TestDatabase::sqlite();
     let redis = RedisServer::start().await;
     let stack = TestStack::start(&db, &redis).await;
@@ -48,16 +49,17 @@ async fn stack_with_user_1() -> (TestDatabase, RedisServer, TestStack) {
         .expect("register")
         .into_inner();
     assert_eq!(profile.id, 1, "a fresh database starts at 1");
-    (db, redis, stack)
+    let session = stack.open_session(1).await;
+    (db, redis, stack, session)
 }
 
 #[tokio::test]
 async fn a_token_is_refused_in_the_second_its_exp_names() {
-    let (_db, _redis, stack) = stack_with_user_1().await;
+    let (_db, _redis, stack, sid) = stack_with_user_1().await;
     let mut gateway = stack.gateway().await;
     let later = since_epoch().as_secs() + 60;
     gateway
-        .who_am_i(bearer(&stack, &claims("1", later)))
+        .who_am_i(bearer(&stack, &claims("1", later, &sid)))
         .await
         .expect("the control: a live token for user 1 is accepted");
 
@@ -69,7 +71,7 @@ async fn a_token_is_refused_in_the_second_its_exp_names() {
     }
     let now = since_epoch().as_secs();
     let status = gateway
-        .who_am_i(bearer(&stack, &claims("1", now)))
+        .who_am_i(bearer(&stack, &claims("1", now, &sid)))
         .await
         .expect_err("a token whose exp is now is expired");
     assert_eq!(status.code(), Code::Unauthenticated);
@@ -78,18 +80,18 @@ async fn a_token_is_refused_in_the_second_its_exp_names() {
 
 #[tokio::test]
 async fn a_subject_is_a_user_id_only_in_its_canonical_spelling() {
-    let (_db, _redis, stack) = stack_with_user_1().await;
+    let (_db, _redis, stack, sid) = stack_with_user_1().await;
     let mut gateway = stack.gateway().await;
     let exp = since_epoch().as_secs() + 600;
     let me = gateway
-        .who_am_i(bearer(&stack, &claims("1", exp)))
+        .who_am_i(bearer(&stack, &claims("1", exp, &sid)))
         .await
         .expect("the control: sub \"1\" is user 1");
     assert_eq!(me.into_inner().id, 1);
 
     for sub in ["01", "001", "+1", " 1", "1 ", "\t1", "1\n"] {
         let status = gateway
-            .who_am_i(bearer(&stack, &claims(sub, exp)))
+            .who_am_i(bearer(&stack, &claims(sub, exp, &sid)))
             .await
             .expect_err(&format!("sub {sub:?} is not user 1"));
         assert_eq!(status.code(), Code::Unauthenticated, "{sub:?}");
@@ -99,9 +101,9 @@ async fn a_subject_is_a_user_id_only_in_its_canonical_spelling() {
 
 #[tokio::test]
 async fn a_call_with_two_authorization_entries_is_refused_whichever_is_valid() {
-    let (_db, _redis, stack) = stack_with_user_1().await;
+    let (_db, _redis, stack, sid) = stack_with_user_1().await;
     let mut gateway = stack.gateway().await;
-    let live = bearer(&stack, &claims("1", since_epoch().as_secs() + 60));
+    let live = bearer(&stack, &claims("1", since_epoch().as_secs() + 60, &sid));
     let valid = live
         .metadata()
         .get("authorization")

@@ -28,9 +28,10 @@ fn now() -> u64 {
         .as_secs()
 }
 
-fn claims(sub: i64) -> Value {
+/// Every claim the gateway issues, for user `sub` in session `sid`.
+fn claims(sub: i64, sid: &str) -> Value {
     let now = now();
-    json!({"sub": sub.to_string(), "iss": "userctl", "aud": "userctl", "iat": now, "nbf": now, "exp": now + 600, "jti": "forged"})
+    json!({"sub": sub.to_string(), "iss": "userctl", "aud": "userctl", "iat": now, "nbf": now, "exp": now + 600, "jti": "forged", "sid": sid})
 }
 
 /// A token header, base64url, naming `alg` and `kid`.
@@ -46,8 +47,8 @@ fn with_authorization(value: &str) -> Request<WhoAmIRequest> {
     request
 }
 
-/// A stack with one account; returns it and the account's id.
-async fn stack_with_account() -> (TestDatabase, RedisServer, TestStack, i64) {
+/// A stack with one account; returns it, the account's id and a live session of it.
+async fn stack_with_account() -> (TestDatabase, RedisServer, TestStack, i64, String) {
     let db = TestDatabase::sqlite();
     let redis = RedisServer::start().await;
     let stack = TestStack::start(&db, &redis).await;
@@ -62,7 +63,8 @@ async fn stack_with_account() -> (TestDatabase, RedisServer, TestStack, i64) {
         .await
         .expect("register")
         .into_inner();
-    (db, redis, stack, profile.id)
+    let session = stack.open_session(profile.id).await;
+    (db, redis, stack, profile.id, session)
 }
 
 /// WhoAmI with `token` as the bearer must fail as every refused token does.
@@ -91,8 +93,8 @@ async fn assert_accepted(stack: &TestStack, what: &str, token: &str, id: i64) {
 #[tokio::test]
 async fn a_token_forged_with_the_right_key_and_claims_is_accepted() {
     // The control for every refusal below: only the one broken property differs.
-    let (_db, _redis, stack, id) = stack_with_account().await;
-    let token = stack.sign(&claims(id));
+    let (_db, _redis, stack, id, sid) = stack_with_account().await;
+    let token = stack.sign(&claims(id, &sid));
     assert_accepted(&stack, "forged with the stack's key", &token, id).await;
     let header = jsonwebtoken::decode_header(&token).expect("header");
     assert_eq!(header.alg, Algorithm::EdDSA);
@@ -102,21 +104,21 @@ async fn a_token_forged_with_the_right_key_and_claims_is_accepted() {
 
 #[tokio::test]
 async fn broken_tokens_are_all_refused_alike() {
-    let (_db, _redis, stack, id) = stack_with_account().await;
+    let (_db, _redis, stack, id, sid) = stack_with_account().await;
     let mut gateway = stack.gateway().await;
     let now = now();
 
     let changed = |claim: &str, value: Value| {
-        let mut claims = claims(id);
+        let mut claims = claims(id, &sid);
         claims[claim] = value;
         stack.sign(&claims)
     };
     let missing = |claim: &str| {
-        let mut claims = claims(id);
+        let mut claims = claims(id, &sid);
         claims.as_object_mut().expect("object").remove(claim);
         stack.sign(&claims)
     };
-    let valid = stack.sign(&claims(id));
+    let valid = stack.sign(&claims(id, &sid));
     let parts: Vec<&str> = valid.split('.').collect();
     let kid = jsonwebtoken::decode_header(&valid)
         .expect("header")
@@ -125,7 +127,7 @@ async fn broken_tokens_are_all_refused_alike() {
     let header_none = header("none", &kid);
     let header_rs256 = header("RS256", &kid);
     let header_no_kid = URL_SAFE_NO_PAD.encode(br#"{"alg":"EdDSA","typ":"JWT"}"#);
-    let other_payload = URL_SAFE_NO_PAD.encode(claims(id + 1).to_string());
+    let other_payload = URL_SAFE_NO_PAD.encode(claims(id + 1, &sid).to_string());
     let mut bad_signature = parts[2].to_owned();
     bad_signature.replace_range(
         0..1,
@@ -148,9 +150,14 @@ async fn broken_tokens_are_all_refused_alike() {
         ("missing sub", missing("sub")),
         ("missing iat", missing("iat")),
         ("missing jti", missing("jti")),
+        ("missing sid", missing("sid")),
+        (
+            "a session that was never opened",
+            changed("sid", json!("no-such-session")),
+        ),
         (
             "another stack's key",
-            keys::sign_with(&keys::generate(), &claims(id)),
+            keys::sign_with(&keys::generate(), &claims(id, &sid)),
         ),
         ("alg none", format!("{header_none}.{}.", parts[1])),
         (
@@ -183,9 +190,9 @@ async fn broken_tokens_are_all_refused_alike() {
 
 #[tokio::test]
 async fn malformed_or_missing_authorization_is_unauthenticated() {
-    let (_db, _redis, stack, id) = stack_with_account().await;
+    let (_db, _redis, stack, id, sid) = stack_with_account().await;
     let mut gateway = stack.gateway().await;
-    let token = stack.sign(&claims(id));
+    let token = stack.sign(&claims(id, &sid));
 
     let status = gateway
         .who_am_i(Request::new(WhoAmIRequest {}))
@@ -220,8 +227,8 @@ async fn malformed_or_missing_authorization_is_unauthenticated() {
 #[tokio::test]
 async fn a_valid_token_for_an_account_that_does_not_exist_is_refused() {
     // As after `down --volumes`: the signature is good, the account is gone.
-    let (_db, _redis, stack, id) = stack_with_account().await;
-    let ghost = stack.sign(&claims(id + 1000));
+    let (_db, _redis, stack, id, sid) = stack_with_account().await;
+    let ghost = stack.sign(&claims(id + 1000, &sid));
     let status = stack
         .gateway()
         .await
@@ -283,7 +290,7 @@ async fn get_json(url: &str) -> Value {
 async fn hs256_signed_with_the_public_key_is_refused() {
     // A verifier that took the algorithm from the header would check this HMAC with the public
     // key as its secret, and anyone can read the public key.
-    let (_db, _redis, stack, id) = stack_with_account().await;
+    let (_db, _redis, stack, id, sid) = stack_with_account().await;
     let set = keys::read_key_set(stack.signing_keys());
     let key = &set.keys()[0];
     let jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(okp) = &key.jwk().algorithm else {
@@ -308,7 +315,7 @@ async fn hs256_signed_with_the_public_key_is_refused() {
     assert_accepted(
         &stack,
         "signed with the stack's key",
-        &stack.sign(&claims(id)),
+        &stack.sign(&claims(id, &sid)),
         id,
     )
     .await;
@@ -325,15 +332,19 @@ async fn hs256_signed_with_the_public_key_is_refused() {
     for (what, secret) in secrets {
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(key.kid().to_owned());
-        let forged = jsonwebtoken::encode(&header, &claims(id), &EncodingKey::from_secret(&secret))
-            .expect("sign");
+        let forged = jsonwebtoken::encode(
+            &header,
+            &claims(id, &sid),
+            &EncodingKey::from_secret(&secret),
+        )
+        .expect("sign");
         assert_refused(&stack, &format!("HS256 keyed with {what}"), &forged).await;
     }
 }
 
 #[tokio::test]
 async fn a_token_naming_a_key_the_stack_does_not_have_is_refused() {
-    let (_db, _redis, stack, id) = stack_with_account().await;
+    let (_db, _redis, stack, id, sid) = stack_with_account().await;
     let ours = keys::read_key_set(stack.signing_keys());
     let ours = &ours.keys()[0];
     let theirs = keys::generate();
@@ -342,26 +353,26 @@ async fn a_token_naming_a_key_the_stack_does_not_have_is_refused() {
     assert_accepted(
         &stack,
         "the control: the stack's key, naming itself",
-        &sign_naming(ours, ours.kid(), &claims(id)),
+        &sign_naming(ours, ours.kid(), &claims(id, &sid)),
         id,
     )
     .await;
     let cases = [
         (
             "another key set's key, naming itself",
-            sign_naming(theirs, theirs.kid(), &claims(id)),
+            sign_naming(theirs, theirs.kid(), &claims(id, &sid)),
         ),
         (
             "another key set's key, naming the stack's",
-            sign_naming(theirs, ours.kid(), &claims(id)),
+            sign_naming(theirs, ours.kid(), &claims(id, &sid)),
         ),
         (
             "the stack's key, naming another",
-            sign_naming(ours, theirs.kid(), &claims(id)),
+            sign_naming(ours, theirs.kid(), &claims(id, &sid)),
         ),
         (
             "the stack's key, naming a key nobody has",
-            sign_naming(ours, "no-such-key", &claims(id)),
+            sign_naming(ours, "no-such-key", &claims(id, &sid)),
         ),
     ];
     for (what, token) in cases {
@@ -371,7 +382,7 @@ async fn a_token_naming_a_key_the_stack_does_not_have_is_refused() {
 
 #[tokio::test]
 async fn the_jwks_publishes_every_key_without_its_private_parts_and_verifies_tokens_alone() {
-    let (_db, _redis, stack, id) = stack_with_account().await;
+    let (_db, _redis, stack, id, sid) = stack_with_account().await;
     // A second key, RS256 and not signing yet, as a rotation adds it: published before it signs,
     // and an RSA private key has the most members to leak.
     let mut set = keys::read_key_set(stack.signing_keys());
@@ -442,7 +453,7 @@ async fn the_jwks_publishes_every_key_without_its_private_parts_and_verifies_tok
         .expect("header")
         .kid
         .expect("a kid");
-    let forged = sign_naming(&other.keys()[0], &kid, &claims(id));
+    let forged = sign_naming(&other.keys()[0], &kid, &claims(id, &sid));
     let forged_key = DecodingKey::from_jwk(&jwk_for(&forged)).expect("decoding key");
     jsonwebtoken::decode::<Value>(&forged, &forged_key, &verifier(Algorithm::EdDSA))
         .expect_err("a token signed by another key does not verify");

@@ -66,12 +66,14 @@ pub fn sign(path: &Path, claims: &serde_json::Value) -> String {
     sign_with(&read_key_set(path), claims)
 }
 
-/// The claims the gateway issues for user `sub`, valid for `ttl_secs` from now.
-pub fn claims(sub: &str, ttl_secs: u64) -> serde_json::Value {
+/// The claims the gateway issues for user `sub` in session `sid`, valid for `ttl_secs` from
+/// now. A token is accepted only in a live session of its user ([`crate::stack::TestStack::open_session`]).
+pub fn claims(sub: &str, sid: &str, ttl_secs: u64) -> serde_json::Value {
     let now = now_secs();
     serde_json::json!({
         "sub": sub, "iss": "userctl", "aud": "userctl",
         "iat": now, "nbf": now, "exp": now + ttl_secs, "jti": format!("test-{sub}-{now}"),
+        "sid": sid,
     })
 }
 

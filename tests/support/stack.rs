@@ -19,7 +19,7 @@ use tonic::transport::Channel;
 use userctl_proto::{
     cache::v1::{GetStatsRequest, Stats, cache_stats_client::CacheStatsClient},
     gateway::v1::gateway_client::GatewayClient,
-    user::v1::user_store_client::UserStoreClient,
+    user::v1::{CreateSessionRequest, user_store_client::UserStoreClient},
 };
 use usersvc::{cache, gateway, store};
 
@@ -276,6 +276,23 @@ impl TestStack {
     /// a token: tests forge tokens with whatever claims they need.
     pub fn sign(&self, claims: &serde_json::Value) -> String {
         crate::keys::sign(&self.key_file, claims)
+    }
+
+    /// A live session of `user_id`, opened in the store as a login opens one: its id, for
+    /// tokens forged to be accepted.
+    pub async fn open_session(&self, user_id: i64) -> String {
+        let refresh_hash: [u8; 32] = rand::random();
+        self.store()
+            .await
+            .create_session(CreateSessionRequest {
+                user_id,
+                refresh_hash: refresh_hash.to_vec(),
+                lifetime_secs: 3600,
+            })
+            .await
+            .expect("CreateSession")
+            .into_inner()
+            .id
     }
 
     pub async fn gateway(&self) -> GatewayClient<Channel> {

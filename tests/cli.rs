@@ -7,13 +7,8 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use userctl_tests::{
-    cli::Userctl,
-    database::TestDatabase,
-    e2e::Teardown,
-    redis::RedisServer,
-    stack::{JWT_SECRET, TestStack},
+    cli::Userctl, database::TestDatabase, e2e::Teardown, redis::RedisServer, stack::TestStack,
 };
 
 const PASSWORD: &str = "correct horse battery staple\n";
@@ -206,14 +201,15 @@ async fn an_expired_saved_token_asks_to_log_in_again() {
         .duration_since(UNIX_EPOCH)
         .expect("clock")
         .as_secs();
-    let claims = serde_json::json!({"sub": "1", "iss": "userctl", "aud": "userctl", "iat": now - 120, "nbf": now - 120, "exp": now - 60});
-    let expired = jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(JWT_SECRET),
-    )
-    .expect("sign");
     std::fs::create_dir_all(f.userctl.project_dir()).expect("project dir");
+    // The control: the same claims, still valid and signed with the stack's key, are Hal.
+    let live = f.stack.sign(&userctl_tests::keys::claims("1", 60));
+    std::fs::write(f.userctl.project_dir().join("token"), live).expect("write token");
+    let me = f.run(&["whoami"]).await.ok();
+    assert!(me.stdout.contains("hal@example.com"), "{me:?}");
+
+    let claims = serde_json::json!({"sub": "1", "iss": "userctl", "aud": "userctl", "iat": now - 120, "nbf": now - 120, "exp": now - 60, "jti": "expired"});
+    let expired = f.stack.sign(&claims);
     std::fs::write(f.userctl.project_dir().join("token"), expired).expect("write token");
 
     let run = f.run(&["whoami"]).await.expect_code(3);
@@ -290,7 +286,7 @@ async fn secrets_stay_out_of_logs_and_their_files_are_private() {
     // A forged token (right shape, wrong key) is refused, and not logged either.
     let forged = {
         let mut parts: Vec<String> = token.trim().split('.').map(str::to_owned).collect();
-        parts[2] = "A".repeat(43);
+        parts[2] = "A".repeat(parts[2].len());
         parts.join(".")
     };
     std::fs::write(project.join("token"), &forged).expect("forge");
@@ -299,7 +295,7 @@ async fn secrets_stay_out_of_logs_and_their_files_are_private() {
         expect(run(&["logs", service, "--tail", "1000"], "").await, 0);
     }
 
-    let key = std::fs::read_to_string(project.join("jwt.key")).expect("jwt key");
+    let private_keys = userctl_tests::keys::private_key_lines(&project.join("signing-keys.json"));
     let mut logs = printed;
     let mut files = Vec::new();
     for dir in [project.join("local"), project.join("local/logs")] {
@@ -317,7 +313,6 @@ async fn secrets_stay_out_of_logs_and_their_files_are_private() {
         "the logs saw the requests: {files:?}"
     );
     let mut secrets = vec![
-        ("the JWT key", key.trim().to_owned()),
         ("the password", password.to_owned()),
         ("the wrong password", wrong.to_owned()),
         ("the token", token.trim().to_owned()),
@@ -328,6 +323,11 @@ async fn secrets_stay_out_of_logs_and_their_files_are_private() {
         ),
         ("an argon2 hash", "$argon2id$".to_owned()),
     ];
+    secrets.extend(
+        private_keys
+            .into_iter()
+            .map(|line| ("a signing private key", line)),
+    );
     if let Ok(text) = std::fs::read_to_string(project.join("secrets.json")) {
         let json: serde_json::Value = serde_json::from_str(&text).expect("secrets JSON");
         if let Some(redis) = json["redis_password"].as_str() {
@@ -342,7 +342,12 @@ async fn secrets_stay_out_of_logs_and_their_files_are_private() {
         );
     }
     let mut modes = Vec::new();
-    for file in ["jwt.key", "token", "secrets.json", "local/redis.conf"] {
+    for file in [
+        "signing-keys.json",
+        "token",
+        "secrets.json",
+        "local/redis.conf",
+    ] {
         let path = project.join(file);
         if let Ok(meta) = std::fs::metadata(&path) {
             let mode = meta.permissions().mode() & 0o777;
@@ -350,7 +355,10 @@ async fn secrets_stay_out_of_logs_and_their_files_are_private() {
             modes.push(format!("{file} {mode:o}"));
         }
     }
-    assert!(modes.iter().any(|m| m.starts_with("jwt.key")), "{modes:?}");
+    assert!(
+        modes.iter().any(|m| m.starts_with("signing-keys.json")),
+        "{modes:?}"
+    );
     // Redis listens on loopback only and answers nobody without the generated password.
     if let Ok(conf) = std::fs::read_to_string(project.join("local/redis.conf")) {
         assert!(conf.contains("bind 127.0.0.1"), "{conf}");

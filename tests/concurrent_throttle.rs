@@ -3,7 +3,6 @@
 //! shared by every gateway on one Redis, and still holds per process while Redis is down.
 
 use futures::future::join_all;
-use tempfile::TempDir;
 use tonic::{Code, transport::Channel};
 use userctl_proto::gateway::v1::gateway_client::GatewayClient;
 use userctl_tests::{
@@ -11,7 +10,7 @@ use userctl_tests::{
     hostile::{BAD_CREDENTIALS, PASSWORD, login, register},
     process::Usersvc,
     redis::RedisServer,
-    stack::{JWT_SECRET, StackOptions, TestStack},
+    stack::{StackOptions, TestStack},
 };
 
 const VICTIM: &str = "victim@example.com";
@@ -50,17 +49,16 @@ async fn client(addr: &str) -> GatewayClient<Channel> {
         .expect("connect to the gateway")
 }
 
-/// A `usersvc gateway` process in front of `stack`'s cache, keeping its counters in `redis`.
-async fn gateway_process(stack: &TestStack, redis: &RedisServer, key_dir: &TempDir) -> Usersvc {
-    let key_file = key_dir.path().join("jwt.key");
-    std::fs::write(&key_file, JWT_SECRET).expect("write key");
-    let key_file = key_file.to_str().expect("utf-8 path");
+/// A `usersvc gateway` process in front of `stack`'s cache, with its signing keys, keeping its
+/// counters in `redis`.
+async fn gateway_process(stack: &TestStack, redis: &RedisServer) -> Usersvc {
+    let key_file = stack.signing_keys().to_str().expect("utf-8 path");
     Usersvc::start(
         "gateway",
         &[
             "--cache-addr",
             &stack.cache_addr,
-            "--jwt-secret-file",
+            "--signing-keys",
             key_file,
             "--redis-url",
             &redis.url(),
@@ -110,9 +108,8 @@ async fn two_gateways_on_one_redis_share_one_account_budget() {
         .register(register(VICTIM, "V", PASSWORD))
         .await
         .expect("register");
-    let key_dir = tempfile::tempdir().expect("temp dir");
-    let first = gateway_process(&stack, &redis, &key_dir).await;
-    let second = gateway_process(&stack, &redis, &key_dir).await;
+    let first = gateway_process(&stack, &redis).await;
+    let second = gateway_process(&stack, &redis).await;
     let gateways = [client(&first.addr).await, client(&second.addr).await];
 
     let (judged, refused) = guess_at_once(&gateways, 50).await;
@@ -138,8 +135,7 @@ async fn with_redis_down_a_gateway_still_limits_logins_on_its_own() {
         .register(register(VICTIM, "V", PASSWORD))
         .await
         .expect("register");
-    let key_dir = tempfile::tempdir().expect("temp dir");
-    let gateway = gateway_process(&stack, &redis, &key_dir).await;
+    let gateway = gateway_process(&stack, &redis).await;
     let client = client(&gateway.addr).await;
     // Redis holds the cache's copy too: the login path must not need it (the cache falls
     // through to the store), and neither may the throttle.

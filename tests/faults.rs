@@ -10,10 +10,11 @@ use std::{
 use redis::AsyncCommands as _;
 use sqlx::Executor as _;
 use tonic::{Code, Request, Status, transport::Channel};
+use userctl_keys::KeySet;
 use userctl_proto::gateway::v1::{LoginRequest, RegisterRequest, gateway_client::GatewayClient};
 use userctl_tests::{
     database::TestDatabase,
-    eventually,
+    eventually, keys,
     load::{
         CALL_DEADLINE, Call, Load, MAX_CALLS, Summary, accounts, failures, tokens, whoami,
         whoami_load,
@@ -22,7 +23,7 @@ use userctl_tests::{
     postgres::PostgresServer,
     process::{ProcessStack, Usersvc},
     redis::RedisServer,
-    stack::{JWT_SECRET, TestStack},
+    stack::TestStack,
 };
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -33,25 +34,16 @@ const UNAVAILABLE: &str = "the user service is unavailable; retry shortly";
 
 /// WhoAmI with valid tokens for accounts that do not exist, a new one each call: every call
 /// misses the cache and needs the store. The expected refusal, UNAUTHENTICATED, counts as a
-/// success; any other answer is kept as the call's failure.
-fn ghost_load(gateway: GatewayClient<Channel>) -> Load {
+/// success; any other answer is kept as the call's failure. The tokens are signed with the
+/// stack's key set (`signing_keys`), so each is refused for its account, not its signature.
+fn ghost_load(gateway: GatewayClient<Channel>, signing_keys: KeySet) -> Load {
     Load::start(2, MAX_CALLS, move |n| {
         let mut gateway = gateway.clone();
+        let token = keys::sign_with(
+            &signing_keys,
+            &keys::claims(&(1_000_000 + n).to_string(), 600),
+        );
         async move {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .expect("clock")
-                .as_secs();
-            let claims = serde_json::json!({
-                "sub": (1_000_000 + n).to_string(), "iss": "userctl", "aud": "userctl",
-                "iat": now, "nbf": now, "exp": now + 600,
-            });
-            let token = jsonwebtoken::encode(
-                &jsonwebtoken::Header::default(),
-                &claims,
-                &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET),
-            )
-            .expect("sign");
             match gateway.who_am_i(whoami(&token, CALL_DEADLINE)).await {
                 Err(status) if status.code() == Code::Unauthenticated => Ok(()),
                 Err(status) => Err(status),
@@ -230,7 +222,7 @@ async fn a_stopped_store_is_a_prompt_unavailable_and_everything_resumes_when_it_
         .expect("evict");
 
     let load = whoami_load(gateway.clone(), &tokens);
-    let ghosts = ghost_load(gateway.clone());
+    let ghosts = ghost_load(gateway.clone(), keys::read_key_set(stack.signing_keys()));
     load.wait_for_calls(200, CALL_DEADLINE).await;
     ghosts.wait_for_calls(50, CALL_DEADLINE).await;
     let stopped = Instant::now();
@@ -319,7 +311,7 @@ async fn a_stopped_database_is_a_prompt_unavailable_and_the_store_reconnects_by_
     let tokens = tokens(&accounts(&gateway, "db", 8).await);
 
     let load = whoami_load(gateway.clone(), &tokens);
-    let ghosts = ghost_load(gateway.clone());
+    let ghosts = ghost_load(gateway.clone(), keys::read_key_set(stack.signing_keys()));
     load.wait_for_calls(200, CALL_DEADLINE).await;
     ghosts.wait_for_calls(50, CALL_DEADLINE).await;
     // One read in flight in the database when it stops, held by a lock that a prepared

@@ -14,9 +14,9 @@ use userctl_proto::gateway::v1::gateway_client::GatewayClient;
 use userctl_tests::{
     database::TestDatabase,
     hostile::{PASSWORD, login, register},
+    keys,
     process::Usersvc,
     redis::RedisServer,
-    stack::JWT_SECRET,
 };
 
 /// Logins sent: enough for the old behaviour to pass the bound several times over.
@@ -42,8 +42,7 @@ async fn the_gateway_holds_its_hashing_memory_flat_through_many_concurrent_login
     let db = TestDatabase::sqlite();
     let redis = RedisServer::start().await;
     let key_dir = tempfile::tempdir().expect("key dir");
-    let key_file = key_dir.path().join("jwt.key");
-    std::fs::write(&key_file, JWT_SECRET).expect("key");
+    let key_file = keys::write_key_set(key_dir.path());
     let store = Usersvc::start("store", &["--database-url", db.url()], &[]).await;
     let redis_url = redis.url();
     let cache = Usersvc::start(
@@ -61,7 +60,7 @@ async fn the_gateway_holds_its_hashing_memory_flat_through_many_concurrent_login
         &[
             "--cache-addr",
             &cache.addr,
-            "--jwt-secret-file",
+            "--signing-keys",
             &key,
             "--hash-concurrency",
             "2",

@@ -10,15 +10,15 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Client, Method, Response, StatusCode, header};
 use serde_json::{Value, json};
 use tonic::Request;
 use userctl_proto::gateway::v1::{LoginRequest, RegisterRequest, WhoAmIRequest};
 use userctl_tests::{
     database::TestDatabase,
+    keys,
     redis::RedisServer,
-    stack::{JWT_SECRET, StackOptions, TestStack},
+    stack::{StackOptions, TestStack},
 };
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -302,23 +302,15 @@ async fn the_profile_needs_a_valid_bearer_token_in_the_authorization_header() {
     let missing = failed(api.profile(None).await, StatusCode::UNAUTHORIZED).await;
     assert_eq!(missing["Code"], "UNAUTHENTICATED");
 
+    // The control: a token with every claim, signed with the stack's key, is accepted; the same
+    // claims expired are not.
+    let live = api.stack.sign(&keys::claims("1", 60));
+    ok(api.profile(Some(&format!("Bearer {live}"))).await).await;
     let now = now();
-    let forged = |claims: Value, key: &[u8]| {
-        jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &EncodingKey::from_secret(key),
-        )
-        .expect("sign")
-    };
-    let expired = forged(
-        json!({"sub": "1", "iss": "userctl", "aud": "userctl", "iat": now - 120, "nbf": now - 120, "exp": now - 60}),
-        JWT_SECRET,
+    let expired = api.stack.sign(
+        &json!({"sub": "1", "iss": "userctl", "aud": "userctl", "iat": now - 120, "nbf": now - 120, "exp": now - 60, "jti": "expired"}),
     );
-    let other_key = forged(
-        json!({"sub": "1", "iss": "userctl", "aud": "userctl", "iat": now, "nbf": now, "exp": now + 60}),
-        b"another key that is also at least thirty-two bytes",
-    );
+    let other_key = keys::sign_with(&keys::generate(), &keys::claims("1", 60));
     for authorization in [
         format!("Bearer {expired}"),
         format!("Bearer {other_key}"),

@@ -3,9 +3,8 @@
 //! (so two addresses that look alike are never two accounts), names refuse controls and bidi
 //! overrides, and `userctl` escapes whatever a server sends, in its output and its error lines.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -19,10 +18,7 @@ use userctl_proto::{
     user::v1::CreateUserRequest,
 };
 use userctl_tests::{
-    cli::Userctl,
-    database::TestDatabase,
-    redis::RedisServer,
-    stack::{JWT_SECRET, TestStack},
+    cli::Userctl, database::TestDatabase, keys, redis::RedisServer, stack::TestStack,
 };
 use usersvc::{gateway::password::Passwords, server::Server};
 
@@ -177,17 +173,7 @@ async fn whoami_never_writes_raw_control_characters_sent_by_the_server() {
         .await
         .expect("planted in the store")
         .into_inner();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
-    let claims = json!({"sub": user.id.to_string(), "iss": "userctl", "aud": "userctl", "iat": now, "nbf": now, "exp": now + 600});
-    let token = jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(JWT_SECRET),
-    )
-    .expect("sign");
+    let token = stack.sign(&keys::claims(&user.id.to_string(), 600));
 
     let home = tempfile::tempdir().expect("home");
     let userctl = Userctl::new(home.path());

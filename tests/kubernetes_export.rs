@@ -352,7 +352,19 @@ fn the_base_renders_offline_validates_strictly_for_1_30_and_has_the_shape_asked(
         .map(|(name, data)| (name.clone(), data.keys().cloned().collect()))
         .collect();
     assert_eq!(made_keys, referenced);
-    assert!(made["userctl-jwt"]["jwt.key"].len() >= 32);
+    // The signing key set is one the gateway reads: every key sound and matching its id, and a
+    // key that signs now.
+    let signing_keys = &made["userctl-signing-keys"][userctl_keys::FILE_NAME];
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let set = userctl_keys::KeySet::parse(signing_keys, now)
+        .unwrap_or_else(|err| panic!("create-secrets.sh's signing-keys.json: {err}"));
+    assert_eq!(set.keys().len(), 1);
+    let key = set.signing(now).expect("a key that signs now");
+    assert_eq!(key.algorithm(), userctl_keys::Algorithm::EdDSA);
+    assert_eq!(key.retires_at(), None);
     for password in ["userctl-redis", "userctl-postgres"] {
         let value = &made[password]["password"];
         assert!(

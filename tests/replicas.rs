@@ -11,6 +11,7 @@ use redis::AsyncCommands as _;
 use sqlx::Executor as _;
 use std::time::Instant;
 use tonic::{Code, Request, Status, transport::Channel};
+use userctl_keys::KeySet;
 use userctl_proto::{
     cache::v1::{GetStatsRequest, Stats, cache_stats_client::CacheStatsClient},
     gateway::v1::{RegisterRequest, gateway_client::GatewayClient},
@@ -18,14 +19,14 @@ use userctl_proto::{
 };
 use userctl_tests::{
     database::TestDatabase,
-    eventually,
+    eventually, keys,
     load::{
         CALL_DEADLINE, Call, Load, MAX_CALLS, Summary, WORKERS, accounts, failures, tokens, whoami,
         whoami_load,
     },
     process::{ProcessStack, Usersvc},
     redis::RedisServer,
-    stack::{JWT_SECRET, StackOptions, TestStack},
+    stack::{StackOptions, TestStack},
 };
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -40,31 +41,20 @@ fn two_of_each() -> StackOptions {
     }
 }
 
-/// A token for account `id`, signed with the test key: valid whether or not the account exists.
-fn token_for(id: i64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
-    let claims = serde_json::json!({
-        "sub": id.to_string(), "iss": "userctl", "aud": "userctl",
-        "iat": now, "nbf": now, "exp": now + 600,
-    });
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET),
-    )
-    .expect("sign")
+/// A token for account `id`, signed with the stack's key set (`signing_keys`): valid whether or
+/// not the account exists.
+fn token_for(signing_keys: &KeySet, id: i64) -> String {
+    keys::sign_with(signing_keys, &keys::claims(&id.to_string(), 600))
 }
 
 /// WhoAmI for accounts that do not exist, a new one each call: every call misses the cache and
-/// reads the store. The expected UNAUTHENTICATED counts as a success.
-fn store_load(gateway: GatewayClient<Channel>) -> Load {
+/// reads the store. The expected UNAUTHENTICATED counts as a success. The tokens are signed
+/// with the stack's key set, so each is refused for its account, not for its signature.
+fn store_load(gateway: GatewayClient<Channel>, signing_keys: KeySet) -> Load {
     Load::start(WORKERS, MAX_CALLS, move |n| {
         let mut gateway = gateway.clone();
+        let token = token_for(&signing_keys, 1_000_000 + n as i64);
         async move {
-            let token = token_for(1_000_000 + n as i64);
             match gateway.who_am_i(whoami(&token, CALL_DEADLINE)).await {
                 Err(status) if status.code() == Code::Unauthenticated => Ok(()),
                 Err(status) => Err(status),
@@ -158,7 +148,10 @@ async fn a_store_replica_that_drains_under_load_costs_no_call() {
     let db = TestDatabase::postgres().await;
     let redis = RedisServer::start().await;
     let mut stack = TestStack::start_with(&db, &redis, two_of_each()).await;
-    let load = store_load(stack.gateway().await);
+    let load = store_load(
+        stack.gateway().await,
+        keys::read_key_set(stack.signing_keys()),
+    );
     load.wait_for_calls(PHASE_CALLS, CALL_DEADLINE).await;
     let stopping = Instant::now();
     stack.stop_store_replica(0).await;
@@ -217,7 +210,10 @@ async fn a_killed_store_replica_costs_at_most_the_calls_in_flight() {
     let db = TestDatabase::postgres().await;
     let redis = RedisServer::start().await;
     let mut replicas = ProcessStack::start(db.url(), &redis.url(), 2).await;
-    let load = store_load(replicas.client.clone());
+    let load = store_load(
+        replicas.client.clone(),
+        keys::read_key_set(replicas.signing_keys()),
+    );
     kill_under_load(load, &mut replicas.stores[0], "store replica").await;
 }
 

@@ -235,7 +235,7 @@ async fn a_swarm_stack_serves_rolls_and_heals_with_its_secrets_out_of_sight_and_
     // environment or arguments.
     let secrets = labelled("secret", &project);
     for file in [
-        "jwt.key",
+        "signing-keys.json",
         "database-url",
         "redis-url",
         "ca.crt",
@@ -253,7 +253,6 @@ async fn a_swarm_stack_serves_rolls_and_heals_with_its_secrets_out_of_sight_and_
         &std::fs::read_to_string(home.path().join(&project).join("secrets.json")).expect("secrets"),
     )
     .expect("secrets JSON");
-    let jwt_key = std::fs::read_to_string(home.path().join(&project).join("jwt.key")).expect("key");
     let mut hidden = vec![
         generated["redis_password"]
             .as_str()
@@ -263,8 +262,10 @@ async fn a_swarm_stack_serves_rolls_and_heals_with_its_secrets_out_of_sight_and_
             .as_str()
             .expect("postgres")
             .to_owned(),
-        jwt_key.trim().to_owned(),
     ];
+    hidden.extend(userctl_tests::keys::private_key_lines(
+        &home.path().join(&project).join("signing-keys.json"),
+    ));
     hidden.push("PRIVATE KEY".to_owned());
     for service in labelled("service", &project) {
         let spec = docker(&["service", "inspect", &service, "--format", "{{json .Spec}}"]);
@@ -373,17 +374,18 @@ async fn a_swarm_stack_serves_rolls_and_heals_with_its_secrets_out_of_sight_and_
 
     // A new signing key (the old file gone, so `up` makes one): a new secret, which the
     // gateways move to in a rolling update; the old one, used by no service now, is removed.
-    let jwt_secrets = || {
+    let key_secrets = || {
         labelled("secret", &project)
             .into_iter()
-            .filter(|name| name.starts_with(&format!("{project}-jwt.key-")))
+            .filter(|name| name.starts_with(&format!("{project}-signing-keys.json-")))
             .collect::<Vec<String>>()
     };
-    let old_key = jwt_secrets();
+    let old_key = key_secrets();
     assert_eq!(old_key.len(), 1, "{old_key:?}");
-    std::fs::remove_file(home.path().join(&project).join("jwt.key")).expect("remove the key");
+    std::fs::remove_file(home.path().join(&project).join("signing-keys.json"))
+        .expect("remove the key set");
     userctl.run(&["up"]).await.ok();
-    let new_key = jwt_secrets();
+    let new_key = key_secrets();
     assert_eq!(
         new_key.len(),
         1,

@@ -6,17 +6,14 @@ use std::time::Duration;
 
 use tonic::{Code, transport::Channel};
 use userctl_proto::gateway::v1::{LoginRequest, RegisterRequest, gateway_client::GatewayClient};
-use userctl_tests::{
-    database::TestDatabase, process::Usersvc, redis::RedisServer, stack::JWT_SECRET,
-};
+use userctl_tests::{database::TestDatabase, keys, process::Usersvc, redis::RedisServer};
 
 #[tokio::test]
 async fn throttle_warnings_name_the_account_by_a_keyed_hash_not_its_email() {
     let db = TestDatabase::sqlite();
     let redis = RedisServer::start().await;
     let key_dir = tempfile::tempdir().expect("key dir");
-    let key_file = key_dir.path().join("jwt.key");
-    std::fs::write(&key_file, JWT_SECRET).expect("key");
+    let key_file = keys::write_key_set(key_dir.path());
     let key = key_file.display().to_string();
     let env = [("RUST_LOG", "info")];
     let store = Usersvc::start("store", &["--database-url", db.url()], &env).await;
@@ -29,7 +26,7 @@ async fn throttle_warnings_name_the_account_by_a_keyed_hash_not_its_email() {
     .await;
     let gateway = Usersvc::start(
         "gateway",
-        &["--cache-addr", &cache.addr, "--jwt-secret-file", &key],
+        &["--cache-addr", &cache.addr, "--signing-keys", &key],
         &env,
     )
     .await;

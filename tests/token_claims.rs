@@ -1,19 +1,15 @@
 //! The edges of the claims a token carries, against a running gateway: a token is dead in the
 //! second its `exp` names, and a `sub` is a user id spelled only as the gateway spells it, so
-//! `"01"` is not a second name for user 1; and a call carries one token, never two. Tokens are signed with the stack's key, as in
-//! tokens.rs, so the claim under test is the only thing wrong.
+//! `"01"` is not a second name for user 1; and a call carries one token, never two. Tokens are
+//! signed with the stack's key and name it, as in tokens.rs, so the claim under test is the only
+//! thing wrong.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tonic::{Code, Request};
 use userctl_proto::gateway::v1::{RegisterRequest, WhoAmIRequest};
-use userctl_tests::{
-    database::TestDatabase,
-    redis::RedisServer,
-    stack::{JWT_SECRET, TestStack},
-};
+use userctl_tests::{database::TestDatabase, redis::RedisServer, stack::TestStack};
 
 fn since_epoch() -> Duration {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock")
@@ -21,16 +17,12 @@ fn since_epoch() -> Duration {
 
 fn claims(sub: &str, exp: u64) -> Value {
     let now = since_epoch().as_secs();
-    json!({"sub": sub, "iss": "userctl", "aud": "userctl", "iat": now - 60, "nbf": now - 60, "exp": exp})
+    json!({"sub": sub, "iss": "userctl", "aud": "userctl", "iat": now - 60, "nbf": now - 60, "exp": exp, "jti": "forged"})
 }
 
-fn bearer(claims: &Value) -> Request<WhoAmIRequest> {
-    let token = jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        claims,
-        &EncodingKey::from_secret(JWT_SECRET),
-    )
-    .expect("sign");
+/// WhoAmI with `claims` signed with `stack`'s key, as its gateway signs a token.
+fn bearer(stack: &TestStack, claims: &Value) -> Request<WhoAmIRequest> {
+    let token = stack.sign(claims);
     let mut request = Request::new(WhoAmIRequest {});
     request.metadata_mut().insert(
         "authorization",
@@ -65,7 +57,7 @@ async fn a_token_is_refused_in_the_second_its_exp_names() {
     let mut gateway = stack.gateway().await;
     let later = since_epoch().as_secs() + 60;
     gateway
-        .who_am_i(bearer(&claims("1", later)))
+        .who_am_i(bearer(&stack, &claims("1", later)))
         .await
         .expect("the control: a live token for user 1 is accepted");
 
@@ -77,7 +69,7 @@ async fn a_token_is_refused_in_the_second_its_exp_names() {
     }
     let now = since_epoch().as_secs();
     let status = gateway
-        .who_am_i(bearer(&claims("1", now)))
+        .who_am_i(bearer(&stack, &claims("1", now)))
         .await
         .expect_err("a token whose exp is now is expired");
     assert_eq!(status.code(), Code::Unauthenticated);
@@ -90,14 +82,14 @@ async fn a_subject_is_a_user_id_only_in_its_canonical_spelling() {
     let mut gateway = stack.gateway().await;
     let exp = since_epoch().as_secs() + 600;
     let me = gateway
-        .who_am_i(bearer(&claims("1", exp)))
+        .who_am_i(bearer(&stack, &claims("1", exp)))
         .await
         .expect("the control: sub \"1\" is user 1");
     assert_eq!(me.into_inner().id, 1);
 
     for sub in ["01", "001", "+1", " 1", "1 ", "\t1", "1\n"] {
         let status = gateway
-            .who_am_i(bearer(&claims(sub, exp)))
+            .who_am_i(bearer(&stack, &claims(sub, exp)))
             .await
             .expect_err(&format!("sub {sub:?} is not user 1"));
         assert_eq!(status.code(), Code::Unauthenticated, "{sub:?}");
@@ -109,7 +101,7 @@ async fn a_subject_is_a_user_id_only_in_its_canonical_spelling() {
 async fn a_call_with_two_authorization_entries_is_refused_whichever_is_valid() {
     let (_db, _redis, stack) = stack_with_user_1().await;
     let mut gateway = stack.gateway().await;
-    let live = bearer(&claims("1", since_epoch().as_secs() + 60));
+    let live = bearer(&stack, &claims("1", since_epoch().as_secs() + 60));
     let valid = live
         .metadata()
         .get("authorization")

@@ -28,7 +28,8 @@ pub const LEAKS: &[&str] = &[
     "/home/",
     "/usr/",
     "backtrace",
-    "jwt.key",
+    "signing-keys.json",
+    "private key",
 ];
 
 #[track_caller]

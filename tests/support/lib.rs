@@ -5,6 +5,7 @@
 //! - [`redis`]: a private `redis-server` on a Unix socket, which tests can stop and restart.
 //! - [`database`]: a fresh SQLite file or a fresh Postgres database.
 //! - [`stack`]: store, cache and gateway in this process, wired as in production.
+//! - [`keys`]: a stack's signing key set, and tokens signed with its key.
 //! - [`cli`]: the real `userctl` binary, run as a user would.
 //! - [`process`]: a real `usersvc` process, its log kept, signalled as an orchestrator would.
 //! - [`postgres`]: a private Postgres server that a test can stop and start (a database outage).
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod database;
 pub mod e2e;
 pub mod hostile;
+pub mod keys;
 pub mod load;
 pub mod outage;
 pub mod postgres;

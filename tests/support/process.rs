@@ -3,6 +3,7 @@
 //! to it as an orchestrator would; and [`ProcessStack`], a whole stack of them.
 
 use std::{
+    path::{Path, PathBuf},
     process::{ExitStatus, Stdio},
     sync::{Arc, Mutex},
     time::Duration,
@@ -16,8 +17,6 @@ use tokio::{
 };
 use tonic::transport::Channel;
 use userctl_proto::gateway::v1::gateway_client::GatewayClient;
-
-use crate::stack::JWT_SECRET;
 
 pub struct Usersvc {
     /// `http://127.0.0.1:PORT`.
@@ -136,21 +135,21 @@ impl Usersvc {
 }
 
 /// Store, cache and gateway as real `usersvc` processes, `replicas` each of the store and the
-/// cache, wired as by hand (plaintext, the test key), the gateway logging at info.
+/// cache, wired as by hand (plaintext, a key set of its own), the gateway logging at info.
 pub struct ProcessStack {
     pub stores: Vec<Usersvc>,
     pub caches: Vec<Usersvc>,
     pub gateway: Usersvc,
     /// A client of the gateway, connected.
     pub client: GatewayClient<Channel>,
+    key_file: PathBuf,
     _key_dir: TempDir,
 }
 
 impl ProcessStack {
     pub async fn start(database_url: &str, redis_url: &str, replicas: usize) -> Self {
         let key_dir = tempfile::tempdir().expect("key dir");
-        let key_file = key_dir.path().join("jwt.key");
-        std::fs::write(&key_file, JWT_SECRET).expect("key");
+        let key_file = crate::keys::write_key_set(key_dir.path());
         let env = [("RUST_LOG", "info")];
         let mut stores = Vec::new();
         for _ in 0..replicas {
@@ -165,12 +164,7 @@ impl ProcessStack {
         let key = key_file.display().to_string();
         let gateway = Usersvc::start(
             "gateway",
-            &[
-                "--cache-addr",
-                &next_hop(&caches),
-                "--jwt-secret-file",
-                &key,
-            ],
+            &["--cache-addr", &next_hop(&caches), "--signing-keys", &key],
             &env,
         )
         .await;
@@ -186,8 +180,14 @@ impl ProcessStack {
             caches,
             gateway,
             client,
+            key_file,
             _key_dir: key_dir,
         }
+    }
+
+    /// The gateway's signing key set file (`signing-keys.json`).
+    pub fn signing_keys(&self) -> &Path {
+        &self.key_file
     }
 }
 

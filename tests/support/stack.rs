@@ -25,9 +25,6 @@ use usersvc::{cache, gateway, store};
 
 use crate::{database::TestDatabase, redis::RedisServer};
 
-/// The JWT key every test stack signs with; tests use it to forge tokens.
-pub const JWT_SECRET: &[u8] = b"test key: 32 bytes or more, never used outside tests";
-
 #[derive(Debug, Clone)]
 pub struct StackOptions {
     pub token_ttl: Duration,
@@ -137,9 +134,9 @@ impl TestStack {
         let store_addr = store_addrs[0].clone();
         let cache_addr = cache_addrs[0].clone();
 
-        let key_dir = tempfile::tempdir().expect("temp dir for the key");
-        let key_file = key_dir.path().join("jwt.key");
-        std::fs::write(&key_file, JWT_SECRET).expect("write key");
+        // A key set of its own, as `userctl up` makes for each stack.
+        let key_dir = tempfile::tempdir().expect("temp dir for the key set");
+        let key_file = crate::keys::write_key_set(key_dir.path());
         let gateway = gateway::build(
             &gateway_config(&cache_addrs.join(","), &redis.url(), &key_file, &options),
             &shutdown,
@@ -268,6 +265,17 @@ impl TestStack {
         .await
         .expect("store-path gateway reports SERVING");
         GatewayClient::new(channel(&addr).await)
+    }
+
+    /// The stack's signing key set file (`signing-keys.json`).
+    pub fn signing_keys(&self) -> &Path {
+        &self.key_file
+    }
+
+    /// `claims` signed with the stack's signing key and naming it (`kid`), as its gateway signs
+    /// a token: tests forge tokens with whatever claims they need.
+    pub fn sign(&self, claims: &serde_json::Value) -> String {
+        crate::keys::sign(&self.key_file, claims)
     }
 
     pub async fn gateway(&self) -> GatewayClient<Channel> {
@@ -399,7 +407,7 @@ fn gateway_config(
         http_listen: Some("127.0.0.1:0".parse().expect("address")),
         cors_origins: options.cors_origins.clone(),
         cache_addr: users_addr.to_owned(),
-        jwt_secret_file: key_file.to_path_buf(),
+        signing_keys: key_file.to_path_buf(),
         token_ttl: options.token_ttl,
         hash_concurrency: None,
         hash_jobs_per_peer: 64,

@@ -8,7 +8,7 @@
 # Nothing secret is written into this directory: the keys are made in a private temporary
 # directory, removed on exit. Run it once per namespace; it fails on a Secret that exists
 # (delete them to start over: a new Postgres password does not change an existing database's).
-# Needs openssl and kubectl.
+# Needs openssl, kubectl and the standard shell tools (awk, tail, tr, date).
 set -euo pipefail
 
 for tool in openssl kubectl; do
@@ -52,9 +52,21 @@ issue store serverAuth,clientAuth
 issue cache serverAuth,clientAuth
 issue gateway clientAuth
 
-# The gateway's HS256 key (at least 32 bytes) and the database passwords: hex, so they need no
-# escaping inside the redis:// and postgres:// URLs the services are given.
-openssl rand -base64 48 | tr -d '\n' >jwt.key
+# The gateway's signing key set, as `userctl up` makes it (signing-keys.json): one Ed25519 key
+# (PKCS#8 PEM) that signs from now. Its id is its RFC 7638 thumbprint: the base64url SHA-256 of
+# {"crv":"Ed25519","kty":"OKP","x":X}, X the raw 32-byte public key in base64url (the last 32
+# bytes of its DER encoding).
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+openssl genpkey -algorithm ed25519 -out signing.key 2>/dev/null
+x=$(openssl pkey -in signing.key -pubout -outform DER | tail -c 32 | b64url)
+kid=$(printf '{"crv":"Ed25519","kty":"OKP","x":"%s"}' "$x" | openssl dgst -sha256 -binary | b64url)
+now=$(date +%s)
+pem=$(awk '{ printf "%s\\n", $0 }' signing.key)
+printf '{"keys":[{"kid":"%s","alg":"EdDSA","created_at":%s,"signs_from":%s,"retires_at":null,"private_key":"%s"}]}\n' \
+  "$kid" "$now" "$now" "$pem" >signing-keys.json
+
+# The database passwords: hex, so they need no escaping inside the redis:// and postgres://
+# URLs the services are given.
 openssl rand -hex 24 | tr -d '\n' >redis-password
 openssl rand -hex 24 | tr -d '\n' >postgres-password
 
@@ -65,7 +77,7 @@ secret() {
   [[ -z $yaml ]] || echo ---
   kubectl create secret generic "$@"
 }
-secret userctl-jwt --from-file=jwt.key "$@"
+secret userctl-signing-keys --from-file=signing-keys.json "$@"
 for service in store cache gateway; do
   secret "userctl-$service-tls" --from-file=ca.crt --from-file="$service.crt" \
     --from-file="$service.key" "$@"

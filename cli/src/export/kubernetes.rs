@@ -27,7 +27,7 @@ pub const NEWEST: KubeVersion = KubeVersion { minor: 33 };
 pub const DEFAULT_VERSION: &str = "1.30";
 
 /// Secrets the base refers to by name; `create-secrets.sh` makes them.
-pub const JWT_SECRET: &str = "userctl-jwt";
+pub const SIGNING_KEYS_SECRET: &str = "userctl-signing-keys";
 pub const REDIS_SECRET: &str = "userctl-redis";
 pub const POSTGRES_SECRET: &str = "userctl-postgres";
 /// The key of a password in [`REDIS_SECRET`] and [`POSTGRES_SECRET`].
@@ -330,7 +330,7 @@ fn usersvc(export: &Export, service: Service) -> Vec<Value> {
     let mut sources = vec![json!({"secret": {"name": tls_secret(holder), "items": tls_items}})];
     if service == Service::Gateway {
         sources.push(json!({"secret": {
-            "name": JWT_SECRET,
+            "name": SIGNING_KEYS_SECRET,
             "items": [{"key": SIGNING_KEYS_FILE, "path": SIGNING_KEYS_FILE}],
         }}));
     }

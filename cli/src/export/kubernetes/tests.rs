@@ -158,10 +158,10 @@ fn each_service_mounts_only_the_ca_and_its_own_certificate_and_key() {
                 &json!(format!("{service}.key"))
             ]
         );
-        let jwt = sources
+        let signing_keys = sources
             .iter()
-            .any(|source| source["secret"]["name"] == JWT_SECRET);
-        assert_eq!(jwt, service == "gateway", "{service}");
+            .any(|source| source["secret"]["name"] == SIGNING_KEYS_SECRET);
+        assert_eq!(signing_keys, service == "gateway", "{service}");
         assert_eq!(pod["volumes"][0]["projected"]["defaultMode"], 0o440);
     }
 }
@@ -329,7 +329,7 @@ fn the_base_lists_every_resource_and_the_secrets_script_makes_every_secret_named
             .all(|file| file.executable == file.name.ends_with(".sh"))
     );
     let mut secrets: Vec<String> = vec![
-        JWT_SECRET.into(),
+        SIGNING_KEYS_SECRET.into(),
         REDIS_SECRET.into(),
         POSTGRES_SECRET.into(),
     ];

@@ -247,7 +247,10 @@ async fn the_store_answers_not_found_for_unknown_users(db: TestDatabase) {
         assert_eq!(status.code(), Code::NotFound);
     }
     let status = store
-        .read_user(ReadUserRequest { key: None })
+        .read_user(ReadUserRequest {
+            key: None,
+            session_id: String::new(),
+        })
         .await
         .expect_err("no key");
     assert_eq!(status.code(), Code::InvalidArgument);

@@ -12,7 +12,8 @@ use tonic::{Code, Request, Response, Status};
 use tonic_types::StatusExt as _;
 use userctl_proto::{
     gateway::v1::{
-        LoginRequest, LoginResponse, Profile, RegisterRequest, WhoAmIRequest,
+        LoginRequest, LoginResponse, LogoutRequest, LogoutResponse, Profile, RefreshRequest,
+        RegisterRequest, WhoAmIRequest,
         gateway_server::{Gateway, GatewayServer},
     },
     user::v1::CreateUserRequest,
@@ -234,6 +235,14 @@ impl Gateway for HostileGateway {
     }
 
     async fn who_am_i(&self, _: Request<WhoAmIRequest>) -> Result<Response<Profile>, Status> {
+        Err(Status::unavailable(HOSTILE_MESSAGE))
+    }
+
+    async fn refresh(&self, _: Request<RefreshRequest>) -> Result<Response<LoginResponse>, Status> {
+        Err(Status::unauthenticated(HOSTILE_MESSAGE))
+    }
+
+    async fn logout(&self, _: Request<LogoutRequest>) -> Result<Response<LogoutResponse>, Status> {
         Err(Status::unavailable(HOSTILE_MESSAGE))
     }
 }

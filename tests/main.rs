@@ -32,6 +32,7 @@ mod no_lost_writes;
 mod reflection;
 mod registration_limits;
 mod replicas;
+mod sessions_store;
 mod supervisor_death;
 mod swarm_nodes;
 mod swarm_runtime;

@@ -33,6 +33,7 @@ mod reflection;
 mod registration_limits;
 mod replicas;
 mod sessions;
+mod sessions_store;
 mod supervisor_death;
 mod swarm_nodes;
 mod swarm_runtime;

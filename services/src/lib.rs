@@ -10,7 +10,7 @@
 //!
 //! What they share: [`server`] (health, reflection, limits, the TLS accept, graceful shutdown),
 //! [`client`] (outbound channels with deadlines), [`tls`] (the mutual TLS files and who may
-//! call what), [`secret_url`] (passwords handed over as files), [`health`] (the `usersvc health` probe), [`telemetry`] and [`shutdown`].
+//! call what), [`secret_url`] (passwords handed over as files), [`session`] (session ids, limits, and what the store tells the cache about them), [`health`] (the `usersvc health` probe), [`telemetry`] and [`shutdown`].
 //!
 //! Every service is built the same way: `startup::build(config)` binds its listeners (port 0
 //! works, which is how the tests run many stacks side by side) and returns a server — a
@@ -24,6 +24,7 @@ pub mod gateway;
 pub mod health;
 pub mod secret_url;
 pub mod server;
+pub mod session;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

@@ -11,7 +11,10 @@
 //! Rules (see docs/design.md): values are protobuf bytes under versioned keys with a jittered
 //! TTL; a not-found is cached briefly; a create deletes what it touches; concurrent misses on one
 //! key make one store call; Redis errors and calls slower than `--redis-timeout` fall through to
-//! the store and are counted.
+//! the store and are counted. Sessions: a read naming one gets the user's and the session's
+//! entries in one `MGET`; an active session is cached no longer than a user and never past its
+//! expiry, and never over a revocation (`SET NX`); a revocation is written over it for at least
+//! 24 h.
 
 pub mod config;
 pub mod keys;

@@ -45,11 +45,38 @@ impl RedisCache {
         self.bounded(async move { conn.get(key).await }, true).await
     }
 
-    /// Writes `(key, value, ttl_secs)` entries in one round trip.
-    pub async fn set_all(&self, entries: &[(String, Vec<u8>, u64)]) -> Result<(), Unavailable> {
+    /// `MGET`: each key's value (`None` when absent), in one round trip.
+    pub async fn get_all(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, Unavailable> {
+        let mut conn = self.conn.clone();
+        // MGET by hand: the client's `mget` of one key sends GET, whose reply is no array.
+        let mget = redis::cmd("MGET").arg(keys).to_owned();
+        self.bounded(async move { mget.query_async(&mut conn).await }, true)
+            .await
+    }
+
+    /// Writes `(key, value, ttl_secs)` entries in one round trip: `entries` whatever is there,
+    /// `if_absent` only where the key does not exist (`SET NX`), so what they say never
+    /// replaces what another writer put first (a session's revocation).
+    pub async fn set_all(
+        &self,
+        entries: &[(String, Vec<u8>, u64)],
+        if_absent: &[(String, Vec<u8>, u64)],
+    ) -> Result<(), Unavailable> {
+        if entries.is_empty() && if_absent.is_empty() {
+            return Ok(());
+        }
         let mut pipe = redis::pipe();
         for (key, value, ttl) in entries {
             pipe.set_ex(key, value, *ttl).ignore();
+        }
+        for (key, value, ttl) in if_absent {
+            pipe.cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("NX")
+                .arg("EX")
+                .arg(*ttl)
+                .ignore();
         }
         let mut conn = self.conn.clone();
         self.bounded(async move { pipe.query_async(&mut conn).await }, true)

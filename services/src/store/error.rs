@@ -1,4 +1,8 @@
-use tonic::{Code, Status};
+use prost::Message as _;
+use tonic::{Code, Status, metadata::MetadataValue};
+use userctl_proto::user::v1::Session;
+
+use crate::session;
 
 /// Everything a store RPC can fail with; mapped to the wire in one place, below.
 #[derive(Debug, thiserror::Error)]
@@ -12,6 +16,20 @@ pub enum StoreError {
     AlreadyExists,
     #[error("no such user")]
     NotFound,
+    /// A refresh token hash (or, beyond all odds, a session id) that is already stored.
+    #[error("{field} is already in use")]
+    InUse { field: &'static str },
+    #[error("no such session")]
+    SessionNotFound,
+    /// A session read whose session is missing, another user's, revoked or expired.
+    #[error("the session has ended")]
+    SessionEnded,
+    /// A refresh token that is unknown, or whose session is revoked or expired.
+    #[error("refresh refused")]
+    RefreshRefused,
+    /// A spent refresh token, presented again: its session, now revoked.
+    #[error("refresh token reused; session revoked")]
+    RefreshReused(Session),
     #[error("the database is unavailable")]
     Unavailable(#[source] sqlx::Error),
     #[error("database error")]
@@ -54,6 +72,22 @@ impl From<StoreError> for Status {
                 Status::already_exists("a user with this email already exists")
             }
             StoreError::NotFound => Status::not_found("no such user"),
+            StoreError::InUse { field } => {
+                Status::already_exists(format!("{field} is already in use"))
+            }
+            StoreError::SessionNotFound => Status::not_found("no such session"),
+            StoreError::SessionEnded => Status::failed_precondition(session::SESSION_ENDED),
+            StoreError::RefreshRefused => Status::unauthenticated(session::REFRESH_REFUSED),
+            StoreError::RefreshReused(revoked) => {
+                // Same words as any refusal; the revoked session rides in metadata for the
+                // cache, which publishes the revocation and strips it (crate::session).
+                let mut status = Status::unauthenticated(session::REFRESH_REFUSED);
+                status.metadata_mut().insert_bin(
+                    session::REVOKED_HEADER,
+                    MetadataValue::from_bytes(&revoked.encode_to_vec()),
+                );
+                status
+            }
             StoreError::Unavailable(source) => {
                 tracing::warn!(error = %source, "database unavailable");
                 Status::unavailable("the database is unavailable; retry shortly")

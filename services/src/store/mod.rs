@@ -1,7 +1,8 @@
 //! The entry store: `userctl.user.v1.UserStore` over SQL (Postgres or SQLite).
 //!
 //! - [`config`]: flags and env vars.
-//! - [`database`]: the pool and the three queries; the only place that speaks SQL.
+//! - [`database`]: the pool and the queries (users, sessions, refresh tokens); the only place
+//!   that speaks SQL.
 //! - [`service`]: the gRPC implementation.
 //! - [`hash_policy`]: which password hashes the store keeps (none weaker than the stack's).
 //! - [`error`]: what can go wrong, and how each maps to a gRPC status.

@@ -192,7 +192,7 @@ async fn register_login_and_user_profile_answer_in_the_original_shapes() {
     assert_eq!(user["UserName"], "ann@example.com", "UserName is the email");
 
     let login = ok(api.login("ANN@example.com", PASSWORD).await).await;
-    assert_eq!(keys(&login), ["Expired", "Token"]);
+    assert_eq!(keys(&login), ["Expired", "RefreshToken", "Token"]);
     let token = login["Token"].as_str().expect("Token");
     let expired = login["Expired"].as_str().expect("Expired");
     let expires = humantime::parse_rfc3339(expired).expect("Expired is RFC 3339");

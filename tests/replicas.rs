@@ -44,7 +44,10 @@ fn two_of_each() -> StackOptions {
 /// A token for account `id`, signed with the stack's key set (`signing_keys`): valid whether or
 /// not the account exists.
 fn token_for(signing_keys: &KeySet, id: i64) -> String {
-    keys::sign_with(signing_keys, &keys::claims(&id.to_string(), "ghost", 600))
+    keys::sign_with(
+        signing_keys,
+        &keys::claims(&id.to_string(), keys::NO_SESSION, 600),
+    )
 }
 
 /// WhoAmI for accounts that do not exist, a new one each call: every call misses the cache and

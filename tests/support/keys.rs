@@ -66,6 +66,10 @@ pub fn sign(path: &Path, claims: &serde_json::Value) -> String {
     sign_with(&read_key_set(path), claims)
 }
 
+/// A session id of the right shape that no store ever made: a token naming it reaches the
+/// cache and the store, and is refused there.
+pub const NO_SESSION: &str = "AAAAAAAAAAAAAAAAAAAAAA";
+
 /// The claims the gateway issues for user `sub` in session `sid`, valid for `ttl_secs` from
 /// now. A token is accepted only in a live session of its user ([`crate::stack::TestStack::open_session`]).
 pub fn claims(sub: &str, sid: &str, ttl_secs: u64) -> serde_json::Value {

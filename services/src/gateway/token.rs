@@ -274,7 +274,8 @@ impl TokenKeys {
             return Err(TokenError::Expired);
         }
         let user_id = user_id(&claims.sub).ok_or(TokenError::BadSubject)?;
-        if claims.sid.is_empty() {
+        // A `sid` no session could have is refused here, never sent to the cache.
+        if !crate::session::is_well_formed(&claims.sid) {
             return Err(TokenError::NoSession);
         }
         Ok(Verified {
@@ -329,6 +330,8 @@ mod tests {
     use super::*;
 
     const TTL: Duration = Duration::from_secs(900);
+    /// A session id as the store makes them.
+    const SID: &str = "AAAAAAAAAAAAAAAAAAAAAA";
 
     /// A key set file in a directory of its own, and the keys read from it.
     struct Fixture {
@@ -364,16 +367,16 @@ mod tests {
 
     fn claims() -> serde_json::Value {
         let now = now();
-        serde_json::json!({"sub": "7", "iss": ISSUER, "aud": AUDIENCE, "iat": now, "nbf": now, "exp": now + 60, "jti": "j", "sid": "s"})
+        serde_json::json!({"sub": "7", "iss": ISSUER, "aud": AUDIENCE, "iat": now, "nbf": now, "exp": now + 60, "jti": "j", "sid": SID})
     }
 
     #[test]
     fn an_issued_token_names_its_key_and_verifies_to_its_user() {
         for alg in [Algorithm::EdDSA, Algorithm::RS256] {
             let fixture = Fixture::new(alg);
-            let (token, exp) = fixture.keys.issue(42, "s1").expect("issue");
+            let (token, exp) = fixture.keys.issue(42, SID).expect("issue");
             let verified = fixture.keys.verify(&token).expect("valid");
-            assert_eq!((verified.user_id, verified.session_id.as_str()), (42, "s1"));
+            assert_eq!((verified.user_id, verified.session_id.as_str()), (42, SID));
             assert!(exp >= now() + 899);
             let header = jsonwebtoken::decode_header(&token).expect("header");
             assert_eq!(header.alg, alg.jwt());
@@ -467,7 +470,7 @@ mod tests {
     #[test]
     fn a_rotated_file_is_read_again_and_old_tokens_stay_valid() {
         let fixture = Fixture::new(Algorithm::EdDSA);
-        let (before, _) = fixture.keys.issue(1, "s").expect("issue");
+        let (before, _) = fixture.keys.issue(1, SID).expect("issue");
         assert!(!fixture.keys.reload().expect("same file"), "unchanged");
 
         let mut set = fixture.set.clone();
@@ -476,7 +479,7 @@ mod tests {
         fixture.write(&set);
         assert!(fixture.keys.reload().expect("new file"), "changed");
 
-        let (after, _) = fixture.keys.issue(1, "s").expect("issue");
+        let (after, _) = fixture.keys.issue(1, SID).expect("issue");
         let header = jsonwebtoken::decode_header(&after).expect("header");
         assert_eq!(header.kid.as_deref(), Some(kid.as_str()));
         assert_eq!(fixture.keys.verify(&before).expect("old token").user_id, 1);

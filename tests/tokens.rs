@@ -492,3 +492,29 @@ async fn the_openid_configuration_names_the_issuer_and_where_its_keys_are() {
     );
     assert_eq!(discovered["keys"].as_array().map(Vec::len), Some(1));
 }
+
+/// The README's example, verbatim from `tests/examples/verify_token.rs`: what a developer's own
+/// service does with the stack's tokens.
+#[path = "examples/verify_token.rs"]
+mod verify_token;
+
+#[tokio::test]
+async fn the_readme_example_verifies_a_login_token_with_the_published_keys_alone() {
+    let (_db, _redis, stack, id, sid) = stack_with_account().await;
+    let keys = verify_token::fetch_keys(&stack.http_addr)
+        .await
+        .expect("the key set");
+    let token = login(&stack).await;
+    let verified = verify_token::verify(&token, &keys).expect("a login token verifies");
+    assert_eq!(verified.sub, id.to_string());
+    assert!(!verified.sid.is_empty());
+
+    // And refuses what the gateway refuses: another stack's key, an expired token.
+    let foreign = keys::sign_with(&keys::generate(), &claims(id, &sid));
+    assert!(verify_token::verify(&foreign, &keys).is_err());
+    let mut expired = claims(id, &sid);
+    expired["exp"] = json!(now() - 120);
+    expired["nbf"] = json!(now() - 300);
+    expired["iat"] = json!(now() - 300);
+    assert!(verify_token::verify(&stack.sign(&expired), &keys).is_err());
+}

@@ -1,7 +1,9 @@
 //! Rotating the token signing keys on a running stack, through `userctl` as a user would:
 //! `keys rotate` under load behind two gateways fails no call (old tokens stay valid, tokens
 //! from the new key verify on every gateway at once), the new key is published and verifies
-//! with the JWKS alone, and a stopped stack is left as it was. Local runtime, every port free.
+//! with the JWKS alone, and a stopped stack is left as it was. On the local runtime and on
+//! docker (where the new key set is copied into the running gateways, which keep their
+//! containers); every port free.
 
 use std::sync::{Arc, Mutex};
 
@@ -28,12 +30,13 @@ struct Stack {
 }
 
 impl Stack {
-    async fn up(replicas: &str) -> Self {
+    /// `up` with `up_args` (a runtime's) and two gateways behind the proxy.
+    async fn up(up_args: &[&str]) -> Self {
         let home = tempfile::tempdir().expect("home");
         let userctl = Userctl::new(home.path());
         let teardown = Teardown(userctl.clone());
-        let mut args = e2e::LOCAL_UP.to_vec();
-        args.extend(["--replicas", replicas]);
+        let mut args = up_args.to_vec();
+        args.extend(["--replicas", "gateway=2,cache=1,store=1"]);
         let run = userctl.run(&args).await.ok();
         let door = |name: &str| {
             run.stdout
@@ -119,7 +122,7 @@ fn login_loop(stack: &Stack, email: &str, kids: Arc<Mutex<Vec<String>>>) -> Load
 async fn login(client: &reqwest::Client, http: &str, email: &str) -> Result<String, Status> {
     let response = client
         .post(format!("{http}/api/auth/login"))
-        .json(&serde_json::json!({"Email": email, "Password": PASSWORD}))
+        .json(&serde_json::json!({"Email": email, "Password": PASSWORD.trim_end()}))
         .send()
         .await
         .map_err(|err| Status::unavailable(err.to_string()))?;
@@ -154,7 +157,29 @@ fn failed(calls: &[Call]) -> Vec<&Call> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rotation_under_load_fails_no_call_and_tokens_of_both_keys_verify_everywhere() {
-    let stack = Stack::up("gateway=2,cache=1,store=1").await;
+    rotate_under_load(&Stack::up(e2e::LOCAL_UP).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_docker_a_rotation_reaches_the_running_gateways_without_recreating_them() {
+    let stack = Stack::up(e2e::DOCKER_UP).await;
+    let gateways = || async {
+        e2e::status(&stack.userctl)
+            .await
+            .into_iter()
+            .filter(|row| row["service"] == "gateway")
+            .map(|row| row["id"].as_str().expect("container id").to_owned())
+            .collect::<Vec<_>>()
+    };
+    let before = gateways().await;
+    assert_eq!(before.len(), 2);
+    rotate_under_load(&stack).await;
+    assert_eq!(gateways().await, before, "the same gateway containers");
+}
+
+/// `keys rotate --algorithm rs256` while three kinds of user call and another logs in again and
+/// again; every call succeeds, and afterwards both keys are published and both verify.
+async fn rotate_under_load(stack: &Stack) {
     let email = "rotate@example.com";
     stack
         .userctl

@@ -372,8 +372,9 @@ async fn a_swarm_stack_serves_rolls_and_heals_with_its_secrets_out_of_sight_and_
         .and_then(|rest| rest.split(|c: char| !c.is_ascii_alphanumeric()).next())
         .map(|tag| format!("userctl-usersvc:{tag}"));
 
-    // A new signing key (the old file gone, so `up` makes one): a new secret, which the
-    // gateways move to in a rolling update; the old one, used by no service now, is removed.
+    // `keys rotate` under the three loops: two rolling updates of the gateways (the new key
+    // published everywhere, then signing), each a new secret; no call fails, the old key set's
+    // secret, used by no service now, is removed, and new logins carry the new key.
     let key_secrets = || {
         labelled("secret", &project)
             .into_iter()
@@ -382,17 +383,35 @@ async fn a_swarm_stack_serves_rolls_and_heals_with_its_secrets_out_of_sight_and_
     };
     let old_key = key_secrets();
     assert_eq!(old_key.len(), 1, "{old_key:?}");
-    std::fs::remove_file(home.path().join(&project).join("signing-keys.json"))
-        .expect("remove the key set");
-    userctl.run(&["up"]).await.ok();
+    let churn = Churn::start(&front).await;
+    churn.wait_for_calls(PHASE_CALLS, CALL_DEADLINE).await;
+    let rotated = userctl.run(&["keys", "rotate"]).await.ok();
+    println!("swarm: {}", rotated.stdout.trim());
+    churn.wait_for_calls(PHASE_CALLS, CALL_DEADLINE).await;
+    churn
+        .stop()
+        .await
+        .assert_no_failed_call("swarm: keys rotate");
     let new_key = key_secrets();
     assert_eq!(
         new_key.len(),
         1,
-        "the old key's secret is pruned: {new_key:?}"
+        "the old key set's secret is pruned: {new_key:?}"
     );
     assert_ne!(new_key, old_key);
+    let new_kid = rotated
+        .stdout
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("key ")?
+                .split_once(" (EdDSA) signs from ")
+        })
+        .map(|(kid, _)| kid.to_owned())
+        .unwrap_or_else(|| panic!("the new key in {rotated:?}"));
     e2e::login(&userctl, "swarm@example.com").await.ok();
+    let saved = std::fs::read_to_string(home.path().join(&project).join("token")).expect("token");
+    let header = jsonwebtoken::decode_header(saved.trim()).expect("a JWT");
+    assert_eq!(header.kid.as_deref(), Some(new_kid.as_str()));
     let me = userctl.run(&["whoami"]).await.ok();
     assert!(me.stdout.contains("swarm@example.com"), "{me:?}");
 

@@ -15,7 +15,8 @@
 //!   SERVING (see [`Membership`] for the rule).
 //! - [`idempotent`] and [`once`]: a call within [`CALL_TIMEOUT`] (or less, when the caller's own
 //!   deadline, [`caller_budget`], is shorter); an idempotent one is retried on a transport failure
-//!   while its deadline leaves room, so a replica going away mid-call costs the caller nothing.
+//!   (twice at most, within its deadline), so a replica going away mid-call costs the caller
+//!   nothing.
 //!
 //! docs/design.md ("Replicas") describes the behaviour.
 
@@ -54,9 +55,10 @@ const REDIAL_INTERVAL: Duration = Duration::from_millis(500);
 /// from the balance by then (its health watch broke at the same moment), so the retry lands on
 /// another one.
 const RETRY_PAUSE: Duration = Duration::from_millis(25);
-/// Longest pause between two retries of an idempotent call (the pause doubles from
-/// [`RETRY_PAUSE`]).
-const MAX_RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// Attempts of an idempotent call that fails in transport, the first included: enough to
+/// outlast a loaded machine's delay in dropping a replica that went away (25 + 50 ms), few
+/// enough that with no replica left the caller hears UNAVAILABLE promptly, not at its deadline.
+const MAX_ATTEMPTS: u32 = 3;
 /// Least time worth spending on a retry: less than this left of the deadline, fail now.
 const MIN_RETRY_BUDGET: Duration = Duration::from_millis(100);
 
@@ -556,12 +558,12 @@ pub fn caller_budget(metadata: &MetadataMap) -> Option<Duration> {
 }
 
 /// Runs an idempotent call (a read) within [`CALL_TIMEOUT`], or within the caller's `budget`
-/// when that is shorter, and again while an attempt fails in transport (the replica went away
-/// mid-call, or was refused) and the deadline leaves room: the balance sends each retry to a
-/// replica still in it, after a pause that doubles from [`RETRY_PAUSE`] to [`MAX_RETRY_PAUSE`].
-/// Usually the first retry lands (the failed replica left the balance the moment its health
-/// watch broke); on a loaded machine that watch may take longer to run, and the later retries
-/// cover it. `call` gets the time left, to send as its deadline.
+/// when that is shorter, and again when an attempt fails in transport (the replica went away
+/// mid-call, or was refused), up to [`MAX_ATTEMPTS`] while the deadline leaves room: the
+/// balance sends each retry to a replica still in it, after a pause that doubles from
+/// [`RETRY_PAUSE`]. Usually the first retry lands (the failed replica left the balance the
+/// moment its health watch broke); on a loaded machine that watch may run later, and the second
+/// covers it. `call` gets the time left, to send as its deadline.
 pub async fn idempotent<T, F, Fut>(budget: Option<Duration>, mut call: F) -> Result<T, Status>
 where
     F: FnMut(Duration) -> Fut,
@@ -571,7 +573,7 @@ where
     let deadline = tokio::time::Instant::now() + budget;
     let mut pause = RETRY_PAUSE;
     let mut outcome = within(deadline, call(budget)).await;
-    loop {
+    for _ in 1..MAX_ATTEMPTS {
         match outcome {
             Err(status) if is_transport_failure(&status) => {
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -581,11 +583,12 @@ where
                 tracing::debug!(%status, ?pause, "retrying a read on another replica");
                 tokio::time::sleep(pause).await;
                 outcome = within(deadline, call(left - pause)).await;
-                pause = (pause * 2).min(MAX_RETRY_PAUSE);
+                pause *= 2;
             }
             outcome => return outcome,
         }
     }
+    outcome
 }
 
 /// Runs a call that must not be repeated (a write) within [`CALL_TIMEOUT`]: a failure is the

@@ -320,18 +320,18 @@ async fn a_retried_read_ends_within_the_callers_budget() {
     assert!(took >= CALL_TIMEOUT, "held to the default: {took:?}");
 }
 
-/// A read keeps being retried while its attempts fail in transport (the balance has not yet
-/// dropped the replica that went away) and succeeds on the first attempt that lands, with
-/// pauses that grow; a status the peer sent is never retried.
+/// A read is retried while its attempts fail in transport (the balance has not yet dropped the
+/// replica that went away), with pauses that grow, three attempts at most, so a caller with no
+/// replica left hears so promptly; a status the peer sent is never retried.
 #[tokio::test]
-async fn a_read_is_retried_until_an_attempt_lands_and_never_after_the_peer_answered() {
+async fn a_read_is_retried_twice_at_most_and_never_after_the_peer_answered() {
     let started = tokio::time::Instant::now();
     let mut attempts = 0;
     let outcome: Result<u32, Status> = idempotent(None, |_| {
         attempts += 1;
         let attempt = attempts;
         async move {
-            if attempt < 4 {
+            if attempt < 3 {
                 Err(Status::from_error(Box::new(io::Error::from(
                     io::ErrorKind::ConnectionRefused,
                 ))))
@@ -341,11 +341,32 @@ async fn a_read_is_retried_until_an_attempt_lands_and_never_after_the_peer_answe
         }
     })
     .await;
-    assert_eq!(outcome.expect("the fourth attempt lands"), 4);
+    assert_eq!(outcome.expect("the third attempt lands"), 3);
     let took = started.elapsed();
     assert!(
-        took >= Duration::from_millis(25 + 50 + 100),
-        "paused 25, 50 and 100 ms between attempts: {took:?}"
+        took >= Duration::from_millis(25 + 50),
+        "paused 25 and 50 ms between attempts: {took:?}"
+    );
+
+    let started = tokio::time::Instant::now();
+    let mut attempts = 0;
+    let outcome: Result<(), Status> = idempotent(None, |_| {
+        attempts += 1;
+        async {
+            Err(Status::from_error(Box::new(io::Error::from(
+                io::ErrorKind::ConnectionRefused,
+            ))))
+        }
+    })
+    .await;
+    assert!(outcome.is_err());
+    assert_eq!(
+        attempts, 3,
+        "no replica left: three attempts, then the failure"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "promptly, not at the deadline"
     );
 
     let mut attempts = 0;

@@ -215,7 +215,7 @@ async fn rotate_under_load(stack: &Stack) {
     };
     let churn = Churn::start(&front).await;
     let kids = Arc::new(Mutex::new(Vec::new()));
-    let logins = login_loop(&stack, email, kids.clone());
+    let logins = login_loop(stack, email, kids.clone());
     churn.wait_for_calls(PHASE_CALLS, PHASE_TIMEOUT).await;
     logins.wait_for_calls(5, PHASE_TIMEOUT).await;
 

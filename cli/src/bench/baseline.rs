@@ -1,5 +1,6 @@
-//! Same-run baselines: what a bare gRPC unary call and a bare Redis GET cost on this machine
-//! now, so the stack's figures read as ratios that survive a noisy machine.
+//! Same-run baselines: what a bare gRPC unary call, a bare Redis GET, one token verify and one
+//! argon2id hash cost on this machine now, so the stack's figures read as ratios that survive
+//! a noisy machine.
 
 use std::{
     net::SocketAddr,
@@ -38,6 +39,10 @@ pub struct Baselines {
     pub redis_note: Option<String>,
     /// One argon2id hash here, in milliseconds (the cost that bounds login).
     pub argon2_hash_ms: f64,
+    /// One in-process verify of a token signed with the stack's algorithm, in microseconds
+    /// (every WhoAmI pays it).
+    pub token_verify_us: f64,
+    pub token_algorithm: userctl_keys::Algorithm,
 }
 
 /// Measures every baseline; `token` is a bench account's, for the whoami payload.
@@ -90,7 +95,44 @@ pub async fn measure(
         redis_get,
         redis_note,
         argon2_hash_ms: argon2_hash_ms(),
+        token_verify_us: token_verify_us(target.token_algorithm)?,
+        token_algorithm: target.token_algorithm,
     })
+}
+
+/// The median of a few hundred in-process verifies of one token signed with a new key of
+/// `alg`, with the checks the gateway makes (algorithm pinned, issuer, audience, expiry).
+fn token_verify_us(alg: userctl_keys::Algorithm) -> Result<f64> {
+    use jsonwebtoken::{Header, Validation};
+    let now = crate::home::now_secs();
+    let set = userctl_keys::KeySet::generate(alg, now).map_err(|err| {
+        CliError::failed(format!("cannot make a key for the verify baseline: {err}"))
+    })?;
+    let key = &set.keys()[0];
+    let claims = serde_json::json!({
+        "sub": "1", "iss": "userctl", "aud": "userctl", "iat": now, "nbf": now,
+        "exp": now + 600, "jti": "bench", "sid": "AAAAAAAAAAAAAAAAAAAAAA",
+    });
+    let mut header = Header::new(alg.jwt());
+    header.kid = Some(key.kid().to_owned());
+    let token = jsonwebtoken::encode(&header, &claims, key.encoding_key())
+        .map_err(|err| CliError::failed(format!("cannot sign for the verify baseline: {err}")))?;
+    let decoding = key.decoding_key();
+    let mut validation = Validation::new(alg.jwt());
+    validation.set_issuer(&["userctl"]);
+    validation.set_audience(&["userctl"]);
+    let mut times: Vec<f64> = (0..300)
+        .map(|_| {
+            let started = Instant::now();
+            let verified =
+                jsonwebtoken::decode::<serde_json::Value>(&token, &decoding, &validation);
+            let took = started.elapsed().as_secs_f64() * 1e6;
+            debug_assert!(verified.is_ok());
+            took
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
 }
 
 async fn redis_baseline(

@@ -57,10 +57,13 @@ pub fn checks(
     let find = |w: Workload| workloads.iter().find(|r| r.workload == w);
     if let Some(whoami) = find(Workload::Whoami) {
         if let (Some(redis), Some(single)) = (&baselines.redis_get, whoami_single) {
-            // Two gRPC hops and one Redis hop, all with 1 in flight: the rest is our overhead.
-            let floor = 2.0 * baselines.echo_single.p50_us as f64 + redis.p50_us as f64;
+            // Two gRPC hops, one Redis hop and one token verify, all with 1 in flight: the rest
+            // is our overhead.
+            let floor = 2.0 * baselines.echo_single.p50_us as f64
+                + redis.p50_us as f64
+                + baselines.token_verify_us;
             checks.push(Check::at_most(
-                "whoami p50 / (2 x echo p50 + Redis GET p50)",
+                "whoami p50 / (2 x echo p50 + Redis GET p50 + verify)",
                 single.p50_us as f64 / floor,
                 1.2,
             ));
@@ -128,6 +131,8 @@ pub(super) mod tests {
             redis_get: Some(measurement(15_000.0, 50)),
             redis_note: None,
             argon2_hash_ms: 50.0,
+            token_verify_us: 50.0,
+            token_algorithm: userctl_keys::Algorithm::EdDSA,
         }
     }
 
@@ -153,8 +158,8 @@ pub(super) mod tests {
             workload(Workload::Whoami, 5000.0, Some(0.97)),
             workload(Workload::Login, 70.0, None),
         ];
-        // The floor is 2 x 100 + 50 = 250 µs.
-        let single = measurement(3000.0, 275);
+        // The floor is 2 x 100 + 50 + 50 = 300 µs.
+        let single = measurement(3000.0, 330);
         let sf = SingleFlight {
             concurrent_misses: 1000,
             cache_replicas: 1,
@@ -172,7 +177,7 @@ pub(super) mod tests {
         assert_eq!(
             names,
             [
-                "whoami p50 / (2 x echo p50 + Redis GET p50)",
+                "whoami p50 / (2 x echo p50 + Redis GET p50 + verify)",
                 "whoami throughput / echo throughput",
                 "whoami Zipf hit ratio",
                 "login throughput / (cores / argon2 hash time)",

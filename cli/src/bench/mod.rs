@@ -52,6 +52,8 @@ pub struct Target {
     pub cache_tls: Option<TlsIdentity>,
     /// The stack's Redis, when it is reachable from here (local runtime).
     pub redis_url: Option<String>,
+    /// The algorithm the stack's tokens are signed with now, for the verify baseline.
+    pub token_algorithm: userctl_keys::Algorithm,
     /// Service processes on this host, for CPU and memory figures.
     /// Named `cache`, `cache.2`, … for the second replica on.
     pub pids: Vec<(String, u32)>,

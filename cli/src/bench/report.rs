@@ -111,6 +111,10 @@ impl Report {
             "\nargon2id hash here: {:.1} ms; cores: {}\n",
             b.argon2_hash_ms, self.cores
         ));
+        out.push_str(&format!(
+            "token verify here ({}): {:.1} µs\n",
+            b.token_algorithm, b.token_verify_us
+        ));
         for w in &self.workloads {
             if !w.cpu_percent.is_empty() {
                 let cpu: Vec<String> = w

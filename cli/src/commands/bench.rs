@@ -67,6 +67,13 @@ pub async fn run(home: &ProjectHome, gateway: Option<String>, args: BenchArgs) -
         topology: replicas.topology,
         cache_tls: home.tls_identity(Holder::Userctl)?,
         redis_url,
+        token_algorithm: home
+            .signing_keys()?
+            .and_then(|set| {
+                set.signing(crate::home::now_secs())
+                    .map(userctl_keys::Key::algorithm)
+            })
+            .unwrap_or_default(),
         pids,
         gateway_memory,
     };

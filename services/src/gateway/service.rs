@@ -18,7 +18,7 @@ use crate::client;
 use super::{
     error::GatewayError,
     password::{PasswordError, Passwords},
-    throttle::LoginThrottle,
+    throttle::{LoginThrottle, Reservation},
     token::TokenKeys,
     validate,
 };
@@ -159,13 +159,7 @@ impl GatewayService {
         refresh_token: &str,
         peer: Option<IpAddr>,
     ) -> Result<LoginResponse, GatewayError> {
-        let reservation = match self.throttle.reserve_peer(peer).await {
-            Ok(reservation) => reservation,
-            Err(retry_after) => {
-                self.counters.throttled.inc();
-                return Err(GatewayError::Throttled(retry_after));
-            }
-        };
+        let reservation = self.reserve_peer(peer).await?;
         let Some(presented) = RefreshToken::parse(refresh_token) else {
             self.counters.failed.inc();
             return Err(GatewayError::BadRefreshToken);
@@ -207,13 +201,7 @@ impl GatewayService {
         authorization: Option<&[u8]>,
         peer: Option<IpAddr>,
     ) -> Result<(), GatewayError> {
-        let reservation = match self.throttle.reserve_peer(peer).await {
-            Ok(reservation) => reservation,
-            Err(retry_after) => {
-                self.counters.throttled.inc();
-                return Err(GatewayError::Throttled(retry_after));
-            }
-        };
+        let reservation = self.reserve_peer(peer).await?;
         let verified = match bearer_token(authorization).and_then(|token| {
             self.keys
                 .verify(token)
@@ -248,6 +236,18 @@ impl GatewayService {
             )),
             Err(status) => Err(GatewayError::upstream(status)),
         }
+    }
+
+    /// One attempt against the peer's failed-login budget (a refresh or a logout), or the
+    /// throttled answer, counted.
+    async fn reserve_peer(&self, peer: Option<IpAddr>) -> Result<Reservation, GatewayError> {
+        self.throttle
+            .reserve_peer(peer)
+            .await
+            .map_err(|retry_after| {
+                self.counters.throttled.inc();
+                GatewayError::Throttled(retry_after)
+            })
     }
 
     /// The answer to a login or a refresh: an access token in `session_id` and `refresh`.
@@ -358,6 +358,21 @@ impl GatewayService {
     }
 }
 
+/// The one `authorization` metadata entry, if any. Two could be read differently by a proxy and
+/// by us: refused, as HTTP does.
+fn the_authorization(
+    metadata: &tonic::metadata::MetadataMap,
+) -> Result<Option<&[u8]>, GatewayError> {
+    let mut entries = metadata.get_all("authorization").iter();
+    let authorization = entries.next().map(|value| value.as_bytes());
+    if entries.next().is_some() {
+        return Err(GatewayError::BadToken(
+            "more than one authorization entry".into(),
+        ));
+    }
+    Ok(authorization)
+}
+
 /// How long a session lives without a refresh: each refresh token is good for this long, once.
 pub const SESSION_LIFETIME_SECS: i64 = 30 * 24 * 60 * 60;
 
@@ -439,13 +454,8 @@ impl Gateway for GatewayService {
         request: Request<LogoutRequest>,
     ) -> Result<Response<LogoutResponse>, Status> {
         let peer = request.remote_addr().map(|addr| addr.ip());
-        let mut entries = request.metadata().get_all("authorization").iter();
-        let authorization = entries.next();
-        if entries.next().is_some() {
-            return Err(GatewayError::BadToken("more than one authorization entry".into()).into());
-        }
-        self.logout(authorization.map(|value| value.as_bytes()), peer)
-            .await?;
+        let authorization = the_authorization(request.metadata())?;
+        self.logout(authorization, peer).await?;
         Ok(Response::new(LogoutResponse {}))
     }
 
@@ -471,16 +481,8 @@ impl Gateway for GatewayService {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn who_am_i(&self, request: Request<WhoAmIRequest>) -> Result<Response<Profile>, Status> {
-        // Two entries could be read differently by a proxy and by us: refuse, as HTTP does.
-        let mut entries = request.metadata().get_all("authorization").iter();
-        let authorization = entries.next();
-        if entries.next().is_some() {
-            return Err(GatewayError::BadToken("more than one authorization entry".into()).into());
-        }
+        let authorization = the_authorization(request.metadata())?;
         let budget = client::caller_budget(request.metadata());
-        Ok(Response::new(
-            self.who_am_i(authorization.map(|value| value.as_bytes()), budget)
-                .await?,
-        ))
+        Ok(Response::new(self.who_am_i(authorization, budget).await?))
     }
 }

@@ -160,26 +160,26 @@ pub async fn logout(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, GatewayError> {
-    let mut values = headers.get_all(header::AUTHORIZATION).iter();
-    let authorization = values.next().map(|value| value.as_bytes());
-    if values.next().is_some() {
-        return Err(GatewayError::BadToken(
-            "more than one authorization header".into(),
-        ));
-    }
+    let authorization = the_authorization(&headers)?;
     state.gateway.logout(authorization, Some(peer.ip())).await?;
     Ok(envelope::success(Status {
         status: "logged out",
     }))
 }
 
-/// Only the `Authorization` header is read: never a query string or cookie, which leak into
-/// logs and invite CSRF. Two of them are refused rather than one picked: a proxy and the
-/// gateway could each pick a different one.
 pub async fn user_profile(
     State(state): State<HttpState>,
     headers: HeaderMap,
 ) -> Result<Response, GatewayError> {
+    let authorization = the_authorization(&headers)?;
+    let profile = state.gateway.who_am_i(authorization, None).await?;
+    Ok(envelope::success(User::from(profile)))
+}
+
+/// The one `Authorization` header, if any. Only that header is read: never a query string or
+/// cookie, which leak into logs and invite CSRF. Two of them are refused rather than one
+/// picked: a proxy and the gateway could each pick a different one.
+fn the_authorization(headers: &HeaderMap) -> Result<Option<&[u8]>, GatewayError> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let authorization = values.next().map(|value| value.as_bytes());
     if values.next().is_some() {
@@ -187,8 +187,7 @@ pub async fn user_profile(
             "more than one authorization header".into(),
         ));
     }
-    let profile = state.gateway.who_am_i(authorization, None).await?;
-    Ok(envelope::success(User::from(profile)))
+    Ok(authorization)
 }
 
 /// What this layer found plus what the gateway's own rules say about the other fields, so a

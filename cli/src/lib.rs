@@ -10,7 +10,7 @@
 //! - [`bench`]: the load generator behind `userctl bench`, with same-run baselines.
 //! - [`client`]: the gateway client and what its statuses mean to a user.
 //! - [`output`]: tables and colours for what commands print.
-//! - [`home`]: state under `USERCTL_HOME`: token, JWT key, generated passwords, addresses,
+//! - [`home`]: state under `USERCTL_HOME`: tokens, signing keys, generated passwords, addresses,
 //!   the stack's certificates. [`pki`]: the stack's CA and what it issues (no I/O).
 //! - [`stack`]: the shared words (services, runtimes, ports, images, state, health); depends
 //!   on nothing else here. [`procfs`]: the one reader of `/proc`.

@@ -203,7 +203,7 @@ pub async fn down(home: &ProjectHome, args: DownArgs) -> Result<()> {
         deleted.push("the generated passwords".to_owned());
     }
     if home.forget_signing_keys()? {
-        deleted.push("the JWT signing key (tokens issued before no longer verify)".to_owned());
+        deleted.push("the token signing keys (tokens issued before no longer verify)".to_owned());
     }
     if home.forget_tls()? {
         deleted.push(format!(

@@ -213,15 +213,6 @@ async fn preflight(http: &str, origin: &str) -> Option<String> {
         .map(|value| value.to_str().expect("ascii header").to_owned())
 }
 
-/// `http     http://127.0.0.1:PORT` from what `up` printed.
-fn http_address(up: &Run) -> String {
-    up.stdout
-        .lines()
-        .find_map(|line| line.strip_prefix("http "))
-        .map(|address| address.trim().to_owned())
-        .unwrap_or_else(|| panic!("no http address in {up:?}"))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn up_allows_the_cors_origin_given_and_a_bare_up_after_down_brings_the_same_stack_back() {
     let home = tempfile::tempdir().expect("home");
@@ -237,7 +228,7 @@ async fn up_allows_the_cors_origin_given_and_a_bare_up_after_down_brings_the_sam
         .chain(["--cors-origin", frontend])
         .collect();
     let up = run_in(&userctl, cwd.path(), &up_args, &[]).await.ok();
-    let http = http_address(&up);
+    let http = e2e::printed(&up, "http ");
     assert_eq!(preflight(&http, frontend).await.as_deref(), Some(frontend));
     assert_eq!(
         preflight(&http, other).await,
@@ -262,7 +253,7 @@ async fn up_allows_the_cors_origin_given_and_a_bare_up_after_down_brings_the_sam
 
     let again = run_in(&userctl, cwd.path(), &["up"], &[]).await.ok();
     assert!(again.stdout.contains("local runtime"), "{again:?}");
-    let http = http_address(&again);
+    let http = e2e::printed(&again, "http ");
     assert_eq!(preflight(&http, frontend).await.as_deref(), Some(frontend));
     // A flag given later still wins over the record.
     assert_eq!(

@@ -48,16 +48,9 @@ impl Stack {
         let userctl = Userctl::new(home.path());
         let teardown = Teardown(userctl.clone());
         let up = userctl.run(&up_args()).await.ok();
-        let printed = |name: &str| {
-            up.stdout
-                .lines()
-                .find_map(|line| line.strip_prefix(name).map(str::trim))
-                .map(str::to_owned)
-                .unwrap_or_else(|| panic!("up prints the {name} address: {up:?}"))
-        };
         Self {
-            grpc: printed("gateway "),
-            http: printed("http "),
+            grpc: e2e::printed(&up, "gateway "),
+            http: e2e::printed(&up, "http "),
             userctl,
             _teardown: teardown,
             _home: home,

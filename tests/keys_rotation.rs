@@ -38,16 +38,9 @@ impl Stack {
         let mut args = up_args.to_vec();
         args.extend(["--replicas", "gateway=2,cache=1,store=1"]);
         let run = userctl.run(&args).await.ok();
-        let door = |name: &str| {
-            run.stdout
-                .lines()
-                .find_map(|line| line.strip_prefix(name))
-                .map(|url| url.trim().to_owned())
-                .unwrap_or_else(|| panic!("{name} in {run:?}"))
-        };
-        let (grpc, http) = (door("gateway "), door("http "));
+        let (grpc, http) = (e2e::printed(&run, "gateway "), e2e::printed(&run, "http "));
         assert_eq!(
-            door("jwks "),
+            e2e::printed(&run, "jwks "),
             format!("{http}/.well-known/jwks.json"),
             "up names the JWKS"
         );

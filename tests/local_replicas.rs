@@ -45,14 +45,7 @@ impl Stack {
         let userctl = Userctl::new(home.path());
         let teardown = Teardown(userctl.clone());
         let run = userctl.run(&up(replicas)).await.ok();
-        let door = |name: &str| {
-            run.stdout
-                .lines()
-                .find_map(|line| line.strip_prefix(name))
-                .map(|url| url.trim().to_owned())
-                .unwrap_or_else(|| panic!("{name} in {run:?}"))
-        };
-        let (grpc, http) = (door("gateway "), door("http "));
+        let (grpc, http) = (e2e::printed(&run, "gateway "), e2e::printed(&run, "http "));
         Self {
             userctl,
             _teardown: teardown,

@@ -258,12 +258,7 @@ impl LocalStack {
         let mut args = e2e::LOCAL_UP.to_vec();
         args.extend(extra);
         let run = userctl.run(&args).await.ok();
-        let http = run
-            .stdout
-            .lines()
-            .find_map(|line| line.strip_prefix("http "))
-            .map(|url| url.trim().to_owned())
-            .unwrap_or_else(|| panic!("the HTTP door in {run:?}"));
+        let http = e2e::printed(&run, "http ");
         Self {
             userctl,
             _teardown: teardown,

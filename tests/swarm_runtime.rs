@@ -175,14 +175,7 @@ async fn a_swarm_stack_serves_rolls_and_heals_with_its_secrets_out_of_sight_and_
         up.stderr.contains("on every interface"),
         "up says where swarm publishes: {up:?}"
     );
-    let printed = |name: &str| {
-        up.stdout
-            .lines()
-            .find_map(|line| line.strip_prefix(name).map(str::trim))
-            .map(str::to_owned)
-            .unwrap_or_else(|| panic!("up prints the {name} address: {up:?}"))
-    };
-    let (grpc, http) = (printed("gateway "), printed("http "));
+    let (grpc, http) = (e2e::printed(&up, "gateway "), e2e::printed(&up, "http "));
 
     // Another project whose name a service someone else made already has: one line, and
     // nothing of that project made.

@@ -6,6 +6,16 @@ use crate::cli::{Run, Userctl};
 
 pub const PASSWORD: &str = "correct horse battery staple\n";
 
+/// The address `up` printed after `name` (`"gateway "`, `"http "`, `"jwks "`): where the
+/// stack's doors are when every port was chosen free.
+pub fn printed(up: &Run, name: &str) -> String {
+    up.stdout
+        .lines()
+        .find_map(|line| line.strip_prefix(name))
+        .map(|address| address.trim().to_owned())
+        .unwrap_or_else(|| panic!("up prints the {name}address: {up:?}"))
+}
+
 /// `userctl up` on the local runtime with every port chosen free, so tests run side by side.
 pub const LOCAL_UP: &[&str] = &[
     "up",

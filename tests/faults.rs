@@ -11,12 +11,15 @@ use redis::AsyncCommands as _;
 use sqlx::Executor as _;
 use tonic::{Code, Request, Status, transport::Channel};
 use userctl_keys::KeySet;
-use userctl_proto::gateway::v1::{LoginRequest, RegisterRequest, gateway_client::GatewayClient};
+use userctl_proto::{
+    cache::v1::RedisBreaker,
+    gateway::v1::{LoginRequest, RegisterRequest, gateway_client::GatewayClient},
+};
 use userctl_tests::{
     database::TestDatabase,
     eventually, keys,
     load::{
-        CALL_DEADLINE, Call, Load, MAX_CALLS, Summary, accounts, failures, tokens, whoami,
+        CALL_DEADLINE, Call, Load, MAX_CALLS, Summary, WORKERS, accounts, failures, tokens, whoami,
         whoami_load,
     },
     outage::{Outage, OutageReport},
@@ -25,6 +28,7 @@ use userctl_tests::{
     redis::RedisServer,
     stack::TestStack,
 };
+use usersvc::cache::breaker::FAILURES_TO_OPEN;
 
 const PASSWORD: &str = "correct horse battery staple";
 /// The stack's `--redis-timeout` (tests/support/stack.rs).
@@ -124,9 +128,16 @@ async fn whoami_never_fails_while_redis_dies_and_hits_return_soon_after_it_is_ba
     load.wait_for_calls(PHASE_CALLS, CALL_DEADLINE).await;
     let killed = Instant::now();
     redis.stop();
-    // Every read waits out the Redis timeout while Redis is down (no breaker yet), so the
-    // outage phase is given longer to make its calls.
-    load.wait_for_calls(PHASE_CALLS, 3 * CALL_DEADLINE).await;
+    // The breaker opens after a few failed Redis calls; from then on reads skip Redis.
+    let opened = eventually(Duration::from_secs(10), || async {
+        let now = stack.stats().await;
+        (now.redis_breaker() == RedisBreaker::Open)
+            .then_some(now)
+            .ok_or(())
+    })
+    .await
+    .expect("the Redis breaker opens while Redis is down");
+    load.wait_for_calls(PHASE_CALLS, CALL_DEADLINE).await;
     let outage_stats = stack.stats().await;
     redis.restart().await;
     let back = Instant::now();
@@ -184,6 +195,22 @@ async fn whoami_never_fails_while_redis_dies_and_hits_return_soon_after_it_is_ba
         outage_stats.redis_errors > before_stats.redis_errors && !outage_stats.redis_up,
         "the outage was noticed and counted: {outage_stats:?}"
     );
+    // While the breaker was open, reads did not call Redis at all: none failed there, every
+    // one was skipped (a probe's failures are not request errors).
+    assert!(
+        outage_stats.breaker_opens > before_stats.breaker_opens,
+        "{before_stats:?} -> {outage_stats:?}"
+    );
+    // At most the failures that opened it, and the calls already in flight then, failed.
+    let failed_at_redis = outage_stats.redis_errors - before_stats.redis_errors;
+    assert!(
+        failed_at_redis <= u64::from(FAILURES_TO_OPEN) + WORKERS as u64,
+        "{failed_at_redis} reads failed at Redis: reads called it while the breaker was open"
+    );
+    assert!(
+        outage_stats.redis_skipped >= opened.redis_skipped + PHASE_CALLS as u64 / 2,
+        "reads skipped Redis while the breaker was open: {opened:?} -> {outage_stats:?}"
+    );
     let bound = baseline.p99 + REDIS_TIMEOUT + MARGIN;
     assert!(
         outage.p99 <= bound,
@@ -195,6 +222,11 @@ async fn whoami_never_fails_while_redis_dies_and_hits_return_soon_after_it_is_ba
     );
     let ratio = recovered.expect("hit ratio above 90% within 30 s of Redis returning");
     assert!(ratio > 0.9);
+    assert_eq!(
+        stack.stats().await.redis_breaker(),
+        RedisBreaker::Closed,
+        "the breaker closed again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use std::{
 };
 
 use tokio::time::Instant;
-use userctl_proto::cache::v1::Stats;
+use userctl_proto::cache::v1::{RedisBreaker, Stats};
 
 use crate::source::{Service, ServiceRow, label};
 
@@ -240,6 +240,9 @@ impl CacheView {
                 read_p99_us: total.read_p99_us.max(s.read_p99_us),
                 uptime_secs: total.uptime_secs.min(s.uptime_secs),
                 creates: total.creates + s.creates,
+                redis_breaker: worse_breaker(total.redis_breaker(), s.redis_breaker()).into(),
+                breaker_opens: total.breaker_opens + s.breaker_opens,
+                redis_skipped: total.redis_skipped + s.redis_skipped,
             })
             .map(|total| Stats { redis_up, ..total })
     }
@@ -660,6 +663,18 @@ impl Model {
             text: text.into(),
         });
     }
+}
+
+/// Of two replicas' breakers, the one to show for the stack: an open breaker anywhere means
+/// some reads skip Redis.
+fn worse_breaker(a: RedisBreaker, b: RedisBreaker) -> RedisBreaker {
+    let rank = |state| match state {
+        RedisBreaker::Unspecified => 0,
+        RedisBreaker::Closed => 1,
+        RedisBreaker::HalfOpen => 2,
+        RedisBreaker::Open => 3,
+    };
+    if rank(b) > rank(a) { b } else { a }
 }
 
 /// Counters only grow while a cache runs; any going back means a new process.

@@ -3,7 +3,9 @@
 
 use futures::future;
 use serde::Serialize;
-use userctl_proto::cache::v1::{GetStatsRequest, Stats, cache_stats_client::CacheStatsClient};
+use userctl_proto::cache::v1::{
+    GetStatsRequest, RedisBreaker, Stats, cache_stats_client::CacheStatsClient,
+};
 
 use crate::{
     args::{OutputArgs, OutputFormat},
@@ -31,6 +33,11 @@ pub struct Row {
     pub redis_errors: u64,
     /// Null on the total row and for a replica that did not answer.
     pub redis_up: Option<bool>,
+    /// The replica's Redis breaker: `closed`, `open` or `half-open`; null as `redis_up` is.
+    pub breaker: Option<&'static str>,
+    pub breaker_opens: u64,
+    /// Redis calls the breaker skipped (those reads went to the store).
+    pub redis_skipped: u64,
     /// Whether the replica answered; a replica that did not counts as zero in the total.
     pub answered: bool,
 }
@@ -55,6 +62,9 @@ impl Row {
             creates: stats.creates,
             redis_errors: stats.redis_errors,
             redis_up: Some(stats.redis_up),
+            breaker: breaker_name(stats.redis_breaker()),
+            breaker_opens: stats.breaker_opens,
+            redis_skipped: stats.redis_skipped,
             answered: true,
         }
     }
@@ -74,6 +84,8 @@ impl Row {
                 store_calls: total.store_calls + row.store_calls,
                 creates: total.creates + row.creates,
                 redis_errors: total.redis_errors + row.redis_errors,
+                breaker_opens: total.breaker_opens + row.breaker_opens,
+                redis_skipped: total.redis_skipped + row.redis_skipped,
                 answered: total.answered || row.answered,
                 ..total
             },
@@ -145,6 +157,15 @@ async fn read(addr: &str, identity: Option<&crate::home::TlsIdentity>) -> Option
         .map(tonic::Response::into_inner)
 }
 
+fn breaker_name(state: RedisBreaker) -> Option<&'static str> {
+    match state {
+        RedisBreaker::Unspecified => None,
+        RedisBreaker::Closed => Some("closed"),
+        RedisBreaker::Open => Some("open"),
+        RedisBreaker::HalfOpen => Some("half-open"),
+    }
+}
+
 fn table(rows: &[Row]) -> String {
     let cells: Vec<Vec<String>> = rows
         .iter()
@@ -175,6 +196,7 @@ fn table(rows: &[Row]) -> String {
                     None if row.answered => "-".to_owned(),
                     None => "no answer".to_owned(),
                 },
+                row.breaker.unwrap_or("-").to_owned(),
             ]
         })
         .collect();
@@ -191,6 +213,7 @@ fn table(rows: &[Row]) -> String {
             "creates",
             "redis errors",
             "redis",
+            "breaker",
         ],
         &cells,
     )

@@ -10,7 +10,7 @@ use ratatui::{
     text::{Line, Span},
     widgets::{Block, Paragraph, Widget},
 };
-use userctl_proto::cache::v1::Stats;
+use userctl_proto::cache::v1::{RedisBreaker, Stats};
 
 use super::theme::Theme;
 use crate::{
@@ -63,7 +63,7 @@ pub fn render(cache: &CacheView, theme: &Theme, area: Rect, buf: &mut Buffer) {
         None => Span::styled("-", theme.dim),
         Some(_) if link != Link::Up => Span::styled("? (no stats)", theme.dim),
         Some(s) if s.redis_up => Span::styled("● up", theme.ok),
-        Some(_) => Span::styled("✗ down (store serves reads)", theme.bad),
+        Some(_) => Span::styled("✗ down", theme.bad),
     };
     // The cache reports 0 before it has timed a read.
     let latency = |pick: fn(&Stats) -> u64| match stats.map(pick) {
@@ -118,6 +118,8 @@ pub fn render(cache: &CacheView, theme: &Theme, area: Rect, buf: &mut Buffer) {
             redis,
             Span::raw("  errors "),
             Span::styled(count(|s| s.redis_errors), value),
+            Span::raw("  breaker "),
+            breaker(stats, link == Link::Up, theme),
         ]),
         line(
             "Read time",
@@ -135,4 +137,16 @@ pub fn render(cache: &CacheView, theme: &Theme, area: Rect, buf: &mut Buffer) {
     Paragraph::new(lines)
         .block(Block::bordered().title(title))
         .render(area, buf);
+}
+
+/// The Redis breaker's state (open: reads go straight to the store); dimmed when it is only
+/// the last known one.
+fn breaker(stats: Option<&Stats>, live: bool, theme: &Theme) -> Span<'static> {
+    let span = match stats.map(Stats::redis_breaker) {
+        None | Some(RedisBreaker::Unspecified) => Span::styled("-", theme.dim),
+        Some(RedisBreaker::Closed) => Span::styled("closed", theme.ok),
+        Some(RedisBreaker::HalfOpen) => Span::styled("probing", theme.warn),
+        Some(RedisBreaker::Open) => Span::styled("open", theme.bad),
+    };
+    if live { span } else { span.style(theme.dim) }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::{Terminal, backend::TestBackend, style::Color};
 use tokio::time::Instant;
-use userctl_proto::cache::v1::Stats;
+use userctl_proto::cache::v1::{RedisBreaker, Stats};
 
 use crate::{
     app::{App, Header},
@@ -49,6 +49,14 @@ fn stats(second: u64, redis_up: bool, redis_errors: u64) -> Stats {
         read_p99_us: 1830,
         uptime_secs: 3600 + second,
         creates: 4,
+        redis_breaker: if redis_up {
+            RedisBreaker::Closed
+        } else {
+            RedisBreaker::Open
+        }
+        .into(),
+        breaker_opens: u64::from(!redis_up),
+        redis_skipped: if redis_up { 0 } else { 40 * second },
     }
 }
 

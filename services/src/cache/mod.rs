@@ -4,6 +4,7 @@
 //! - [`config`]: flags and env vars.
 //! - [`keys`]: key names and TTLs; change the layout here and bump the version in the prefix.
 //! - [`redis`]: the Redis client, which fails open: an error or a slow call is a miss.
+//! - [`breaker`]: after Redis failed calls in a row, reads skip it until a probe finds it back.
 //! - [`stats`]: counters and the latency window behind `CacheStats`.
 //! - [`service`]: the read and write paths.
 //! - [`startup`]: wiring them together.
@@ -16,6 +17,7 @@
 //! expiry, and never over a revocation (`SET NX`); a revocation is written over it for at least
 //! 24 h.
 
+pub mod breaker;
 pub mod config;
 pub mod keys;
 pub mod redis;

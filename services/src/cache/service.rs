@@ -355,7 +355,7 @@ impl Inner {
     async fn cache_revoked(&self, revoked: &Session) {
         let ttl = REVOKED_TTL_SECS.max(self.ttl.as_secs());
         let entry = (keys::session(&revoked.id), revoked.encode_to_vec(), ttl);
-        if self.redis.set_all(&[entry], &[]).await.is_err() {
+        if self.redis.set_all_now(&[entry], &[]).await.is_err() {
             // The store has it; only an active entry left in Redis could still answer for the
             // session, for at most --ttl (docs/design.md).
             tracing::warn!(

@@ -21,8 +21,10 @@ use crate::{
     tls::{Callers, GATEWAY_NAME, STORE_NAME, TlsError, USERCTL_NAME},
 };
 
-/// How often an otherwise idle cache checks that Redis answers, so `redis_up` stays current.
-const REDIS_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+/// How often an otherwise idle cache checks that Redis answers, so `redis_up` and the breaker
+/// stay current: once a breaker cool-down, so an open breaker closes soon after Redis is back
+/// even with no reads coming in.
+const REDIS_PROBE_INTERVAL: Duration = super::breaker::COOL_DOWN;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -73,7 +75,7 @@ async fn probe_redis(redis: RedisCache, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = ticks.tick() => { let _ = redis.ping().await; }
+            _ = ticks.tick() => redis.ping().await,
         }
     }
 }

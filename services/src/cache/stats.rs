@@ -10,7 +10,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use userctl_proto::cache::v1::Stats;
+use userctl_proto::cache::v1::{RedisBreaker, Stats};
+
+use super::breaker::Breaker;
 
 /// How many recent reads the latency percentiles are computed over.
 const LATENCY_WINDOW: usize = 4096;
@@ -26,6 +28,8 @@ pub struct CacheStats {
     pub creates: AtomicU64,
     /// Whether the last Redis call succeeded; starts false until one does.
     redis_up: AtomicBool,
+    /// Decides whether a call goes to Redis at all; its state and counts are reported here.
+    pub breaker: Breaker,
     started: Instant,
     /// Recent ReadUser latencies in microseconds, oldest first.
     latencies: Mutex<VecDeque<u32>>,
@@ -42,6 +46,7 @@ impl Default for CacheStats {
             coalesced: AtomicU64::new(0),
             creates: AtomicU64::new(0),
             redis_up: AtomicBool::new(false),
+            breaker: Breaker::default(),
             started: Instant::now(),
             latencies: Mutex::new(VecDeque::with_capacity(LATENCY_WINDOW)),
         }
@@ -87,6 +92,7 @@ impl CacheStats {
             sorted.sort_unstable();
             (percentile(&sorted, 0.50), percentile(&sorted, 0.99))
         };
+        let (breaker, breaker_opens, redis_skipped) = self.breaker.snapshot();
         Stats {
             hits: self.hits.load(Relaxed),
             misses: self.misses.load(Relaxed),
@@ -99,6 +105,9 @@ impl CacheStats {
             read_p99_us: p99,
             uptime_secs: self.started.elapsed().as_secs(),
             creates: self.creates.load(Relaxed),
+            redis_breaker: RedisBreaker::from(breaker).into(),
+            breaker_opens,
+            redis_skipped,
         }
     }
 }

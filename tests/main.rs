@@ -6,6 +6,7 @@
 //! Run one module with `scripts/test -p userctl-tests --test e2e -- cache::`, one test by its full name.
 
 mod accounts;
+mod bench;
 mod browser;
 mod cache;
 mod cli;

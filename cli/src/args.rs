@@ -394,6 +394,11 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1.1)]
     pub zipf: f64,
 
+    /// Skip the Redis outage: by default, after the whoami workload, the bench makes the
+    /// stack's Redis hang for 4 s (`CLIENT PAUSE`, local runtime) to measure the cache's breaker.
+    #[arg(long)]
+    pub no_redis_outage: bool,
+
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
 }

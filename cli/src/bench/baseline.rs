@@ -1,6 +1,6 @@
-//! Same-run baselines: what a bare gRPC unary call, a bare Redis GET, one token verify and one
-//! argon2id hash cost on this machine now, so the stack's figures read as ratios that survive
-//! a noisy machine.
+//! Same-run baselines: what a bare gRPC unary call (plaintext, and over mutual TLS as the
+//! stack's inner hops are), a bare Redis GET, one token verify and argon2id hashing cost on
+//! this machine now, so the stack's figures read as ratios that survive a noisy machine.
 
 use std::{
     net::SocketAddr,
@@ -10,7 +10,10 @@ use std::{
 use rand::Rng as _;
 use serde::Serialize;
 use tokio::sync::oneshot;
-use tonic::{Request, Response, Status, transport::Channel};
+use tonic::{
+    Request, Response, Status,
+    transport::{Certificate, Channel, Identity, ServerTlsConfig},
+};
 use userctl_proto::{
     bench::v1::{
         EchoMessage,
@@ -27,6 +30,8 @@ use super::{
 use crate::{
     client,
     error::{CliError, Result},
+    home::TlsIdentity,
+    pki::{self, Holder},
 };
 
 #[derive(Debug, Clone, Serialize)]
@@ -34,11 +39,18 @@ pub struct Baselines {
     /// Bare gRPC unary echo, 1 in flight (latency) and at the bench's concurrency (throughput).
     pub echo_single: Measurement,
     pub echo_loaded: Measurement,
+    /// The same over mutual TLS, when the stack's services talk over it: its inner hops
+    /// (gateway to cache, cache to store) then pay what this pays.
+    pub echo_tls_single: Option<Measurement>,
+    pub echo_tls_loaded: Option<Measurement>,
     /// Redis GET of a cached user's bytes against the stack's Redis, 1 in flight.
     pub redis_get: Option<Measurement>,
     pub redis_note: Option<String>,
     /// One argon2id hash here, in milliseconds (the cost that bounds login).
     pub argon2_hash_ms: f64,
+    /// argon2id hashes per second with every core hashing at once, in this process: the most
+    /// logins (and registrations) per second this machine can serve.
+    pub argon2_parallel_per_sec: f64,
     /// One in-process verify of a token signed with the stack's algorithm, in microseconds
     /// (every WhoAmI pays it).
     pub token_verify_us: f64,
@@ -53,12 +65,6 @@ pub async fn measure(
     gateway: &GatewayClient<Channel>,
     progress: &dyn Fn(&str) -> Box<dyn Fn() + Send + Sync>,
 ) -> Result<Baselines> {
-    let echo = EchoBaseline::start()
-        .map_err(|err| CliError::failed(format!("cannot start the echo baseline: {err}")))?;
-    let echo_client = echo
-        .client()
-        .await
-        .map_err(|err| CliError::failed(format!("cannot reach the echo baseline: {err}")))?;
     // The same bytes a whoami answer carries.
     let mut probe = gateway.clone();
     let profile = probe
@@ -67,20 +73,24 @@ pub async fn measure(
         .map_err(|status| client::status_error(&status))?
         .into_inner();
     let payload = prost::Message::encode_to_vec(&profile);
-    let echo_op = {
-        let payload = payload.clone();
-        move || {
-            let mut client = echo_client.clone();
-            let payload = payload.clone();
-            async move { Outcome::from(client.echo(EchoMessage { payload }).await.is_ok()) }
-        }
-    };
     let single = Limits {
         concurrency: 1,
         ..limits
     };
-    let echo_single = load::drive(single, echo_op.clone(), progress("echo (1)")).await;
-    let echo_loaded = load::drive(limits, echo_op, progress("echo")).await;
+    let echo = EchoBaseline::start(None)
+        .map_err(|err| CliError::failed(format!("cannot start the echo baseline: {err}")))?;
+    let (echo_single, echo_loaded) = echo.measure(&payload, limits, "echo", progress).await?;
+    let (echo_tls_single, echo_tls_loaded) = if target.cache_tls.is_some() {
+        let echo = EchoBaseline::start(Some(EchoTls::issue()?)).map_err(|err| {
+            CliError::failed(format!("cannot start the TLS echo baseline: {err}"))
+        })?;
+        let (single, loaded) = echo
+            .measure(&payload, limits, "echo over TLS", progress)
+            .await?;
+        (Some(single), Some(loaded))
+    } else {
+        (None, None)
+    };
 
     let (redis_get, redis_note) = match &target.redis_url {
         Some(url) => match redis_baseline(url, payload, single, progress).await {
@@ -92,9 +102,12 @@ pub async fn measure(
     Ok(Baselines {
         echo_single,
         echo_loaded,
+        echo_tls_single,
+        echo_tls_loaded,
         redis_get,
         redis_note,
         argon2_hash_ms: argon2_hash_ms(),
+        argon2_parallel_per_sec: argon2_parallel_per_sec(),
         token_verify_us: token_verify_us(target.token_algorithm)?,
         token_algorithm: target.token_algorithm,
     })
@@ -163,13 +176,10 @@ async fn redis_baseline(
 
 /// The median of a few argon2id hashes with the gateway's parameters, here and now.
 fn argon2_hash_ms() -> f64 {
-    use argon2::{PasswordHasher as _, password_hash::SaltString};
-    let salt = SaltString::encode_b64(b"bench salt 16 by")
-        .unwrap_or_else(|_| SaltString::from_b64("YmVuY2hzYWx0").expect("salt"));
     let mut times: Vec<f64> = (0..5)
         .map(|_| {
             let started = Instant::now();
-            let _ = argon2::Argon2::default().hash_password(b"bench password", &salt);
+            argon2_hash();
             started.elapsed().as_secs_f64() * 1000.0
         })
         .collect();
@@ -177,9 +187,68 @@ fn argon2_hash_ms() -> f64 {
     times[times.len() / 2]
 }
 
+/// Hashes per second with one thread hashing on every core at once: what the machine can
+/// hash at most, with the memory bandwidth and caches the cores share.
+fn argon2_parallel_per_sec() -> f64 {
+    const PER_THREAD: usize = 8;
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| (0..PER_THREAD).for_each(|_| argon2_hash()));
+        }
+    });
+    (threads * PER_THREAD) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// One argon2id hash with the gateway's parameters (argon2's defaults).
+fn argon2_hash() {
+    use argon2::{PasswordHasher as _, password_hash::SaltString};
+    let salt = SaltString::encode_b64(b"bench salt 16 by")
+        .unwrap_or_else(|_| SaltString::from_b64("YmVuY2hzYWx0").expect("salt"));
+    let _ = argon2::Argon2::default().hash_password(b"bench password", &salt);
+}
+
+/// What the echo baseline needs to speak mutual TLS the way the stack's inner hops do: a
+/// throwaway CA of the same kind as the stack's (`pki::issue`), the echo server serving as
+/// the cache holder and the bench calling as `userctl`.
+pub struct EchoTls {
+    server: ServerTlsConfig,
+    client: TlsIdentity,
+}
+
+impl EchoTls {
+    pub fn issue() -> Result<Self> {
+        let files = pki::issue("bench")
+            .map_err(|err| CliError::failed(format!("cannot make the TLS echo's CA: {err}")))?;
+        let file = |name: &str| {
+            files
+                .iter()
+                .find(|(file, _)| *file == name)
+                .map(|(_, pem)| pem.clone().into_bytes())
+                .unwrap_or_default()
+        };
+        let ca = file(pki::CA_CERT);
+        let server = ServerTlsConfig::new()
+            .identity(Identity::from_pem(
+                file(Holder::Cache.cert_file()),
+                file(Holder::Cache.key_file()),
+            ))
+            .client_ca_root(Certificate::from_pem(&ca));
+        let client = TlsIdentity {
+            ca,
+            cert: file(Holder::Userctl.cert_file()),
+            key: file(Holder::Userctl.key_file()),
+        };
+        Ok(Self { server, client })
+    }
+}
+
 /// The echo server runs on one thread of its own, like one service core.
 pub struct EchoBaseline {
     pub addr: SocketAddr,
+    /// The identity the bench calls with, when the echo speaks mutual TLS.
+    client_tls: Option<TlsIdentity>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -194,7 +263,17 @@ impl Echo for Echoer {
 }
 
 impl EchoBaseline {
-    pub fn start() -> std::io::Result<Self> {
+    pub fn start(tls: Option<EchoTls>) -> std::io::Result<Self> {
+        let (server_tls, client_tls) = match tls {
+            Some(EchoTls { server, client }) => (Some(server), Some(client)),
+            None => (None, None),
+        };
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(config) = server_tls {
+            builder = builder
+                .tls_config(config)
+                .map_err(|err| std::io::Error::other(err.to_string()))?;
+        }
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -212,7 +291,7 @@ impl EchoBaseline {
                     let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
                         return;
                     };
-                    let _ = tonic::transport::Server::builder()
+                    let _ = builder
                         .add_service(EchoServer::new(Echoer))
                         .serve_with_incoming_shutdown(
                             tokio_stream::wrappers::TcpListenerStream::new(listener),
@@ -225,18 +304,51 @@ impl EchoBaseline {
             })?;
         Ok(Self {
             addr,
+            client_tls,
             stop: Some(stop),
             thread: Some(thread),
         })
     }
 
     pub async fn client(&self) -> Result<EchoClient<Channel>, tonic::transport::Error> {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))?
+        let addr = format!("http://{}", self.addr);
+        let endpoint = match &self.client_tls {
+            Some(identity) => identity.endpoint(&addr, Holder::Cache.name())?,
+            None => tonic::transport::Endpoint::from_shared(addr)?,
+        };
+        let channel = endpoint
             .tcp_nodelay(true)
             .timeout(Duration::from_secs(10))
             .connect()
             .await?;
         Ok(EchoClient::new(channel))
+    }
+
+    /// Echoes `payload` 1 in flight, then at `limits`' concurrency; `name` names the phases.
+    async fn measure(
+        &self,
+        payload: &[u8],
+        limits: Limits,
+        name: &str,
+        progress: &dyn Fn(&str) -> Box<dyn Fn() + Send + Sync>,
+    ) -> Result<(Measurement, Measurement)> {
+        let client = self
+            .client()
+            .await
+            .map_err(|err| CliError::failed(format!("cannot reach the {name} baseline: {err}")))?;
+        let payload = payload.to_vec();
+        let op = move || {
+            let mut client = client.clone();
+            let payload = payload.clone();
+            async move { Outcome::from(client.echo(EchoMessage { payload }).await.is_ok()) }
+        };
+        let single = Limits {
+            concurrency: 1,
+            ..limits
+        };
+        let echo_single = load::drive(single, op.clone(), progress(&format!("{name} (1)"))).await;
+        let echo_loaded = load::drive(limits, op, progress(name)).await;
+        Ok((echo_single, echo_loaded))
     }
 }
 

@@ -2,7 +2,9 @@
 //! machine can do in the same run.
 //!
 //! - [`load`]: the load loop and its histogram.
-//! - [`baseline`]: what a bare gRPC call, a bare Redis GET and one argon2id hash cost here now.
+//! - [`baseline`]: what a bare gRPC call (plaintext and over mutual TLS), a bare Redis GET, a
+//!   token verify and argon2id hashing (one hash, and every core at once) cost here now.
+//! - [`outage`]: whoami while the stack's Redis hangs, and the breaker's figures.
 //! - `workload`: the bench's accounts and the requests each workload sends.
 //! - [`report`]: what the run found, and its table.
 //! - [`checks`]: the targets, judged against the baselines.
@@ -12,6 +14,7 @@
 pub mod baseline;
 pub mod checks;
 pub mod load;
+pub mod outage;
 pub mod report;
 mod workload;
 
@@ -70,6 +73,8 @@ pub struct Options {
     pub limits: Limits,
     pub users: usize,
     pub zipf: f64,
+    /// Whether to make the stack's Redis hang for a few seconds (see [`outage`]).
+    pub redis_outage: bool,
 }
 
 pub async fn run(
@@ -177,6 +182,25 @@ pub async fn run(
         }
         _ => None,
     };
+    let (redis_outage, redis_outage_note) = match (&target.redis_url, measures_whoami) {
+        _ if !options.redis_outage => (None, None),
+        (_, false) => (None, None),
+        (None, true) => (None, Some(NO_OUTAGE_HERE.to_owned())),
+        (Some(url), true) => match outage::measure(
+            url,
+            || each_stats(&caches),
+            workload::operation(Workload::Whoami, gateway.clone(), pool.clone()),
+            progress,
+        )
+        .await
+        {
+            Ok(outage) => (Some(outage), None),
+            Err(err) => (
+                None,
+                Some(format!("the Redis outage could not be made: {err}")),
+            ),
+        },
+    };
     let single_flight = if caches.is_empty() {
         None
     } else {
@@ -186,9 +210,9 @@ pub async fn run(
         &baselines,
         &reports,
         whoami_single.as_ref(),
+        redis_outage.as_ref(),
         single_flight.as_ref(),
         gateway_rss_after_login_kib,
-        cores,
     );
     Ok(Report {
         topology: target.topology.clone(),
@@ -198,6 +222,8 @@ pub async fn run(
         workloads: reports,
         whoami_single,
         whoami_single_direct,
+        redis_outage,
+        redis_outage_note,
         single_flight,
         idle_rss_kib,
         gateway_rss_after_login_kib,
@@ -250,29 +276,39 @@ async fn single_flight(
     })
 }
 
-/// The caches' counters added up; None when there is no cache to ask or one does not answer
-/// (a figure over some replicas only would be wrong).
-async fn stats(caches: &[Channel]) -> Option<Stats> {
+/// Why a run has no outage figures where the stack's Redis is not reachable from here.
+const NO_OUTAGE_HERE: &str = "the stack's Redis is not reachable from the host (docker runtime), so the bench cannot make it hang; run the bench on the local runtime for the outage figures";
+
+/// Every cache's counters; None when there is no cache to ask or one does not answer (a
+/// figure over some replicas only would be wrong).
+async fn each_stats(caches: &[Channel]) -> Option<Vec<Stats>> {
     if caches.is_empty() {
         return None;
     }
-    let each = futures::future::join_all(caches.iter().map(|cache| async move {
+    futures::future::join_all(caches.iter().map(|cache| async move {
         CacheStatsClient::new(cache.clone())
             .get_stats(GetStatsRequest {})
             .await
             .ok()
             .map(tonic::Response::into_inner)
     }))
-    .await;
-    each.into_iter().try_fold(Stats::default(), |total, stats| {
-        let stats = stats?;
-        Some(Stats {
-            hits: total.hits + stats.hits,
-            misses: total.misses + stats.misses,
-            store_calls: total.store_calls + stats.store_calls,
-            ..total
-        })
-    })
+    .await
+    .into_iter()
+    .collect()
+}
+
+/// The caches' counters added up, as [`each_stats`] reads them.
+async fn stats(caches: &[Channel]) -> Option<Stats> {
+    let each = each_stats(caches).await?;
+    Some(
+        each.into_iter()
+            .fold(Stats::default(), |total, stats| Stats {
+                hits: total.hits + stats.hits,
+                misses: total.misses + stats.misses,
+                store_calls: total.store_calls + stats.store_calls,
+                ..total
+            }),
+    )
 }
 
 fn hit_ratio(before: &Stats, after: &Stats) -> Option<f64> {

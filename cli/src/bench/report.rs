@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::Serialize;
 use userctl_dashboard::format;
 
-use super::{baseline::Baselines, checks::Check, load::Measurement};
+use super::{baseline::Baselines, checks::Check, load::Measurement, outage::RedisOutage};
 use crate::{args::Workload, output};
 
 #[derive(Debug, Clone, Serialize)]
@@ -20,6 +20,10 @@ pub struct Report {
     pub whoami_single: Option<Measurement>,
     /// The same, straight to one gateway past the proxy, when a proxy stands in front.
     pub whoami_single_direct: Option<Measurement>,
+    /// whoami while the stack's Redis hung, and the breaker's figures.
+    pub redis_outage: Option<RedisOutage>,
+    /// Why there are no outage figures, when the bench could not make one.
+    pub redis_outage_note: Option<String>,
     pub single_flight: Option<SingleFlight>,
     pub idle_rss_kib: Vec<(String, u64)>,
     /// The gateway's memory right after the login workload, where its runtime tells.
@@ -59,6 +63,15 @@ impl Report {
                 None,
             ),
         ];
+        if let (Some(single), Some(loaded)) = (&b.echo_tls_single, &b.echo_tls_loaded) {
+            rows.push(row("echo, TLS (1 in flight)", single, None, None));
+            rows.push(row(
+                &format!("echo, TLS ({} in flight)", self.concurrency),
+                loaded,
+                None,
+                None,
+            ));
+        }
         if let Some(redis) = &b.redis_get {
             rows.push(row("redis GET (1 in flight)", redis, None, None));
         }
@@ -67,6 +80,10 @@ impl Report {
         }
         if let Some(direct) = &self.whoami_single_direct {
             rows.push(row("whoami (1, no proxy)", direct, None, None));
+        }
+        if let Some(outage) = &self.redis_outage {
+            rows.push(row("whoami (1, Redis hung)", &outage.during, None, None));
+            rows.push(row("whoami (1, Redis back)", &outage.after, None, None));
         }
         for w in &self.workloads {
             let vs_echo = w.measurement.rps / b.echo_loaded.rps;
@@ -104,13 +121,40 @@ impl Report {
                 proxied.p50_us as f64 / direct.p50_us.max(1) as f64
             ));
         }
-        if let Some(note) = &b.redis_note {
+        if let Some(outage) = &self.redis_outage {
+            let seconds = |ms: Option<u64>| {
+                ms.map_or_else(
+                    || "never".to_owned(),
+                    |ms| format!("{:.2} s", ms as f64 / 1e3),
+                )
+            };
+            out.push_str(&format!(
+                "\nRedis hung for {:.0} s: the breaker opened after {}, hits resumed {} after it answered again; {} whoami calls failed\n",
+                outage.hang_ms as f64 / 1e3,
+                seconds(outage.breaker_open_after_ms),
+                seconds(outage.hits_resumed_after_ms),
+                outage.failed()
+            ));
+        }
+        for note in [&b.redis_note, &self.redis_outage_note]
+            .into_iter()
+            .flatten()
+        {
             out.push_str(&format!("\nnote: {note}\n"));
         }
         out.push_str(&format!(
-            "\nargon2id hash here: {:.1} ms; cores: {}\n",
-            b.argon2_hash_ms, self.cores
+            "\nargon2id hash here: {:.1} ms; every core at once: {:.0} hashes/s; cores: {}\n",
+            b.argon2_hash_ms, b.argon2_parallel_per_sec, self.cores
         ));
+        for w in &self.workloads {
+            if matches!(w.workload, Workload::Login | Workload::Register) {
+                out.push_str(&format!(
+                    "{}: {:.2} of what every core can hash\n",
+                    format!("{:?}", w.workload).to_lowercase(),
+                    w.measurement.rps / b.argon2_parallel_per_sec
+                ));
+            }
+        }
         out.push_str(&format!(
             "token verify here ({}): {:.1} µs\n",
             b.token_algorithm, b.token_verify_us
@@ -211,9 +255,9 @@ mod tests {
             &baselines,
             &workloads,
             whoami_single.as_ref(),
+            None,
             single_flight.as_ref(),
             Some(50 * 1024),
-            4,
         );
         Report {
             topology: None,
@@ -223,6 +267,8 @@ mod tests {
             workloads,
             whoami_single,
             whoami_single_direct: None,
+            redis_outage: None,
+            redis_outage_note: None,
             single_flight,
             idle_rss_kib: vec![("gateway".into(), 10_240), ("cache".into(), 8_704)],
             gateway_rss_after_login_kib: Some(50 * 1024),
@@ -312,7 +358,9 @@ mod tests {
     fn the_notes_name_hash_time_cpu_and_memory() {
         let table = report().table();
         assert!(
-            table.contains("\nargon2id hash here: 50.0 ms; cores: 4\n"),
+            table.contains(
+                "\nargon2id hash here: 50.0 ms; every core at once: 80 hashes/s; cores: 4\nlogin: 0.88 of what every core can hash\n"
+            ),
             "{table}"
         );
         assert!(
@@ -366,7 +414,7 @@ mod tests {
         assert_eq!(
             cells(line_starting(&table, "login throughput")),
             [
-                "login throughput / (cores / argon2 hash time)",
+                "login throughput / argon2id hashes a second on every core",
                 "0.875",
                 ">= 0.9",
                 "NOT MET"
@@ -402,6 +450,41 @@ mod tests {
             table.contains("the proxy's hop: whoami p50 275 µs through it, 250 µs straight to one gateway (1.10x)"),
             "{table}"
         );
+    }
+
+    #[test]
+    fn an_outage_has_its_rows_and_a_line_saying_what_the_breaker_did() {
+        let mut report = report();
+        report.redis_outage = Some(crate::bench::checks::tests::outage(Some(312), 2_400, 0));
+        let table = report.table();
+        assert!(
+            line_starting(&table, "whoami (1, Redis hung)").contains("2.4 ms"),
+            "{table}"
+        );
+        assert!(
+            line_starting(&table, "whoami (1, Redis back)").contains("400 µs"),
+            "{table}"
+        );
+        assert!(
+            table.contains("\nRedis hung for 4 s: the breaker opened after 0.31 s, hits resumed 0.64 s after it answered again; 0 whoami calls failed\n"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn the_json_report_keeps_the_raw_figures_beside_the_ratios() {
+        let mut report = report();
+        report.baselines.echo_tls_single = Some(measurement(6000.0, 150));
+        report.redis_outage = Some(crate::bench::checks::tests::outage(Some(312), 2_400, 0));
+        let json = serde_json::to_value(report).expect("a report serializes");
+        assert_eq!(json["baselines"]["echo_single"]["p50_us"], 100);
+        assert_eq!(json["baselines"]["echo_tls_single"]["p50_us"], 150);
+        assert_eq!(json["baselines"]["argon2_parallel_per_sec"], 80.0);
+        assert_eq!(json["baselines"]["token_verify_us"], 50.0);
+        assert_eq!(json["whoami_single"]["p50_us"], 275);
+        assert_eq!(json["redis_outage"]["breaker_open_after_ms"], 312);
+        assert_eq!(json["redis_outage"]["during"]["p99_us"], 2_400);
+        assert_eq!(json["redis_outage"]["hits_resumed_after_ms"], 640);
     }
 
     #[test]

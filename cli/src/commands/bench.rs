@@ -87,6 +87,7 @@ pub async fn run(home: &ProjectHome, gateway: Option<String>, args: BenchArgs) -
         },
         users: args.users,
         zipf: args.zipf,
+        redis_outage: !args.no_redis_outage,
     };
     let interactive = std::io::stderr().is_terminal();
     let progress = move |phase: &str| -> Box<dyn Fn() + Send + Sync> {

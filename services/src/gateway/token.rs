@@ -12,6 +12,11 @@
 //! The key set is a file that `userctl` replaces to rotate keys; [`TokenKeys::watch`] reads it
 //! again every [`RELOAD_INTERVAL`], so every gateway replica takes a new key within about a
 //! second (a file it cannot read keeps the keys it has, and says why once).
+//!
+//! A token verified once is remembered until it expires ([`verified`]), so a client calling
+//! with the same token again costs a lookup, not a signature check.
+
+mod verified;
 
 use std::{
     collections::HashMap,
@@ -128,6 +133,13 @@ impl Loaded {
             verifiers,
         })
     }
+
+    /// Whether the key `kid` names is one tokens may be verified with at `now`.
+    fn publishes(&self, kid: &str, now: u64) -> bool {
+        self.set
+            .get(kid)
+            .is_some_and(|key| self.set.state(key, now).is_published())
+    }
 }
 
 /// Signs and verifies tokens with the stack's key set, read from `path` and read again when it
@@ -137,6 +149,7 @@ pub struct TokenKeys {
     loaded: RwLock<Arc<Loaded>>,
     validations: [(Algorithm, Validation); 2],
     ttl: Duration,
+    verified: verified::Verifications,
 }
 
 // Never print key material.
@@ -158,6 +171,7 @@ impl TokenKeys {
             loaded: RwLock::new(Arc::new(loaded)),
             validations: [Algorithm::EdDSA, Algorithm::RS256].map(|alg| (alg, validation(alg))),
             ttl,
+            verified: verified::Verifications::default(),
         })
     }
 
@@ -251,16 +265,22 @@ impl TokenKeys {
 
     /// The user and session a valid token was issued for.
     pub fn verify(&self, token: &str) -> Result<Verified, TokenError> {
+        let now = now_secs();
+        let loaded = self.loaded();
+        if let Some(verified) = self
+            .verified
+            .get(token, now, |kid| loaded.publishes(kid, now))
+        {
+            return Ok(verified);
+        }
         let kid = jsonwebtoken::decode_header(token)?
             .kid
             .ok_or(TokenError::NoKid)?;
-        let now = now_secs();
-        let loaded = self.loaded();
-        let published = loaded
-            .set
+        let Some((decoding, alg)) = loaded
+            .verifiers
             .get(&kid)
-            .is_some_and(|key| loaded.set.state(key, now).is_published());
-        let Some((decoding, alg)) = loaded.verifiers.get(&kid).filter(|_| published) else {
+            .filter(|_| loaded.publishes(&kid, now))
+        else {
             return Err(TokenError::UnknownKid);
         };
         let validation = self
@@ -278,10 +298,13 @@ impl TokenKeys {
         if !crate::session::is_well_formed(&claims.sid) {
             return Err(TokenError::NoSession);
         }
-        Ok(Verified {
+        let verified = Verified {
             user_id,
             session_id: claims.sid,
-        })
+        };
+        self.verified
+            .insert(token, &kid, claims.exp, &verified, now);
+        Ok(verified)
     }
 
     /// The public keys published now, for `/.well-known/jwks.json`.
@@ -490,6 +513,22 @@ mod tests {
         fs::write(fixture.dir.path().join("keys.json"), "{").expect("write");
         assert!(fixture.keys.reload().is_err());
         assert_eq!(fixture.keys.verify(&after).expect("still valid").user_id, 1);
+    }
+
+    #[test]
+    fn a_remembered_token_stops_verifying_once_its_key_is_no_longer_published() {
+        let fixture = Fixture::new(Algorithm::EdDSA);
+        let (token, _) = fixture.keys.issue(5, SID).expect("issue");
+        assert_eq!(fixture.keys.verify(&token).expect("valid").user_id, 5);
+        assert_eq!(fixture.keys.verify(&token).expect("remembered").user_id, 5);
+
+        // Another key set with none of the old keys: the remembered token is refused.
+        fixture.write(&KeySet::generate(Algorithm::EdDSA, now()).expect("key set"));
+        assert!(fixture.keys.reload().expect("new file"));
+        assert!(matches!(
+            fixture.keys.verify(&token),
+            Err(TokenError::UnknownKid)
+        ));
     }
 
     #[test]

@@ -155,7 +155,10 @@ async fn redis_baseline(
     progress: &dyn Fn(&str) -> Box<dyn Fn() + Send + Sync>,
 ) -> Result<Measurement, redis::RedisError> {
     use redis::AsyncCommands as _;
-    let mut conn = redis::Client::open(url)?
+    // With TCP_NODELAY, as the cache connects.
+    let info = redis::IntoConnectionInfo::into_connection_info(url)?
+        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+    let mut conn = redis::Client::open(info)?
         .get_multiplexed_async_connection()
         .await?;
     let key = format!("userctl:bench:{}", rand::rng().random::<u64>());

@@ -7,8 +7,9 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use redis::{
-    AsyncCommands, RedisError,
+    AsyncCommands, IntoConnectionInfo as _, RedisError,
     aio::{ConnectionManager, ConnectionManagerConfig},
+    io::tcp::TcpSettings,
 };
 
 use super::{breaker::Admission, stats::CacheStats};
@@ -29,7 +30,12 @@ impl RedisCache {
     /// Does not connect: the first call does, so the cache starts (and serves from the store)
     /// while Redis is still down.
     pub fn new(url: &str, timeout: Duration, stats: Arc<CacheStats>) -> Result<Self, RedisError> {
-        let client = redis::Client::open(url)?;
+        // Small commands, many in flight: without TCP_NODELAY (redis-rs leaves it off) a
+        // command can wait behind an unacknowledged one (Nagle's algorithm).
+        let info = url
+            .into_connection_info()?
+            .set_tcp_settings(TcpSettings::default().set_nodelay(true));
+        let client = redis::Client::open(info)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout.max(Duration::from_millis(250))))
             .set_response_timeout(Some(timeout))

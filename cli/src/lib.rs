@@ -38,6 +38,16 @@ use args::{Cli, Command};
 use error::Result;
 use home::ProjectHome;
 
+/// Runs one command to completion on a runtime of its own. The runtime is started here, not
+/// in `main`: polling the command's future is what compiles every async function it awaits,
+/// and in a release build a binary that polled it would compile them all again beside the
+/// library's copies (BENCHMARKS.md, "Build time").
+pub fn run_blocking(cli: Cli) -> Result<()> {
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|err| error::CliError::failed(format!("cannot start: {err}")))?;
+    runtime.block_on(run(cli))
+}
+
 /// Runs one command to completion.
 pub async fn run(cli: Cli) -> Result<()> {
     let home = ProjectHome::resolve(&cli.project)?;

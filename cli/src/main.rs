@@ -22,15 +22,7 @@ fn main() -> ExitCode {
         Err(err) => return userctl::error::report(&userctl::error::command_line(&err)),
     };
     userctl::telemetry::init(cli.verbose);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            return userctl::error::report(&userctl::error::CliError::failed(format!(
-                "cannot start: {err}"
-            )));
-        }
-    };
-    match runtime.block_on(userctl::run(cli)) {
+    match userctl::run_blocking(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => userctl::error::report(&err),
     }

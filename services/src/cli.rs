@@ -1,11 +1,13 @@
 //! `usersvc store|cache|gateway|health|signing-keys`: parses flags, wires a service, runs it
-//! until SIGTERM.
+//! until SIGTERM. It lives in the library, and `main` only calls [`main`]: polling a
+//! service's future is what compiles every async function it awaits, and in a release build a
+//! binary that polled it would compile them all again beside the library's copies.
 
 use std::{process::ExitCode, time::Duration};
 
+use crate::{cache, gateway, health, shutdown, store, telemetry, tls::TlsArgs};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use usersvc::{cache, gateway, health, shutdown, store, telemetry, tls::TlsArgs};
 
 #[derive(Parser)]
 #[command(
@@ -59,9 +61,20 @@ enum Command {
 const PLAINTEXT: &str =
     "serving plaintext: any local process can call it; userctl up turns on mutual TLS";
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// The whole `usersvc` command: its exit code.
+pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run_command(cli))
+}
+
+async fn run_command(cli: Cli) -> ExitCode {
     if let Command::Health {
         addr,
         timeout,
@@ -169,7 +182,7 @@ fn write_signing_keys(
     algorithm: userctl_keys::Algorithm,
 ) -> anyhow::Result<()> {
     use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
-    let set = userctl_keys::KeySet::generate(algorithm, usersvc::gateway::token::now_secs())?;
+    let set = userctl_keys::KeySet::generate(algorithm, gateway::token::now_secs())?;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

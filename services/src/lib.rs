@@ -12,12 +12,15 @@
 //! [`client`] (outbound channels with deadlines), [`tls`] (the mutual TLS files and who may
 //! call what), [`secret_url`] (passwords handed over as files), [`session`] (session ids, limits, and what the store tells the cache about them), [`health`] (the `usersvc health` probe), [`telemetry`] and [`shutdown`].
 //!
+//! [`cli`] is the `usersvc` command line, which `main` only calls.
+//!
 //! Every service is built the same way: `startup::build(config)` binds its listeners (port 0
 //! works, which is how the tests run many stacks side by side) and returns a server — a
 //! [`server::Server`], or for the gateway a [`gateway::startup::Gateway`] that also serves
 //! HTTP — whose `run_until_stopped(token)` serves until the token is cancelled, then drains.
 
 pub mod cache;
+pub mod cli;
 pub mod client;
 pub mod email;
 pub mod gateway;

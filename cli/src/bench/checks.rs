@@ -186,6 +186,7 @@ pub(super) mod tests {
     pub fn workload(workload: Workload, rps: f64, hit_ratio: Option<f64>) -> WorkloadReport {
         WorkloadReport {
             workload,
+            concurrency: 64,
             measurement: measurement(rps, 1000),
             hit_ratio,
             cpu_percent: Vec::new(),

@@ -121,8 +121,12 @@ pub async fn run(
         let before_stats = stats(&caches).await;
         let before_cpu = cpu_ticks(&target.pids);
         let started = Instant::now();
+        let limits = match workload {
+            Workload::Login => login_limits(options.limits, cores),
+            _ => options.limits,
+        };
         let measurement = load::drive(
-            options.limits,
+            limits,
             workload::operation(workload, gateway.clone(), pool.clone()),
             progress(&format!("{workload:?}").to_lowercase()),
         )
@@ -143,6 +147,7 @@ pub async fn run(
         }
         reports.push(WorkloadReport {
             workload,
+            concurrency: limits.concurrency,
             measurement,
             hit_ratio,
             cpu_percent,
@@ -229,6 +234,18 @@ pub async fn run(
         gateway_rss_after_login_kib,
         targets,
     })
+}
+
+/// The login workload's limits: at most 4 logins in flight per core, enough to keep every
+/// core hashing. More from one address would meet the gateway's login budgets (30 attempts
+/// in flight per address, 5 per account, by default), which refuse them before any hashing;
+/// sent again at once, those refusals would spend the CPU the hashes need, and the login rate
+/// would measure the refusing rather than the hashing it is judged against.
+fn login_limits(limits: Limits, cores: usize) -> Limits {
+    Limits {
+        concurrency: limits.concurrency.min(4 * cores).max(1),
+        ..limits
+    }
 }
 
 /// Many concurrent reads of one user that is not cached (just registered: the create
@@ -356,6 +373,22 @@ mod tests {
             misses,
             ..Stats::default()
         }
+    }
+
+    #[test]
+    fn logins_are_kept_to_four_in_flight_per_core() {
+        let limits = Limits {
+            concurrency: 64,
+            warmup: std::time::Duration::ZERO,
+            duration: std::time::Duration::from_secs(1),
+            requests: None,
+        };
+        assert_eq!(login_limits(limits, 2).concurrency, 8);
+        let few = Limits {
+            concurrency: 3,
+            ..limits
+        };
+        assert_eq!(login_limits(few, 2).concurrency, 3);
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub struct Report {
 #[derive(Debug, Clone, Serialize)]
 pub struct WorkloadReport {
     pub workload: Workload,
+    /// Requests it kept in flight: `--concurrency`, or fewer for login (see `login_limits`).
+    pub concurrency: usize,
     #[serde(flatten)]
     pub measurement: Measurement,
     /// hits / (hits + misses) over this workload, from `CacheStats`.
@@ -87,8 +89,13 @@ impl Report {
         }
         for w in &self.workloads {
             let vs_echo = w.measurement.rps / b.echo_loaded.rps;
+            let name = format!("{:?}", w.workload).to_lowercase();
             rows.push(row(
-                &format!("{:?}", w.workload).to_lowercase(),
+                &if w.concurrency == self.concurrency {
+                    name
+                } else {
+                    format!("{name} ({} in flight)", w.concurrency)
+                },
                 &w.measurement,
                 w.hit_ratio,
                 Some(vs_echo),
@@ -380,6 +387,17 @@ mod tests {
             "{table}"
         );
         assert!(!table.contains("note:"), "{table}");
+    }
+
+    #[test]
+    fn a_workload_run_with_fewer_in_flight_says_how_many() {
+        let mut report = report();
+        report.workloads[1].concurrency = 8;
+        let table = report.table();
+        assert!(
+            line_starting(&table, "login (8 in flight)  ").contains("70"),
+            "{table}"
+        );
     }
 
     #[test]

@@ -22,9 +22,12 @@ use userctl_tests::{
 /// Logins sent: enough for the old behaviour to pass the bound several times over.
 const LOGINS: usize = 300;
 const IN_FLIGHT: usize = 64;
-/// The target for the gateway after its login workload (docs/design.md, "Passwords"), the same
-/// as `userctl bench` checks: two 19 MiB buffers and the process itself.
-const MAX_RSS_MIB: u64 = 64;
+/// What the logins may add to the gateway's memory: the second 19 MiB hashing buffer (the
+/// registration made the first before the first reading) and room for the blocking threads'
+/// stacks and allocator arenas. Allocating per hash added hundreds of MiB. The absolute target,
+/// 64 MB after the login workload, is for a release build and `userctl bench` checks it
+/// (BENCHMARKS.md: 54 MB); a debug binary's own pages add about 20 MiB to any reading here.
+const MAX_GROWTH_MIB: u64 = 19 + 8;
 
 fn resident_mib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
@@ -107,7 +110,7 @@ async fn the_gateway_holds_its_hashing_memory_flat_through_many_concurrent_login
         "gateway RSS: {started} MiB after start and one registration, {after} MiB after {LOGINS} logins at {IN_FLIGHT} in flight"
     );
     assert!(
-        after <= MAX_RSS_MIB,
-        "the gateway holds {after} MiB after {LOGINS} logins (at most {MAX_RSS_MIB} MiB)"
+        after.saturating_sub(started) <= MAX_GROWTH_MIB,
+        "the gateway grew from {started} to {after} MiB over {LOGINS} logins (at most {MAX_GROWTH_MIB} MiB more)"
     );
 }

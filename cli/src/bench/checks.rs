@@ -111,18 +111,16 @@ pub fn checks(
         ));
     }
     if let Some(outage) = redis_outage {
+        // Never is as late as it gets.
+        let seconds = |ms: Option<u64>| ms.map_or(f64::INFINITY, |ms| ms as f64 / 1000.0);
         checks.push(Check::at_most(
             "Redis breaker open after Redis hangs, s",
-            outage
-                .breaker_open_after_ms
-                .map_or(f64::INFINITY, |ms| ms as f64 / 1000.0),
+            seconds(outage.breaker_open_after_ms),
             1.0,
         ));
         checks.push(Check::at_most(
             "cache hits resume after Redis answers again, s",
-            outage
-                .hits_resumed_after_ms
-                .map_or(f64::INFINITY, |ms| ms as f64 / 1000.0),
+            seconds(outage.hits_resumed_after_ms),
             2.0,
         ));
         checks.push(Check::at_most(

@@ -145,7 +145,7 @@ fn breaker(stats: Option<&Stats>, live: bool, theme: &Theme) -> Span<'static> {
     let span = match stats.map(Stats::redis_breaker) {
         None | Some(RedisBreaker::Unspecified) => Span::styled("-", theme.dim),
         Some(RedisBreaker::Closed) => Span::styled("closed", theme.ok),
-        Some(RedisBreaker::HalfOpen) => Span::styled("probing", theme.warn),
+        Some(RedisBreaker::HalfOpen) => Span::styled("half-open", theme.warn),
         Some(RedisBreaker::Open) => Span::styled("open", theme.bad),
     };
     if live { span } else { span.style(theme.dim) }

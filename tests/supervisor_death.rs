@@ -1,7 +1,7 @@
 //! The local runtime's supervisor dies: what it started is still found by `status`, stopped by
 //! `down`, and a second supervisor never runs on the same data directory.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::{
     sys::signal::{Signal, kill},
@@ -77,29 +77,28 @@ async fn a_second_supervisor_for_one_data_directory_refuses_to_start() {
     let _teardown = Teardown(userctl.clone());
     userctl.run(e2e::LOCAL_UP).await.ok();
 
-    let mut second = userctl
-        .command(&["supervise"])
+    let mut command = tokio::process::Command::from(userctl.command(&["supervise"]));
+    let second = command
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start a second supervisor");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = second.try_wait().expect("wait") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            // Still running: stop it the way `down` would, so it drains what it started.
-            let _ = kill(Pid::from_raw(second.id() as i32), Signal::SIGTERM);
-            let _ = second.wait();
-            break None;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let output = second.wait_with_output().expect("output");
+    let pid = second.id();
+    // Its exit is the event waited for; one still running after 15 s has failed the test.
+    let output =
+        match tokio::time::timeout(Duration::from_secs(15), second.wait_with_output()).await {
+            Ok(output) => output.expect("output"),
+            Err(_) => {
+                // Still running: stop it the way `down` would, so it drains what it started.
+                if let Some(pid) = pid {
+                    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+                }
+                panic!("the second supervisor did not exit at once");
+            }
+        };
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let status = status.expect("the second supervisor exits at once");
+    let status = output.status;
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("another supervisor already runs"),

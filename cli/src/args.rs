@@ -363,6 +363,18 @@ pub enum Workload {
     Mixed,
 }
 
+impl Workload {
+    /// Its name on the command line, in the bench's table and in its JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Whoami => "whoami",
+            Self::Login => "login",
+            Self::Register => "register",
+            Self::Mixed => "mixed",
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Workloads to run, in order [default: whoami, login, register, mixed]
@@ -426,5 +438,24 @@ fn parse_project(name: &str) -> Result<String, String> {
             "use 1-40 lower-case letters, digits, '-' or '_', starting with a letter or digit"
                 .into(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_workloads_name_is_its_command_line_and_json_spelling() {
+        for workload in Workload::value_variants() {
+            let flag = workload
+                .to_possible_value()
+                .expect("every workload is a value");
+            assert_eq!(workload.name(), flag.get_name());
+            assert_eq!(
+                serde_json::to_value(workload).expect("json"),
+                workload.name()
+            );
+        }
     }
 }

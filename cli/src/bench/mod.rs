@@ -128,7 +128,7 @@ pub async fn run(
         let measurement = load::drive(
             limits,
             workload::operation(workload, gateway.clone(), pool.clone()),
-            progress(&format!("{workload:?}").to_lowercase()),
+            progress(workload.name()),
         )
         .await;
         let elapsed = started.elapsed().as_secs_f64();

@@ -89,10 +89,10 @@ impl Report {
         }
         for w in &self.workloads {
             let vs_echo = w.measurement.rps / b.echo_loaded.rps;
-            let name = format!("{:?}", w.workload).to_lowercase();
+            let name = w.workload.name();
             rows.push(row(
                 &if w.concurrency == self.concurrency {
-                    name
+                    name.to_owned()
                 } else {
                     format!("{name} ({} in flight)", w.concurrency)
                 },
@@ -157,7 +157,7 @@ impl Report {
             if matches!(w.workload, Workload::Login | Workload::Register) {
                 out.push_str(&format!(
                     "{}: {:.2} of what every core can hash\n",
-                    format!("{:?}", w.workload).to_lowercase(),
+                    w.workload.name(),
                     w.measurement.rps / b.argon2_parallel_per_sec
                 ));
             }
@@ -173,9 +173,11 @@ impl Report {
                     .iter()
                     .map(|(s, p)| format!("{s} {p:.0}%"))
                     .collect();
-                out.push_str(
-                    &format!("cpu during {:?}: {}\n", w.workload, cpu.join(", ")).to_lowercase(),
-                );
+                out.push_str(&format!(
+                    "cpu during {}: {}\n",
+                    w.workload.name(),
+                    cpu.join(", ")
+                ));
             }
         }
         if !self.idle_rss_kib.is_empty() {
@@ -196,7 +198,7 @@ impl Report {
             if w.measurement.throttled > 0 {
                 out.push_str(&format!(
                     "{}: {} answers refused by the gateway's limits (RESOURCE_EXHAUSTED), left out of its rate and latencies\n",
-                    format!("{:?}", w.workload).to_lowercase(),
+                    w.workload.name(),
                     w.measurement.throttled
                 ));
             }

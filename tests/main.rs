@@ -42,4 +42,5 @@ mod throttle_logs;
 mod throttling;
 mod token_claims;
 mod tokens;
+mod tracing;
 mod wipes;

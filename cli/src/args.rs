@@ -320,6 +320,32 @@ pub struct LogsArgs {
     /// Only the last N lines of each service.
     #[arg(long)]
     pub tail: Option<usize>,
+    /// Only the lines of one request, across services in time order: the trace id a response's
+    /// `traceparent` header carries (32 hex digits), or the whole header value.
+    #[arg(long, value_name = "ID", value_parser = parse_trace_id)]
+    pub trace: Option<String>,
+}
+
+/// A W3C trace id, lower-cased: 32 hex digits, not all zero. A whole `traceparent` value
+/// (`00-<trace id>-<span id>-<flags>`) gives its trace id.
+fn parse_trace_id(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let id = match text.split('-').collect::<Vec<_>>()[..] {
+        [_, id, _, _, ..] => id,
+        _ => text,
+    };
+    let valid = id.len() == 32
+        && id.bytes().all(|byte| byte.is_ascii_hexdigit())
+        && id.bytes().any(|byte| byte != b'0');
+    if valid {
+        Ok(id.to_ascii_lowercase())
+    } else {
+        Err(
+            "expected a trace id of 32 hex digits, as in a response's traceparent header \
+             00-<trace id>-<span id>-<flags>"
+                .into(),
+        )
+    }
 }
 
 #[derive(Debug, Args)]
@@ -444,6 +470,29 @@ fn parse_project(name: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trace_id_is_taken_bare_or_from_a_whole_traceparent() {
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        assert_eq!(parse_trace_id(id).as_deref(), Ok(id));
+        assert_eq!(
+            parse_trace_id("4BF92F3577B34DA6A3CE929D0E0E4736").as_deref(),
+            Ok(id)
+        );
+        assert_eq!(
+            parse_trace_id(&format!("00-{id}-00f067aa0ba902b7-01")).as_deref(),
+            Ok(id)
+        );
+        for bad in [
+            "",
+            "abc",
+            "00000000000000000000000000000000",
+            "4bf92f3577b34da6a3ce929d0e0e473g",
+            "00-abc-00f067aa0ba902b7-01",
+        ] {
+            assert!(parse_trace_id(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn a_workloads_name_is_its_command_line_and_json_spelling() {

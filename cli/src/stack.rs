@@ -470,6 +470,25 @@ pub struct LogLine {
     pub text: String,
 }
 
+impl LogLine {
+    /// When a `usersvc` line was logged: its RFC 3339 UTC timestamp, the first word of a text
+    /// line or the `timestamp` of a JSON one (`--log-format json`). Equal precision and the `Z`
+    /// make them sort as text.
+    pub fn timestamp(&self) -> Option<&str> {
+        let text = self.text.trim_start();
+        if let Some(json) = text.strip_prefix('{') {
+            let (_, rest) = json.split_once("\"timestamp\":\"")?;
+            return rest.split_once('"').map(|(timestamp, _)| timestamp);
+        }
+        let first = text.split_whitespace().next()?;
+        first
+            .as_bytes()
+            .first()
+            .is_some_and(u8::is_ascii_digit)
+            .then_some(first)
+    }
+}
+
 impl fmt::Display for LogLine {
     /// `gateway | …` (`cache.2 | …` for a second replica), padded so the lines of all
     /// services align.

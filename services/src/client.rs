@@ -121,6 +121,15 @@ pub fn endpoint(url: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, In
         .keep_alive_while_idle(true))
 }
 
+/// A channel whose calls carry the running request's trace on (see [`crate::trace`]): what the
+/// gateway and the cache call the next hop through.
+pub type Traced = tonic::service::interceptor::InterceptedService<Channel, crate::trace::Propagate>;
+
+/// `channel`, its calls traced.
+pub fn traced(channel: Channel) -> Traced {
+    Traced::new(channel, crate::trace::Propagate)
+}
+
 /// A channel to the one server at `addr` that connects on first use and reconnects by itself.
 pub fn channel(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<Channel, InvalidAddress> {
     Ok(endpoint(addr, tls)?.connect_lazy())

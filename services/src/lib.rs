@@ -10,7 +10,7 @@
 //!
 //! What they share: [`server`] (health, reflection, limits, the TLS accept, graceful shutdown),
 //! [`client`] (outbound channels with deadlines), [`tls`] (the mutual TLS files and who may
-//! call what), [`secret_url`] (passwords handed over as files), [`session`] (session ids, limits, and what the store tells the cache about them), [`health`] (the `usersvc health` probe), [`telemetry`] and [`shutdown`].
+//! call what), [`secret_url`] (passwords handed over as files), [`session`] (session ids, limits, and what the store tells the cache about them), [`health`] (the `usersvc health` probe), [`telemetry`], [`trace`] (one request followed across hops) and [`shutdown`].
 //!
 //! [`cli`] is the `usersvc` command line, which `main` only calls.
 //!
@@ -32,3 +32,4 @@ pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod trace;

@@ -197,6 +197,7 @@ impl Server {
             }
         };
         let router = tonic::transport::Server::builder()
+            .layer(crate::trace::Layer)
             .timeout(REQUEST_TIMEOUT)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .max_connection_age(MAX_CONNECTION_AGE)

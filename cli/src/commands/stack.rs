@@ -17,7 +17,7 @@ use crate::{
     runtime::{
         Endpoints, Runtime, StackSpec, local::LocalRuntime, progress::Progress, swarm::SwarmRuntime,
     },
-    stack::{Health, Replicas, RuntimeKind, Service, ServiceStatus, State},
+    stack::{Health, LogLine, Replicas, RuntimeKind, Service, ServiceStatus, State},
 };
 
 pub async fn up(home: &ProjectHome, file: Option<&Path>, args: UpArgs) -> Result<()> {
@@ -257,13 +257,53 @@ pub async fn logs(home: &ProjectHome, args: LogsArgs) -> Result<()> {
     };
     let runtime = existing_runtime(home).await?;
     let mut stdout = io::stdout();
-    let mut print = |line| {
-        writeln!(stdout, "{line}")?;
-        stdout.flush()
+    let Some(trace) = args.trace else {
+        let mut print = |line| {
+            writeln!(stdout, "{line}")?;
+            stdout.flush()
+        };
+        return Ok(runtime
+            .logs(service, args.follow, args.tail, &mut print)
+            .await?);
     };
-    Ok(runtime
-        .logs(service, args.follow, args.tail, &mut print)
-        .await?)
+    // Every line a service logs while serving a request carries its trace id
+    // (docs/design.md, "Tracing a request").
+    let mut lines = Vec::new();
+    let mut keep = |line: LogLine| {
+        if !line.text.contains(&trace) {
+            return Ok(());
+        }
+        if args.follow {
+            writeln!(stdout, "{line}")?;
+            stdout.flush()
+        } else {
+            lines.push(line);
+            Ok(())
+        }
+    };
+    runtime
+        .logs(service, args.follow, args.tail, &mut keep)
+        .await?;
+    if !args.follow {
+        if lines.is_empty() {
+            return Err(
+                CliError::failed(format!("no service has logged trace {trace}")).with_hint(
+                    "take the id from a response's traceparent header; \
+                     a trace lasts as long as the services' logs",
+                ),
+            );
+        }
+        // The services' clocks are one machine's (or one cluster's, kept in step): their
+        // RFC 3339 UTC timestamps order the request's hops.
+        lines.sort_by(|a, b| a.timestamp().cmp(&b.timestamp()));
+        for line in lines {
+            // A reader that went away (`| head`) has what it wanted.
+            if writeln!(stdout, "{line}").is_err() {
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The status table; on swarm, with the node each task runs on.

@@ -16,7 +16,7 @@ use async_singleflight::UnaryGroup;
 use futures::{Stream, StreamExt};
 use prost::Message;
 use tokio_util::sync::CancellationToken;
-use tonic::{Code, Request, Response, Status, transport::Channel};
+use tonic::{Code, Request, Response, Status};
 use userctl_proto::{
     cache::v1::{GetStatsRequest, Stats, WatchStatsRequest, cache_stats_server},
     user::v1::{
@@ -31,7 +31,7 @@ use super::{
     redis::{RedisCache, Unavailable},
     stats::CacheStats,
 };
-use crate::session;
+use crate::{client, session};
 
 /// The outcome of one store read, shared with every request that waited on it.
 type Loaded = Result<Option<User>, Status>;
@@ -43,7 +43,7 @@ pub struct CacheService {
 
 struct Inner {
     redis: RedisCache,
-    store: UserStoreClient<Channel>,
+    store: UserStoreClient<client::Traced>,
     stats: Arc<CacheStats>,
     ttl: Duration,
     negative_ttl: Duration,
@@ -54,7 +54,7 @@ struct Inner {
 impl CacheService {
     pub fn new(
         redis: RedisCache,
-        store: UserStoreClient<Channel>,
+        store: UserStoreClient<client::Traced>,
         stats: Arc<CacheStats>,
         ttl: Duration,
         negative_ttl: Duration,

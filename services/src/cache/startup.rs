@@ -52,7 +52,11 @@ pub async fn build(
         .map_err(StartupError::RedisUrl)?;
     let tls = config.tls.load()?;
     let store_tls = tls.as_ref().map(|tls| tls.client(STORE_NAME));
-    let store = UserStoreClient::new(client::connect(&config.store_addr, store_tls, &shutdown)?);
+    let store = UserStoreClient::new(client::traced(client::connect(
+        &config.store_addr,
+        store_tls,
+        &shutdown,
+    )?));
 
     let probe = tokio::spawn(probe_redis(redis.clone(), shutdown.clone()));
     let cache = CacheService::new(redis, store, stats.clone(), config.ttl, config.negative_ttl);

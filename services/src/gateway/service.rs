@@ -1,7 +1,7 @@
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use prometheus::IntCounter;
-use tonic::{Code, Request, Response, Status, transport::Channel};
+use tonic::{Code, Request, Response, Status};
 use userctl_proto::{
     gateway::v1::{
         LoginRequest, LoginResponse, LogoutRequest, LogoutResponse, Profile, RefreshRequest,
@@ -29,7 +29,7 @@ use super::{
 #[derive(Clone)]
 pub struct GatewayService {
     /// The entry cache, which speaks the store's interface.
-    users: UserStoreClient<Channel>,
+    users: UserStoreClient<client::Traced>,
     passwords: Passwords,
     keys: Arc<TokenKeys>,
     throttle: Arc<LoginThrottle>,
@@ -52,7 +52,7 @@ pub struct LoginCounters {
 
 impl GatewayService {
     pub fn new(
-        users: UserStoreClient<Channel>,
+        users: UserStoreClient<client::Traced>,
         passwords: Passwords,
         keys: Arc<TokenKeys>,
         throttle: LoginThrottle,

@@ -117,7 +117,7 @@ pub async fn build(config: &Config, shutdown: &CancellationToken) -> Result<Gate
         tls.as_ref().map(|tls| tls.client(CACHE_NAME)),
         shutdown,
     )?;
-    let users = UserStoreClient::new(cache.clone());
+    let users = UserStoreClient::new(client::traced(cache.clone()));
     let limits = Limits {
         failed_logins_per_account: config.failed_logins_per_account,
         failed_logins_per_peer: config.failed_logins_per_peer,

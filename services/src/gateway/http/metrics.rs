@@ -1,5 +1,5 @@
 //! `/metrics` in the Prometheus text format, and the middleware that gives every HTTP request a
-//! span, a deadline, a count and a latency.
+//! trace, a span, a deadline, a count and a latency.
 //!
 //! The `prometheus` crate without its default `protobuf` feature: a handful of small
 //! dependencies for counters, labelled vectors, histograms and a correct text encoder, and a
@@ -8,9 +8,11 @@
 
 use std::{sync::Arc, time::Instant};
 
+use super::envelope::Rejection;
+use crate::{gateway::service::LoginCounters, trace};
 use axum::{
     extract::{MatchedPath, Request, State},
-    http::{Method, StatusCode, header},
+    http::{HeaderValue, Method, StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -18,10 +20,6 @@ use prometheus::{
     Encoder as _, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
     TextEncoder,
 };
-use tracing::Instrument as _;
-
-use super::envelope::Rejection;
-use crate::gateway::service::LoginCounters;
 
 /// Longest an HTTP request may run, as for gRPC (`server::REQUEST_TIMEOUT`).
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -112,8 +110,9 @@ impl Metrics {
     }
 }
 
-/// Wraps every request (matched or not, CORS preflights included) in a span, a deadline, and
-/// the request count and latency.
+/// Wraps every request (matched or not, CORS preflights included) in its trace
+/// ([`crate::trace`]: the caller's `traceparent` or a new one, returned on the response), a
+/// span, a deadline, the request count and latency, and one `answered` line.
 pub async fn observe(
     State(metrics): State<Arc<Metrics>>,
     request: Request,
@@ -125,30 +124,35 @@ pub async fn observe(
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str)
         .to_owned();
+    let context = trace::arriving(request.headers());
     let span = tracing::info_span!(
-        "http",
-        method,
-        route,
-        status = tracing::field::Empty,
-        latency_ms = tracing::field::Empty
+        "request",
+        trace_id = %context.trace_id,
+        method = %method,
+        route = %route
     );
     let started = Instant::now();
-    let response = match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request))
-        .instrument(span.clone())
-        .await
-    {
+    let serving = tokio::time::timeout(REQUEST_TIMEOUT, next.run(request));
+    let mut response = match trace::in_request(context, span.clone(), serving).await {
         Ok(response) => response,
         Err(_) => Rejection::TimedOut.into_response(),
     };
+    if let Ok(value) = HeaderValue::try_from(context.to_string()) {
+        response.headers_mut().insert(trace::HEADER, value);
+    }
     let elapsed = started.elapsed();
     let status = response.status();
-    span.record("status", status.as_u16());
-    span.record("latency_ms", elapsed.as_secs_f64() * 1000.0);
+    let elapsed_us = elapsed.as_micros() as u64;
+    // Probes and scrapes come every few seconds from proxies and collectors.
+    let quiet = matches!(route.as_str(), "/healthz" | "/readyz" | "/metrics");
     span.in_scope(|| {
-        if status.is_server_error() {
-            tracing::warn!("answered");
+        let status = status.as_u16();
+        if status >= 500 {
+            tracing::warn!(status, elapsed_us, "answered");
+        } else if quiet {
+            tracing::debug!(status, elapsed_us, "answered");
         } else {
-            tracing::debug!("answered");
+            tracing::info!(status, elapsed_us, "answered");
         }
     });
     metrics

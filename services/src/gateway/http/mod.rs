@@ -22,7 +22,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use axum::{
     Router,
     extract::{ConnectInfo, DefaultBodyLimit},
-    http::{HeaderValue, Method, header},
+    http::{HeaderName, HeaderValue, Method, header},
     middleware,
     routing::{get, post},
 };
@@ -104,6 +104,8 @@ pub struct InvalidOrigin {
     origin: String,
 }
 
+const TRACEPARENT: HeaderName = HeaderName::from_static(crate::trace::HEADER);
+
 /// CORS for exactly `origins` (none: no CORS layer, so browsers refuse cross-origin calls).
 /// Tokens travel in a header, never a cookie, so credentials are not allowed.
 pub fn cors(origins: &[String]) -> Result<Option<CorsLayer>, InvalidOrigin> {
@@ -124,7 +126,9 @@ pub fn cors(origins: &[String]) -> Result<Option<CorsLayer>, InvalidOrigin> {
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(origins))
             .allow_methods([Method::GET, Method::POST])
-            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            // A frontend may start the trace, and may read the one it belongs to.
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, TRACEPARENT])
+            .expose_headers([TRACEPARENT])
             .max_age(PREFLIGHT_MAX_AGE),
     ))
 }

@@ -38,7 +38,7 @@ fn app(origins: &[&str]) -> Router {
     let cache = crate::client::channel("http://127.0.0.1:1", None).expect("address");
     let metrics = Arc::new(Metrics::new().expect("metrics"));
     let gateway = GatewayService::new(
-        UserStoreClient::new(cache.clone()),
+        UserStoreClient::new(crate::client::traced(cache.clone())),
         Passwords::new(1, 64),
         Arc::new(keys()),
         LoginThrottle::new(

@@ -303,6 +303,123 @@ async fn with_replicas_each_has_a_row_and_the_cache_panel_sums_them() {
     userctl.run(&["down", "--volumes"]).await.ok();
 }
 
+/// The logs pane's lines on screen: the segments of the screen's rows that start with a
+/// `HH:MM:SS.mmm` time.
+fn log_lines(screen: &str) -> Vec<String> {
+    let timed = |text: &str| {
+        let bytes = text.as_bytes();
+        bytes.len() > 13
+            && bytes[..12].iter().enumerate().all(|(i, byte)| match i {
+                2 | 5 => *byte == b':',
+                8 => *byte == b'.',
+                _ => byte.is_ascii_digit(),
+            })
+    };
+    screen
+        .lines()
+        .flat_map(|row| row.split('│'))
+        .filter(|segment| timed(segment))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_logs_pane_merges_the_stack_and_a_typed_filter_narrows_it() {
+    let home = tempfile::tempdir().expect("home");
+    let userctl = Userctl::new(home.path());
+    let _teardown = Teardown(userctl.clone());
+    userctl.run(UP).await.ok();
+    userctl
+        .run_with_stdin(
+            &[
+                "register",
+                "--email",
+                "lou@example.com",
+                "--name",
+                "Lou",
+                "--password-stdin",
+            ],
+            PASSWORD,
+        )
+        .await
+        .ok();
+    e2e::login(&userctl, "lou@example.com").await.ok();
+    for _ in 0..3 {
+        userctl.run(&["whoami"]).await.ok();
+    }
+
+    let tmux = Tmux::start(&userctl, 140, 40);
+    let userctl_bin = binary("userctl");
+    tmux.type_line(&format!(
+        r#"'{}' dashboard; echo "exit=$?""#,
+        userctl_bin.display()
+    ));
+    tmux.wait_for("every usersvc service serving", |screen| {
+        (screen.matches("● serving").count() == 3).then_some(())
+    })
+    .await;
+
+    // Enter opens the selected service's logs, `a` the whole stack's, merged in time order.
+    tmux.key("Enter");
+    tmux.key("a");
+    let merged = tmux
+        .wait_for(
+            "the whole stack's lines from gateway, cache and store",
+            |screen| {
+                let lines = log_lines(screen);
+                let from = |service: &str| {
+                    lines
+                        .iter()
+                        .any(|line| line[13..].starts_with(&format!("{service} ")))
+                };
+                let ready = screen.contains("Logs · whole stack")
+                    && ["gateway", "cache", "store"].iter().all(|s| from(s));
+                ready.then_some(lines)
+            },
+        )
+        .await;
+    let times: Vec<&str> = merged.iter().map(|line| &line[..12]).collect();
+    assert!(
+        times.windows(2).all(|pair| pair[0] <= pair[1]),
+        "in time order: {merged:#?}"
+    );
+
+    // A typed filter narrows the pane to the lines that match it: the one login.
+    tmux.key("/");
+    tmux.run(&["send-keys", "-l", "logged in"]);
+    tmux.key("Enter");
+    let filtered = tmux
+        .wait_for("only the login's line under the filter", |screen| {
+            let lines = log_lines(screen);
+            let ready = screen.contains("/logged in 1 of")
+                && lines.len() == 1
+                && lines[0][13..].starts_with("gateway ")
+                && lines[0].contains("logged in");
+            ready.then_some(lines)
+        })
+        .await;
+    assert!(filtered.len() < merged.len(), "{filtered:#?}");
+
+    // Not a regex: said in the pane; the dashboard carries on.
+    tmux.key("/");
+    for _ in 0.."logged in".len() {
+        tmux.key("BSpace");
+    }
+    tmux.run(&["send-keys", "-l", "answered("]);
+    tmux.key("Enter");
+    tmux.wait_for("the filter's error in the pane", |screen| {
+        screen.contains("filter is not a regex").then_some(())
+    })
+    .await;
+
+    tmux.key("q");
+    tmux.wait_for("the shell to report the dashboard's exit", |screen| {
+        screen.contains("exit=0").then_some(())
+    })
+    .await;
+    userctl.run(&["down", "--volumes"]).await.ok();
+}
+
 #[tokio::test]
 async fn without_a_terminal_the_dashboard_refuses_with_a_usage_error() {
     let home = tempfile::tempdir().expect("home");

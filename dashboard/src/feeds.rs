@@ -4,7 +4,7 @@
 //! - `grpc.health.v1.Health/Watch` on every gateway, cache and store replica (pushed on
 //!   change); the cache and store over mutual TLS when the stack has certificates;
 //! - the runtime's status, polled every refresh interval;
-//! - the selected service's recent logs, while the logs pane is open.
+//! - recent logs of the selected service or of the whole stack, while the logs pane is open.
 //!
 //! A source that fails reports it and tries again with exponential backoff, forever: services
 //! come and go while the dashboard watches. The first replica of each service is watched from
@@ -38,7 +38,7 @@ use userctl_proto::cache::v1::{WatchStatsRequest, cache_stats_client::CacheStats
 use crate::{
     ClientTls, Endpoints, format,
     model::{GrpcHealth, ReplicaId, Update},
-    source::{RuntimeSource, Service, ServiceRow},
+    source::{LogScope, RuntimeSource, Service, ServiceRow},
 };
 
 /// Lines of logs fetched for the logs pane; more than any terminal shows.
@@ -82,14 +82,14 @@ enum Ended {
 }
 
 impl Feeds {
-    /// Starts every feed. `logs_wanted` names the service whose logs to fetch, if any.
+    /// Starts every feed. `logs_wanted` names whose logs to fetch, if any.
     pub fn start(
         endpoints: &Endpoints,
         tls: Option<ClientTls>,
         refresh: Duration,
         runtime: Arc<dyn RuntimeSource>,
         updates: mpsc::Sender<Update>,
-        logs_wanted: watch::Receiver<Option<Service>>,
+        logs_wanted: watch::Receiver<Option<LogScope>>,
     ) -> Self {
         let mut feeds = Self {
             cancel: CancellationToken::new(),
@@ -396,26 +396,40 @@ async fn runtime_status(
 async fn logs(
     runtime: Arc<dyn RuntimeSource>,
     refresh: Duration,
-    mut wanted: watch::Receiver<Option<Service>>,
+    mut wanted: watch::Receiver<Option<LogScope>>,
     updates: mpsc::Sender<Update>,
 ) {
     loop {
-        let service = *wanted.borrow_and_update();
-        let Some(service) = service else {
+        let scope = *wanted.borrow_and_update();
+        let Some(scope) = scope else {
             if wanted.changed().await.is_err() {
                 return;
             }
             continue;
         };
-        let lines = match timeout(RUNTIME_TIMEOUT, runtime.recent_logs(service, LOG_TAIL)).await {
-            Ok(Ok(lines)) => Ok(lines),
-            Ok(Err(err)) => Err(chain(err.as_ref())),
-            Err(_) => Err(format!(
-                "no answer within {}",
-                format::duration(RUNTIME_TIMEOUT)
-            )),
+        let services = match scope {
+            LogScope::Service(service) => vec![service],
+            LogScope::Stack => Service::ALL.to_vec(),
         };
-        if updates.send(Update::Logs { service, lines }).await.is_err() {
+        let read = services.into_iter().map(|service| {
+            let runtime = runtime.clone();
+            async move {
+                match timeout(RUNTIME_TIMEOUT, runtime.recent_logs(service, LOG_TAIL)).await {
+                    Ok(Ok(lines)) => Ok((service, lines)),
+                    Ok(Err(err)) => Err(format!("{}: {}", service.name(), chain(err.as_ref()))),
+                    Err(_) => Err(format!(
+                        "{}: no answer within {}",
+                        service.name(),
+                        format::duration(RUNTIME_TIMEOUT)
+                    )),
+                }
+            }
+        });
+        let lines = futures::future::join_all(read)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, String>>();
+        if updates.send(Update::Logs { scope, lines }).await.is_err() {
             return;
         }
         tokio::select! {
@@ -536,7 +550,7 @@ mod tests {
     use tonic::transport::Server;
 
     use super::*;
-    use crate::source::{ServiceRow, SourceError};
+    use crate::source::{LogLine, ServiceRow, SourceError};
 
     /// Nothing listens here: connections are refused at once.
     const NOWHERE: &str = "http://127.0.0.1:1";
@@ -554,7 +568,7 @@ mod tests {
             &self,
             _: Service,
             _: usize,
-        ) -> BoxFuture<'_, Result<Vec<String>, SourceError>> {
+        ) -> BoxFuture<'_, Result<Vec<LogLine>, SourceError>> {
             Box::pin(async { Ok(Vec::new()) })
         }
     }

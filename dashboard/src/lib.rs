@@ -1,6 +1,6 @@
 //! `userctl dashboard`: a live terminal view of a running stack — the cache's hit ratio and
 //! counters over every cache replica, the health of each replica, what changed, and the logs of
-//! one service.
+//! one service or of the whole stack, merged and filtered.
 //!
 //! Layout:
 //!
@@ -11,6 +11,8 @@
 //!   retrying with backoff.
 //! - [`model`]: the data and how updates change it: ratios from counter deltas, events on
 //!   transitions. No I/O, no clock.
+//! - [`logs`]: log lines read for the logs pane — time, source, level — merged in time order,
+//!   and the `/` filter.
 //! - [`app`]: the [`App`] — the model plus what the user is looking at, and what keys do.
 //! - `ui`: rendering, a pure `Widget for &App` (snapshot-tested with `TestBackend`), one
 //!   module per panel.
@@ -24,6 +26,7 @@ pub mod app;
 mod error;
 mod feeds;
 pub mod format;
+pub mod logs;
 pub mod model;
 pub mod source;
 mod terminal;
@@ -42,7 +45,7 @@ use tokio::{
 pub use app::{Action, App, Header};
 pub use error::DashboardError;
 pub use model::{ReplicaId, Update, hit_ratio};
-pub use source::{RuntimeSource, Service, ServiceRow, SourceError};
+pub use source::{LogLine, LogScope, RuntimeSource, Service, ServiceRow, SourceError};
 
 /// Where the stack's gRPC services answer, as `http://host:port` URLs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,7 +126,7 @@ async fn event_loop(
     mut app: App,
     feeds: &mut feeds::Feeds,
     mut updates: mpsc::Receiver<Update>,
-    logs_wanted: watch::Sender<Option<Service>>,
+    logs_wanted: watch::Sender<Option<LogScope>>,
 ) -> Result<(), DashboardError> {
     let signal_error = |source| DashboardError::Terminal {
         action: "listening for signals",

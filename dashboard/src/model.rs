@@ -13,7 +13,10 @@ use std::{
 use tokio::time::Instant;
 use userctl_proto::cache::v1::{RedisBreaker, Stats};
 
-use crate::source::{Service, ServiceRow, label};
+use crate::{
+    logs::{self, Entry},
+    source::{LogLine, LogScope, Service, ServiceRow, label},
+};
 
 /// Hit-ratio samples kept for the sparkline: ten minutes at the default one-second refresh.
 const HISTORY: usize = 600;
@@ -65,10 +68,10 @@ pub enum Update {
     Health { id: ReplicaId, health: GrpcHealth },
     /// A runtime status poll: the rows, or why the runtime could not answer.
     Runtime(Result<Vec<ServiceRow>, String>),
-    /// Recent logs of one service, or why they could not be read.
+    /// Recent logs of one service or of every one, or why they could not be read.
     Logs {
-        service: Service,
-        lines: Result<Vec<String>, String>,
+        scope: LogScope,
+        lines: Result<Vec<(Service, Vec<LogLine>)>, String>,
     },
 }
 
@@ -322,11 +325,11 @@ impl ServiceView {
     }
 }
 
-/// The last logs fetched for a service.
+/// The last logs fetched, merged in time order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Logs {
-    pub service: Service,
-    pub lines: Result<Vec<String>, String>,
+    pub scope: LogScope,
+    pub lines: Result<Vec<Entry>, String>,
 }
 
 /// How a cache replica's new sample relates to its previous one.
@@ -396,7 +399,10 @@ impl Model {
             Update::Health { id, health } => self.health(id, health, at),
             Update::Runtime(Ok(rows)) => self.runtime_rows(rows, at),
             Update::Runtime(Err(reason)) => self.runtime_failed(reason, at),
-            Update::Logs { service, lines } => self.logs = Some(Logs { service, lines }),
+            Update::Logs { scope, lines } => {
+                let lines = lines.map(logs::merge);
+                self.logs = Some(Logs { scope, lines });
+            }
         }
     }
 

@@ -100,17 +100,33 @@ impl ServiceRow {
     }
 }
 
+/// One line a replica logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// Which replica, when the service has several (as `userctl logs` labels them).
+    pub replica: Option<u16>,
+    pub text: String,
+}
+
+/// Whose logs the logs pane shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogScope {
+    /// Every replica of one service.
+    Service(Service),
+    /// Every service, merged in time order.
+    Stack,
+}
+
 /// The runtime's view of the stack. Both calls may fail (the engine went away); the dashboard
 /// shows the error and asks again with backoff.
 pub trait RuntimeSource: Send + Sync {
     /// One row per replica the runtime knows about.
     fn status(&self) -> BoxFuture<'_, Result<Vec<ServiceRow>, SourceError>>;
 
-    /// The last `tail` lines `service` logged, oldest first (of every replica, or of the
-    /// first, as the runtime keeps them).
+    /// The last `tail` lines each replica of `service` logged, oldest first per replica.
     fn recent_logs(
         &self,
         service: Service,
         tail: usize,
-    ) -> BoxFuture<'_, Result<Vec<String>, SourceError>>;
+    ) -> BoxFuture<'_, Result<Vec<LogLine>, SourceError>>;
 }

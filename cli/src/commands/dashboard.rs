@@ -7,8 +7,8 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use futures::future::BoxFuture;
 use userctl_dashboard::{
-    ClientTls, Config, DashboardError, Endpoints, RuntimeSource, Service as DashboardService,
-    ServiceRow, SourceError,
+    ClientTls, Config, DashboardError, Endpoints, LogLine, RuntimeSource,
+    Service as DashboardService, ServiceRow, SourceError,
 };
 
 use crate::{
@@ -110,8 +110,21 @@ impl StackSource {
             .collect())
     }
 
-    async fn logs(&self, service: Service, tail: usize) -> Result<Vec<String>, SourceError> {
-        Ok(self.runtime().await?.recent_logs(service, tail).await)
+    /// The last `tail` lines of every replica of `service`, as `userctl logs` reads them.
+    async fn logs(&self, service: Service, tail: usize) -> Result<Vec<LogLine>, SourceError> {
+        let mut lines = Vec::new();
+        let mut keep = |line: crate::stack::LogLine| {
+            lines.push(LogLine {
+                replica: line.replica,
+                text: line.text,
+            });
+            Ok(())
+        };
+        self.runtime()
+            .await?
+            .logs(Some(service), false, Some(tail), &mut keep)
+            .await?;
+        Ok(lines)
     }
 }
 
@@ -124,7 +137,7 @@ impl RuntimeSource for StackSource {
         &self,
         service: DashboardService,
         tail: usize,
-    ) -> BoxFuture<'_, Result<Vec<String>, SourceError>> {
+    ) -> BoxFuture<'_, Result<Vec<LogLine>, SourceError>> {
         Box::pin(self.logs(from_dashboard(service), tail))
     }
 }

@@ -29,8 +29,13 @@ pub fn header<'a>(app: &'a App, theme: &Theme) -> Line<'a> {
     ])
 }
 
-pub fn footer(theme: &Theme, area: Rect, buf: &mut Buffer) {
-    Paragraph::new(" q quit  ↑↓ select  enter logs  p pause  ? help")
-        .style(theme.dim)
-        .render(area, buf);
+pub fn footer(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
+    let keys = if app.logs_pane().typing.is_some() {
+        " type a filter (a word or a regex)  enter applies  esc drops"
+    } else if app.logs_open() {
+        " q quit  / filter  n N move  f follow  a stack/service  enter close  ? help"
+    } else {
+        " q quit  ↑↓ select  enter logs  p pause  ? help"
+    };
+    Paragraph::new(keys).style(theme.dim).render(area, buf);
 }

@@ -18,6 +18,8 @@ const SPARKLINE_MIN_WIDTH: u16 = 20;
 const FOOTER_MIN_HEIGHT: u16 = 24;
 /// Wide enough to show events and logs side by side.
 const SIDE_BY_SIDE_WIDTH: u16 = 100;
+/// The events pane's width beside the logs.
+const EVENTS_BESIDE_LOGS: u16 = 48;
 /// Below this a bottom pane (events, logs) shows too little to be worth it.
 const BOTTOM_MIN_HEIGHT: u16 = 3;
 
@@ -83,8 +85,9 @@ impl Panes {
             (false, _) => (Rect::ZERO, Rect::ZERO),
             (true, false) => (bottom, Rect::ZERO),
             (true, true) if bottom.width >= SIDE_BY_SIDE_WIDTH => {
+                // Events are short lines; log lines are long and want the room.
                 let [events, logs] =
-                    Layout::horizontal([Constraint::Percentage(40), Constraint::Fill(1)])
+                    Layout::horizontal([Constraint::Max(EVENTS_BESIDE_LOGS), Constraint::Fill(1)])
                         .areas(bottom);
                 (events, logs)
             }

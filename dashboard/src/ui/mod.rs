@@ -4,7 +4,7 @@
 //!  header: what is watched, refresh, LIVE/PAUSED
 //!  services table, a row per replica      (proxy, gateway, cache, store, redis, postgres)
 //!  cache numbers        | hit-ratio sparkline
-//!  events               | logs of the selected service (when open)
+//!  events               | logs of the selected service or the stack (when open)
 //!  footer: keys
 //! ```
 //!
@@ -62,10 +62,10 @@ impl Widget for &App {
             events::render(model, &theme, area, buf);
         }
         if let Some(area) = panes.logs {
-            logs::render(self, model, &theme, area, buf);
+            logs::render(self, &theme, area, buf);
         }
         if let Some(area) = panes.footer {
-            header::footer(&theme, area, buf);
+            header::footer(self, &theme, area, buf);
         }
         if self.help_open() {
             help::render(&theme, area, buf);

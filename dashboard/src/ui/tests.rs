@@ -11,7 +11,7 @@ use crate::{
     app::{App, Header},
     format::percent,
     model::{GrpcHealth, ReplicaId, Update},
-    source::{Service, ServiceRow},
+    source::{LogLine, LogScope, Service, ServiceRow},
 };
 
 fn row(service: Service, state: &str, health: &str, uptime: u64) -> ServiceRow {
@@ -272,21 +272,128 @@ fn before_anything_answers() {
     insta::assert_snapshot!(screen(&app, 80, 24));
 }
 
+/// A few requests' worth of lines from every service, as each program stamps them.
+fn stack_logs() -> Vec<(Service, Vec<LogLine>)> {
+    let line = |text: String| LogLine {
+        replica: None,
+        text,
+    };
+    let usersvc = |second: u32, level: &str, trace: u32, rpc: &str, what: &str| {
+        line(format!(
+            "2026-12-02T20:40:{second:02}.{:06}Z  {level} request{{trace_id=4bf92f3577b34da6a3ce929d0e0e{trace:04} rpc={rpc}}}: {what}",
+            trace * 1000
+        ))
+    };
+    let hops = |service: Service, rpc: &str, elapsed: u32| {
+        let lines = (0..12)
+            .map(|i| {
+                let (level, what) = match i {
+                    7 => (
+                        "WARN",
+                        format!("answered code=Unavailable elapsed_us={elapsed}"),
+                    ),
+                    _ => (
+                        "INFO",
+                        format!("answered code=OK elapsed_us={}", elapsed + i * 7),
+                    ),
+                };
+                usersvc(10 + i, level, i, rpc, &what)
+            })
+            .collect();
+        (service, lines)
+    };
+    vec![
+        hops(Service::Gateway, "Gateway/WhoAmI", 812),
+        hops(Service::Cache, "UserStore/ReadUser", 402),
+        hops(Service::Store, "UserStore/ReadUser", 190),
+        (
+            Service::Redis,
+            vec![line(
+                "1:M 02 Dec 2026 20:40:15.500 * Background saving started".into(),
+            )],
+        ),
+    ]
+}
+
+fn with_stack_logs() -> App {
+    let (mut app, t0) = watched(5);
+    press(&mut app, KeyCode::Enter);
+    press(&mut app, KeyCode::Char('a'));
+    app.apply(
+        Update::Logs {
+            scope: LogScope::Stack,
+            lines: Ok(stack_logs()),
+        },
+        t0,
+    );
+    app
+}
+
 #[test]
 fn the_logs_pane_shows_the_selected_service() {
     let (mut app, t0) = watched(5);
     press(&mut app, KeyCode::Down);
     press(&mut app, KeyCode::Enter);
-    let lines = (1..=40).map(|i| format!("cache log line {i}")).collect();
+    let lines = (1..=40)
+        .map(|i| LogLine {
+            replica: None,
+            text: format!("cache log line {i}"),
+        })
+        .collect();
     app.apply(
         Update::Logs {
-            service: Service::Cache,
-            lines: Ok(lines),
+            scope: LogScope::Service(Service::Cache),
+            lines: Ok(vec![(Service::Cache, lines)]),
         },
         t0,
     );
     insta::assert_snapshot!(screen(&app, 120, 32));
     insta::assert_snapshot!("logs_on_a_small_terminal", screen(&app, 60, 16));
+}
+
+#[test]
+fn the_whole_stacks_logs_merged_in_time_order() {
+    let app = with_stack_logs();
+    insta::assert_snapshot!("stack_logs_160x45", screen(&app, 160, 45));
+    insta::assert_snapshot!("stack_logs_80x24", screen(&app, 80, 24));
+}
+
+#[test]
+fn a_filter_being_typed_then_applied_then_a_line_chosen() {
+    let mut app = with_stack_logs();
+    press(&mut app, KeyCode::Char('/'));
+    for c in "cache.*unavailable".chars() {
+        press(&mut app, KeyCode::Char(c));
+    }
+    insta::assert_snapshot!("filter_typed_80x24", screen(&app, 80, 24));
+    press(&mut app, KeyCode::Enter);
+    press(&mut app, KeyCode::Char('/'));
+    for _ in 0.."unavailable".len() {
+        press(&mut app, KeyCode::Backspace);
+    }
+    for c in "ok".chars() {
+        press(&mut app, KeyCode::Char(c));
+    }
+    press(&mut app, KeyCode::Enter);
+    press(&mut app, KeyCode::Char('N'));
+    press(&mut app, KeyCode::Char('N'));
+    insta::assert_snapshot!("filter_applied_line_chosen_160x45", screen(&app, 160, 45));
+}
+
+#[test]
+fn a_filter_that_is_no_regex_is_an_error_in_the_pane() {
+    let mut app = with_stack_logs();
+    press(&mut app, KeyCode::Char('/'));
+    for c in "elapsed_us=(".chars() {
+        press(&mut app, KeyCode::Char(c));
+    }
+    press(&mut app, KeyCode::Enter);
+    let screen = screen(&app, 160, 45);
+    assert!(
+        screen.contains("filter is not a regex: unclosed group; showing every line"),
+        "{screen}"
+    );
+    insta::assert_snapshot!("filter_not_a_regex_80x24", self::screen(&app, 80, 24));
 }
 
 #[test]

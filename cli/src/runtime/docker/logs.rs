@@ -60,24 +60,29 @@ pub async fn stream(
         .follow(follow)
         .tail(&tail)
         .build();
-    let streams = containers.iter().map(|source| {
-        let name = &source.container;
-        let key = (source.service, source.replica);
-        docker.logs(name, Some(options.clone())).map(move |chunk| {
-            (
-                key,
-                chunk.map_err(|err| RuntimeError::other(format!("reading logs of {name}"), err)),
-            )
+    // Boxed and collected before the first await: a lazy iterator over `containers` held
+    // across it keeps the compiler from seeing that this future is `Send`.
+    let streams: Vec<_> = containers
+        .iter()
+        .map(|source| {
+            let name = &source.container;
+            let key = (source.service, source.replica);
+            docker
+                .logs(name, Some(options.clone()))
+                .map(move |chunk| {
+                    (
+                        key,
+                        chunk.map_err(|err| {
+                            RuntimeError::other(format!("reading logs of {name}"), err)
+                        }),
+                    )
+                })
+                .boxed()
         })
-    });
+        .collect();
     let mut lines = LineSplitter::default();
     let result = if follow {
-        split_all(
-            stream::select_all(streams.map(|chunks| chunks.boxed())),
-            &mut lines,
-            sink,
-        )
-        .await
+        split_all(stream::select_all(streams), &mut lines, sink).await
     } else {
         split_all(stream::iter(streams).flatten(), &mut lines, sink).await
     };

@@ -454,7 +454,7 @@ impl LocalRuntime {
         let mut offsets = Vec::new();
         let mut lines = Vec::new();
         for (service, replica, path) in self.log_sources(service) {
-            let text = fs::read_to_string(&path).unwrap_or_default();
+            let (text, read_to) = read_log(&path, tail).unwrap_or_default();
             let all: Vec<&str> = text.lines().collect();
             let start = tail.map_or(0, |n| all.len().saturating_sub(n));
             lines.extend(all[start..].iter().map(|text| LogLine {
@@ -462,7 +462,7 @@ impl LocalRuntime {
                 replica,
                 text: (*text).to_owned(),
             }));
-            offsets.push((service, replica, path, text.len() as u64));
+            offsets.push((service, replica, path, read_to));
         }
         if send(sink, lines)? || !follow {
             return Ok(());
@@ -831,9 +831,47 @@ fn pid_alive(pid: u32) -> bool {
 }
 
 fn last_lines(dir: &Path, service: Service, replica: u16, n: usize) -> Vec<String> {
-    let text = fs::read_to_string(plan::log_path(dir, service, replica)).unwrap_or_default();
+    let (text, _) = read_log(&plan::log_path(dir, service, replica), Some(n)).unwrap_or_default();
     let lines: Vec<String> = text.lines().map(str::to_owned).collect();
     lines[lines.len().saturating_sub(n)..].to_vec()
+}
+
+/// A log file's text — all of it, or enough of its end for the last `tail` lines — and the
+/// length it had, where following it goes on from.
+fn read_log(path: &Path, tail: Option<usize>) -> io::Result<(String, u64)> {
+    if let Some(lines) = tail {
+        let (text, len) = tail_of(path)?;
+        if len <= TAIL_BYTES || text.lines().count() >= lines {
+            return Ok((text, len));
+        }
+    }
+    let bytes = fs::read(path)?;
+    let len = bytes.len() as u64;
+    Ok((String::from_utf8_lossy(&bytes).into_owned(), len))
+}
+
+/// Longest stretch at the end of a log file read for its last lines: every request logs a line
+/// (docs/design.md, "Tracing a request"), so a log can grow by megabytes a second under load,
+/// and the dashboard asks for the last lines every second.
+const TAIL_BYTES: u64 = 256 * 1024;
+
+/// The end of the file at `path`, from its first whole line within [`TAIL_BYTES`], and how
+/// long the file was.
+fn tail_of(path: &Path) -> io::Result<(String, u64)> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+
+    let mut file = fs::File::open(path)?;
+    let start = file.metadata()?.len().saturating_sub(TAIL_BYTES);
+    file.seek(SeekFrom::Start(start))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    let len = start + bytes.len() as u64;
+    let text = String::from_utf8_lossy(&bytes);
+    let text = match text.split_once('\n') {
+        Some((_, whole)) if start > 0 => whole.to_owned(),
+        _ => text.into_owned(),
+    };
+    Ok((text, len))
 }
 
 /// Whether there was a file to remove.
@@ -867,4 +905,37 @@ fn send(
         }
     }
     Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tail_of_a_long_log_starts_at_a_whole_line() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("cache.log");
+        let line =
+            "2026-12-02T20:40:18.186574Z  INFO request{…}: answered code=OK elapsed_us=894\n";
+        let count = 2 * TAIL_BYTES as usize / line.len();
+        fs::write(&path, line.repeat(count) + "the last line\n").expect("write");
+
+        let (tail, len) = tail_of(&path).expect("read");
+        assert_eq!(len, fs::metadata(&path).expect("stat").len());
+        assert!(tail.len() as u64 <= TAIL_BYTES);
+        assert!(tail.starts_with("2026-12-02T"), "{:?}", &tail[..40]);
+        assert!(tail.ends_with("the last line\n"));
+
+        // More lines asked for than the end holds: the whole file.
+        let (all, _) = read_log(&path, Some(count)).expect("read");
+        assert_eq!(all.lines().count(), count + 1);
+        let (few, _) = read_log(&path, Some(3)).expect("read");
+        assert_eq!(few, tail);
+
+        fs::write(&path, "short\nlog\n").expect("write");
+        assert_eq!(
+            tail_of(&path).expect("read"),
+            ("short\nlog\n".to_owned(), 10)
+        );
+    }
 }

@@ -111,7 +111,7 @@ async fn run_command(cli: Cli) -> ExitCode {
             }
         };
     }
-    telemetry::init(cli.log_json);
+    let _logs = telemetry::init(cli.log_json);
     match run(cli.command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

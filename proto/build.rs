@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "userctl/gateway/v1/gateway.proto",
     "userctl/cache/v1/cache.proto",
     "userctl/bench/v1/echo.proto",
+    "userctl/requests/v1/requests.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

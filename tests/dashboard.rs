@@ -2,7 +2,14 @@
 //! local stack, the test types keys and reads the screen, as a user would. Every wait polls
 //! the screen; none is a fixed delay.
 
-use std::{process::Command, time::Duration};
+use std::{
+    process::Command,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use userctl_tests::{
     cli::{Userctl, binary},
@@ -324,7 +331,7 @@ fn log_lines(screen: &str) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_logs_pane_merges_the_stack_and_a_typed_filter_narrows_it() {
+async fn the_logs_pane_merges_and_filters_and_requests_per_hop_move_under_load() {
     let home = tempfile::tempdir().expect("home");
     let userctl = Userctl::new(home.path());
     let _teardown = Teardown(userctl.clone());
@@ -411,6 +418,39 @@ async fn the_logs_pane_merges_the_stack_and_a_typed_filter_narrows_it() {
         screen.contains("filter is not a regex").then_some(())
     })
     .await;
+
+    // Per hop: under a whoami loop, the gateway's WhoAmI and the cache's reads have calls a
+    // second, each from its own service's figures.
+    tmux.key("Enter");
+    tmux.key("r");
+    let loading = Arc::new(AtomicBool::new(true));
+    let load = tokio::spawn({
+        let userctl = userctl.clone();
+        let loading = loading.clone();
+        async move {
+            while loading.load(Ordering::Relaxed) {
+                userctl.run(&["whoami"]).await.ok();
+            }
+        }
+    });
+    let busy = |screen: &str, service: &str, rpc: &str| {
+        screen.lines().any(|line| {
+            let words: Vec<&str> = line.trim_matches('│').split_whitespace().collect();
+            words.len() >= 3
+                && words[0] == service
+                && words[1] == rpc
+                && words[2].parse::<f64>().is_ok_and(|rate| rate > 0.0)
+        })
+    };
+    tmux.wait_for("calls a second at the gateway and the cache", |screen| {
+        let ready = screen.contains("Requests per hop")
+            && busy(screen, "gateway", "Gateway/WhoAmI")
+            && busy(screen, "cache", "UserStore/ReadUser");
+        ready.then_some(())
+    })
+    .await;
+    loading.store(false, Ordering::Relaxed);
+    load.await.expect("whoami loop");
 
     tmux.key("q");
     tmux.wait_for("the shell to report the dashboard's exit", |screen| {

@@ -79,10 +79,13 @@ async fn every_service_lists_its_api_health_and_reflection_in_both_versions() {
         (&stack.store_addr, vec!["userctl.user.v1.UserStore"]),
     ] {
         let (v1, v1alpha) = listed(addr).await;
-        // Exactly what the server serves: its API, health and that version of reflection.
+        // Exactly what the server serves: its API, health, its figures and that version of
+        // reflection.
         for (version, listed) in [("v1", v1), ("v1alpha", v1alpha)] {
             let mut expected: Vec<String> = own.iter().map(|name| (*name).to_owned()).collect();
             expected.push("grpc.health.v1.Health".into());
+            // Every service's figures per RPC, for the dashboard.
+            expected.push("userctl.requests.v1.Requests".into());
             expected.push(format!("grpc.reflection.{version}.ServerReflection"));
             expected.sort();
             assert_eq!(listed, expected, "{addr} over reflection {version}");

@@ -42,6 +42,8 @@ pub struct App {
     selected: ReplicaId,
     logs_open: bool,
     logs: LogsPane,
+    /// The requests per hop in place of the events.
+    requests_open: bool,
     help_open: bool,
 }
 
@@ -78,6 +80,7 @@ impl App {
             selected: ReplicaId::new(Service::Gateway, 1),
             logs_open: false,
             logs: LogsPane::default(),
+            requests_open: false,
             help_open: false,
         }
     }
@@ -117,6 +120,10 @@ impl App {
 
     pub fn logs_open(&self) -> bool {
         self.logs_open
+    }
+
+    pub fn requests_open(&self) -> bool {
+        self.requests_open
     }
 
     pub fn help_open(&self) -> bool {
@@ -215,6 +222,10 @@ impl App {
             }
             KeyCode::Enter | KeyCode::Char('l') => {
                 self.logs_open = !self.logs_open;
+                Action::Continue
+            }
+            KeyCode::Char('r') => {
+                self.requests_open = !self.requests_open;
                 Action::Continue
             }
             KeyCode::Char('p') => {

@@ -33,7 +33,10 @@ use tonic::{
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
-use userctl_proto::cache::v1::{WatchStatsRequest, cache_stats_client::CacheStatsClient};
+use userctl_proto::{
+    cache::v1::{WatchStatsRequest, cache_stats_client::CacheStatsClient},
+    requests::v1::{GetRequestStatsRequest, requests_client::RequestsClient},
+};
 
 use crate::{
     ClientTls, Endpoints, format,
@@ -128,13 +131,22 @@ impl Feeds {
         });
     }
 
-    /// Starts the feeds of one `usersvc` replica: its health, and its counters if a cache.
+    /// Starts the feeds of one `usersvc` replica: its health, its calls per RPC, and its
+    /// counters if a cache.
     fn watch(&mut self, id: ReplicaId, addr: String) {
         let addr = watch::Sender::new(addr);
         let cancel = self.cancel.child_token();
         let peer = Peer::new(id.service, self.tls.clone());
         let health = health(id, addr.subscribe(), peer.clone(), self.updates.clone());
         self.spawn(cancel.clone(), health);
+        let requests = requests(
+            id,
+            addr.subscribe(),
+            peer.clone(),
+            self.refresh,
+            self.updates.clone(),
+        );
+        self.spawn(cancel.clone(), requests);
         if id.service == Service::Cache {
             let stats = stats(
                 id.replica,
@@ -282,6 +294,45 @@ async fn stream_stats(
                 );
             }
         }
+    }
+}
+
+/// One replica's calls, errors and times per RPC (`Requests/GetRequestStats`), asked every
+/// refresh interval over one connection; a failure is left to the health feed to show.
+async fn requests(
+    id: ReplicaId,
+    mut addr: watch::Receiver<String>,
+    peer: Peer,
+    refresh: Duration,
+    updates: mpsc::Sender<Update>,
+) {
+    let mut delays = backoff();
+    loop {
+        let current = addr.borrow_and_update().clone();
+        if let Ok(channel) = connect(&current, &peer).await {
+            let mut client = RequestsClient::new(channel);
+            loop {
+                let asked = Instant::now();
+                let answer = timeout(
+                    RUNTIME_TIMEOUT,
+                    client.get_request_stats(GetRequestStatsRequest {}),
+                );
+                let Ok(Ok(response)) = answer.await else {
+                    break;
+                };
+                delays = backoff();
+                let stats = response.into_inner();
+                if updates.send(Update::Requests { id, stats }).await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    () = sleep_until(asked + refresh) => {}
+                    // Moved: ask it there.
+                    changed = addr.changed() => if changed.is_err() { return } else { break },
+                }
+            }
+        }
+        retry_after(next_delay(&mut delays), &mut addr).await;
     }
 }
 
@@ -679,8 +730,9 @@ mod tests {
                 .is_err(),
             "stopping a replica's feeds is not a failure"
         );
-        // Runtime polls, logs, and the four feeds of the first replicas.
-        assert_eq!(feeds.tasks.len(), 6);
+        // Runtime polls, logs, and the seven feeds of the first replicas: health and requests
+        // of each, the cache's counters.
+        assert_eq!(feeds.tasks.len(), 9);
         feeds.stop().await;
         server.abort();
     }

@@ -11,7 +11,10 @@ use std::{
 };
 
 use tokio::time::Instant;
-use userctl_proto::cache::v1::{RedisBreaker, Stats};
+use userctl_proto::{
+    cache::v1::{RedisBreaker, Stats},
+    requests::v1::RequestStats,
+};
 
 use crate::{
     logs::{self, Entry},
@@ -68,6 +71,8 @@ pub enum Update {
     Health { id: ReplicaId, health: GrpcHealth },
     /// A runtime status poll: the rows, or why the runtime could not answer.
     Runtime(Result<Vec<ServiceRow>, String>),
+    /// A `Requests/GetRequestStats` answer from one `usersvc` replica.
+    Requests { id: ReplicaId, stats: RequestStats },
     /// Recent logs of one service or of every one, or why they could not be read.
     Logs {
         scope: LogScope,
@@ -352,6 +357,30 @@ pub struct Model {
     /// Oldest first.
     pub events: VecDeque<Event>,
     pub logs: Option<Logs>,
+    /// Each `usersvc` replica's last two answers about its calls.
+    requests: BTreeMap<ReplicaId, RequestSamples>,
+}
+
+/// The two latest answers of one replica: rates are their difference.
+#[derive(Debug, Clone)]
+struct RequestSamples {
+    latest: (RequestStats, Instant),
+    previous: Option<(RequestStats, Instant)>,
+}
+
+/// One RPC of one hop, over every replica of its service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HopRow {
+    pub service: Service,
+    pub rpc: String,
+    /// Over the last interval; `None` before a replica has answered twice.
+    pub calls_per_sec: Option<f64>,
+    pub errors_per_sec: Option<f64>,
+    /// The code or status most often answered instead of OK since the start, and how often.
+    pub top_error: Option<(String, u64)>,
+    /// Of the slowest replica, over its recent calls.
+    pub p50_us: u64,
+    pub p99_us: u64,
 }
 
 impl Model {
@@ -373,6 +402,7 @@ impl Model {
             },
             events: VecDeque::with_capacity(EVENTS),
             logs: None,
+            requests: BTreeMap::new(),
         }
     }
 
@@ -399,11 +429,82 @@ impl Model {
             Update::Health { id, health } => self.health(id, health, at),
             Update::Runtime(Ok(rows)) => self.runtime_rows(rows, at),
             Update::Runtime(Err(reason)) => self.runtime_failed(reason, at),
+            Update::Requests { id, stats } => self.requests_answered(id, stats, at),
             Update::Logs { scope, lines } => {
                 let lines = lines.map(logs::merge);
                 self.logs = Some(Logs { scope, lines });
             }
         }
+    }
+
+    fn requests_answered(&mut self, id: ReplicaId, stats: RequestStats, at: Instant) {
+        // A replica the runtime stopped reporting: its feed is being stopped.
+        if self.view(id).is_none() {
+            return;
+        }
+        let samples = match self.requests.remove(&id) {
+            Some(samples) => RequestSamples {
+                previous: Some(samples.latest),
+                latest: (stats, at),
+            },
+            None => RequestSamples {
+                latest: (stats, at),
+                previous: None,
+            },
+        };
+        self.requests.insert(id, samples);
+    }
+
+    /// Every RPC each hop answered, over its replicas: front to back, busiest first.
+    pub fn hops(&self) -> Vec<HopRow> {
+        let mut rows: BTreeMap<(Service, String), HopRow> = BTreeMap::new();
+        for (id, samples) in &self.requests {
+            let (latest, now) = &samples.latest;
+            for rpc in &latest.rpcs {
+                let row = rows
+                    .entry((id.service, rpc.rpc.clone()))
+                    .or_insert_with(|| HopRow {
+                        service: id.service,
+                        rpc: rpc.rpc.clone(),
+                        calls_per_sec: None,
+                        errors_per_sec: None,
+                        top_error: None,
+                        p50_us: 0,
+                        p99_us: 0,
+                    });
+                row.p50_us = row.p50_us.max(rpc.p50_us);
+                row.p99_us = row.p99_us.max(rpc.p99_us);
+                let errors: u64 = rpc.errors.values().sum();
+                if let Some((code, count)) = rpc.errors.iter().max_by_key(|(_, count)| **count) {
+                    let more = row.top_error.as_ref().is_none_or(|(_, top)| count > top);
+                    if more {
+                        row.top_error = Some((code.clone(), *count));
+                    }
+                }
+                let Some((before, then)) = &samples.previous else {
+                    continue;
+                };
+                let secs = now.saturating_duration_since(*then).as_secs_f64();
+                let earlier = before.rpcs.iter().find(|earlier| earlier.rpc == rpc.rpc);
+                let (calls_then, errors_then) = earlier.map_or((0, 0), |earlier| {
+                    (earlier.calls, earlier.errors.values().sum())
+                });
+                if secs > 0.0 {
+                    let rate = |now: u64, then: u64| now.saturating_sub(then) as f64 / secs;
+                    *row.calls_per_sec.get_or_insert(0.0) += rate(rpc.calls, calls_then);
+                    *row.errors_per_sec.get_or_insert(0.0) += rate(errors, errors_then);
+                }
+            }
+        }
+        let mut rows: Vec<HopRow> = rows.into_values().collect();
+        rows.sort_by(|a, b| {
+            let busy = |row: &HopRow| row.calls_per_sec.unwrap_or(0.0);
+            a.service
+                .cmp(&b.service)
+                .then(busy(b).total_cmp(&busy(a)))
+                .then(a.rpc.cmp(&b.rpc))
+        });
+        rows
     }
 
     fn stats(&mut self, replica: u16, stats: Stats, at: Instant) {
@@ -571,6 +672,7 @@ impl Model {
                         self.cache.replicas.remove(&id.replica);
                         self.cache.round.remove(&id.replica);
                     }
+                    self.requests.remove(&id);
                 }
                 (None, row) => {
                     if self.polled {

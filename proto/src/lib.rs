@@ -3,6 +3,7 @@
 //! - [`user::v1`]: `UserStore`, the private interface shared by the entry store and the cache.
 //! - [`gateway::v1`]: `Gateway`, the only public API.
 //! - [`cache::v1`]: `CacheStats`, counters of the entry cache.
+//! - [`requests::v1`]: `Requests`, what each service answered per RPC, served by all three.
 //! - [`bench::v1`]: `Echo`, the bench's same-run baseline.
 //!
 //! [`FILE_DESCRIPTOR_SET`] feeds server reflection, so grpcurl-style clients need no `.proto`.
@@ -22,6 +23,12 @@ pub mod gateway {
 pub mod cache {
     pub mod v1 {
         tonic::include_proto!("userctl.cache.v1");
+    }
+}
+
+pub mod requests {
+    pub mod v1 {
+        tonic::include_proto!("userctl.requests.v1");
     }
 }
 

@@ -8,7 +8,7 @@
 //!   cache-aside over Redis in front of the store, with the same interface as the store.
 //! - [`store`]: the entry store (`userctl.user.v1.UserStore`) over Postgres or SQLite.
 //!
-//! What they share: [`server`] (health, reflection, limits, the TLS accept, graceful shutdown),
+//! What they share: [`server`] (health, reflection, [`requests`] (calls, errors and times per RPC), limits, the TLS accept, graceful shutdown),
 //! [`client`] (outbound channels with deadlines), [`tls`] (the mutual TLS files and who may
 //! call what), [`secret_url`] (passwords handed over as files), [`session`] (session ids, limits, and what the store tells the cache about them), [`health`] (the `usersvc health` probe), [`telemetry`], [`trace`] (one request followed across hops) and [`shutdown`].
 //!
@@ -25,6 +25,7 @@ pub mod client;
 pub mod email;
 pub mod gateway;
 pub mod health;
+pub mod requests;
 pub mod secret_url;
 pub mod server;
 pub mod session;

@@ -29,6 +29,9 @@ use tonic::{
     transport::server::Connected,
 };
 use tonic_health::server::HealthReporter;
+use userctl_proto::requests::v1::requests_server::RequestsServer;
+
+use crate::requests::{Recorder, RequestsService};
 
 /// Longest a single request may run on the server before it is cancelled with DEADLINE_EXCEEDED.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -86,6 +89,8 @@ pub struct Server {
     max_connections: usize,
     /// `None`: plaintext.
     tls: Option<TlsAcceptor>,
+    /// Calls, errors and times per RPC, served as `userctl.requests.v1.Requests`.
+    requests: Arc<Recorder>,
 }
 
 impl Server {
@@ -97,7 +102,8 @@ impl Server {
             .map_err(|source| ServeError::Bind { addr, source })?;
         let (health, health_service) = tonic_health::server::health_reporter();
         let routes = Routes::new(health_service);
-        Ok(Self {
+        let requests = Arc::new(Recorder::default());
+        let server = Self {
             listener,
             routes,
             health,
@@ -105,7 +111,14 @@ impl Server {
             handshake_timeout: HANDSHAKE_TIMEOUT,
             max_connections: MAX_CONNECTIONS,
             tls: None,
-        })
+            requests: requests.clone(),
+        };
+        Ok(server.add_service(RequestsServer::new(RequestsService(requests))))
+    }
+
+    /// What every call answered here is recorded in; the gateway's HTTP door records there too.
+    pub fn requests(&self) -> Arc<Recorder> {
+        self.requests.clone()
     }
 
     /// Serves over TLS that requires a client certificate (see [`crate::tls`]); `None` keeps
@@ -168,6 +181,7 @@ impl Server {
             handshake_timeout,
             max_connections,
             tls,
+            requests,
         } = self;
         let routes = with_reflection(routes, &serving)?;
         for name in &serving {
@@ -197,7 +211,7 @@ impl Server {
             }
         };
         let router = tonic::transport::Server::builder()
-            .layer(crate::trace::Layer)
+            .layer(crate::trace::Layer::new(requests))
             .timeout(REQUEST_TIMEOUT)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .max_connection_age(MAX_CONNECTION_AGE)

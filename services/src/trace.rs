@@ -20,9 +20,13 @@ use std::{
     time::Instant,
 };
 
+use std::sync::Arc;
+
 use rand::Rng as _;
 use tonic::{Status, codegen::http, metadata::MetadataValue, service::Interceptor};
 use tracing::Instrument as _;
+
+use crate::requests::Recorder;
 
 /// The header (and gRPC metadata key) that carries the context.
 pub const HEADER: &str = "traceparent";
@@ -189,22 +193,35 @@ impl Interceptor for Propagate {
     }
 }
 
-/// Traces every call a gRPC server answers (see the module docs). Health checks are logged only
-/// at debug: orchestrators and balancers ask every few seconds.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Layer;
+/// Traces every call a gRPC server answers (see the module docs) and records it in the
+/// server's [`Recorder`]. Health checks, reflection and the figures' own reads are logged only
+/// at debug and not recorded: orchestrators, balancers and dashboards ask every few seconds.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    requests: Arc<Recorder>,
+}
+
+impl Layer {
+    pub fn new(requests: Arc<Recorder>) -> Self {
+        Self { requests }
+    }
+}
 
 impl<S> tower::Layer<S> for Layer {
     type Service = Traced<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Traced { inner }
+        Traced {
+            inner,
+            requests: self.requests.clone(),
+        }
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct Traced<S> {
     inner: S,
+    requests: Arc<Recorder>,
 }
 
 impl<S, RequestBody, ResponseBody> tower::Service<http::Request<RequestBody>> for Traced<S>
@@ -223,9 +240,12 @@ where
     fn call(&mut self, request: http::Request<RequestBody>) -> Self::Future {
         let context = arriving(request.headers());
         let path = request.uri().path();
-        let quiet = path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.");
-        let span =
-            tracing::info_span!("request", trace_id = %context.trace_id, rpc = %rpc_name(path));
+        let quiet = ["/grpc.health.", "/grpc.reflection.", "/userctl.requests."]
+            .iter()
+            .any(|prefix| path.starts_with(prefix));
+        let rpc = rpc_name(path).to_owned();
+        let span = tracing::info_span!("request", trace_id = %context.trace_id, rpc = %rpc);
+        let requests = self.requests.clone();
         let started = Instant::now();
         // Called inside the scope too: a service may start its work in `call`.
         let serving = CURRENT.sync_scope(context, || self.inner.call(request));
@@ -237,7 +257,11 @@ where
                     response.headers_mut().insert(HEADER, value);
                 }
                 let code = grpc_code(response.headers());
-                let elapsed_us = started.elapsed().as_micros() as u64;
+                let elapsed = started.elapsed();
+                if !quiet {
+                    requests.record(&rpc, (code != "OK").then_some(code), elapsed);
+                }
+                let elapsed_us = elapsed.as_micros() as u64;
                 answered.in_scope(|| match code {
                     _ if quiet => tracing::debug!(code = %code, elapsed_us, "answered"),
                     "Internal" | "Unknown" | "DataLoss" => {

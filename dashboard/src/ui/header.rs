@@ -35,7 +35,7 @@ pub fn footer(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     } else if app.logs_open() {
         " q quit  / filter  n N move  f follow  a stack/service  enter close  ? help"
     } else {
-        " q quit  ↑↓ select  enter logs  p pause  ? help"
+        " q quit  ↑↓ select  enter logs  r requests  p pause  ? help"
     };
     Paragraph::new(keys).style(theme.dim).render(area, buf);
 }

@@ -10,7 +10,7 @@ use ratatui::{
 use super::theme::Theme;
 
 pub fn render(theme: &Theme, area: Rect, buf: &mut Buffer) {
-    let popup = area.centered(Constraint::Max(66), Constraint::Max(21));
+    let popup = area.centered(Constraint::Max(66), Constraint::Max(22));
     let key = |keys: &'static str, what: &'static str| {
         Line::from(vec![
             Span::styled(format!("  {keys:<16}"), theme.title),
@@ -25,6 +25,7 @@ pub fn render(theme: &Theme, area: Rect, buf: &mut Buffer) {
         key("a", "logs: the whole stack merged, or the service"),
         key("/", "logs: filter by a word or regex (Enter, Esc)"),
         key("n  N", "logs: next / previous line shown; f follows"),
+        key("r", "requests per hop in place of the events"),
         key("p", "pause or resume the screen (data keeps coming)"),
         key("?", "this help"),
         Line::raw(""),

@@ -4,7 +4,8 @@
 //!  header: what is watched, refresh, LIVE/PAUSED
 //!  services table, a row per replica      (proxy, gateway, cache, store, redis, postgres)
 //!  cache numbers        | hit-ratio sparkline
-//!  events               | logs of the selected service or the stack (when open)
+//!  events, or requests    | logs of the selected service or the stack (when open)
+//!  per hop (r)          |
 //!  footer: keys
 //! ```
 //!
@@ -14,8 +15,8 @@
 //!
 //! - `layout`: where each panel goes for a given size.
 //! - `theme`: colours, or none for `NO_COLOR`.
-//! - one module per panel: `header`, `services`, `cache`, `sparkline`, `events`, `logs`,
-//!   `help`. Figures are formatted by [`crate::format`].
+//! - one module per panel: `header`, `services`, `cache`, `sparkline`, `events`, `requests`,
+//!   `logs`, `help`. Figures are formatted by [`crate::format`].
 
 mod cache;
 mod events;
@@ -23,6 +24,7 @@ mod header;
 mod help;
 mod layout;
 mod logs;
+mod requests;
 mod services;
 mod sparkline;
 mod theme;
@@ -59,7 +61,11 @@ impl Widget for &App {
             sparkline::render(&model.cache, self.header.refresh, &theme, area, buf);
         }
         if let Some(area) = panes.events {
-            events::render(model, &theme, area, buf);
+            if self.requests_open() {
+                requests::render(model, &theme, area, buf);
+            } else {
+                events::render(model, &theme, area, buf);
+            }
         }
         if let Some(area) = panes.logs {
             logs::render(self, &theme, area, buf);

@@ -396,6 +396,85 @@ fn a_filter_that_is_no_regex_is_an_error_in_the_pane() {
     insta::assert_snapshot!("filter_not_a_regex_80x24", self::screen(&app, 80, 24));
 }
 
+/// Two answers a second apart from each usersvc service about its calls.
+fn with_requests() -> App {
+    use userctl_proto::requests::v1::{RequestStats, RpcStats};
+
+    let (mut app, t0) = watched(5);
+    let rpc = |name: &str, calls: u64, errors: &[(&str, u64)], p50_us, p99_us| RpcStats {
+        rpc: name.into(),
+        calls,
+        errors: errors
+            .iter()
+            .map(|(code, count)| ((*code).to_owned(), *count))
+            .collect(),
+        p50_us,
+        p99_us,
+    };
+    for (second, scale) in [(5, 0), (6, 1)] {
+        let at = t0 + Duration::from_secs(second);
+        let answers = [
+            (
+                Service::Gateway,
+                vec![
+                    rpc("Gateway/WhoAmI", 9000 + scale * 1200, &[], 812, 2400),
+                    rpc(
+                        "Gateway/Login",
+                        40 + scale * 8,
+                        &[("Unauthenticated", 3 + scale * 2)],
+                        31_000,
+                        52_000,
+                    ),
+                    rpc(
+                        "POST /api/auth/login",
+                        12 + scale * 2,
+                        &[("429", 2)],
+                        33_000,
+                        61_000,
+                    ),
+                ],
+            ),
+            (
+                Service::Cache,
+                vec![
+                    rpc("UserStore/ReadUser", 9100 + scale * 1210, &[], 402, 1900),
+                    rpc("UserStore/CreateSession", 40 + scale * 5, &[], 2100, 4800),
+                ],
+            ),
+            (
+                Service::Store,
+                vec![
+                    rpc(
+                        "UserStore/ReadUser",
+                        300 + scale * 60,
+                        &[("Unavailable", scale)],
+                        190,
+                        900,
+                    ),
+                    rpc("UserStore/CreateSession", 40 + scale * 5, &[], 1500, 3900),
+                ],
+            ),
+        ];
+        for (service, rpcs) in answers {
+            let id = ReplicaId::new(service, 1);
+            let stats = RequestStats { rpcs };
+            app.apply(Update::Requests { id, stats }, at);
+        }
+    }
+    press(&mut app, KeyCode::Char('r'));
+    app
+}
+
+#[test]
+fn requests_per_hop_in_place_of_the_events() {
+    let app = with_requests();
+    let screen = screen(&app, 160, 45);
+    // 1,200 WhoAmI calls in the second between the two answers.
+    assert!(screen.contains("1200.0"), "{screen}");
+    insta::assert_snapshot!("requests_per_hop_160x45", screen);
+    insta::assert_snapshot!("requests_per_hop_80x24", self::screen(&app, 80, 24));
+}
+
 #[test]
 fn the_help_overlay() {
     let mut app = healthy();

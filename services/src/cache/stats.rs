@@ -13,6 +13,7 @@ use std::{
 use userctl_proto::cache::v1::{RedisBreaker, Stats};
 
 use super::breaker::Breaker;
+use crate::requests::percentile;
 
 /// How many recent reads the latency percentiles are computed over.
 const LATENCY_WINDOW: usize = 4096;
@@ -112,26 +113,9 @@ impl CacheStats {
     }
 }
 
-/// Nearest-rank percentile of sorted samples; 0 when there are none.
-fn percentile(sorted: &[u32], q: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    u64::from(sorted[rank - 1])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percentile_uses_nearest_rank() {
-        let samples: Vec<u32> = (1..=100).collect();
-        assert_eq!(percentile(&samples, 0.50), 50);
-        assert_eq!(percentile(&samples, 0.99), 99);
-        assert_eq!(percentile(&[], 0.5), 0);
-    }
 
     #[test]
     fn latency_window_keeps_only_recent_reads() {

@@ -140,6 +140,7 @@ pub async fn build(config: &Config, shutdown: &CancellationToken) -> Result<Gate
                 gateway,
                 cache,
                 metrics,
+                requests: grpc.requests(),
                 draining: shutdown.clone(),
             };
             let router = http::router(state, cors);

@@ -9,7 +9,7 @@
 use std::{sync::Arc, time::Instant};
 
 use super::envelope::Rejection;
-use crate::{gateway::service::LoginCounters, trace};
+use crate::{gateway::service::LoginCounters, requests::Recorder, trace};
 use axum::{
     extract::{MatchedPath, Request, State},
     http::{HeaderValue, Method, StatusCode, header},
@@ -114,7 +114,7 @@ impl Metrics {
 /// ([`crate::trace`]: the caller's `traceparent` or a new one, returned on the response), a
 /// span, a deadline, the request count and latency, and one `answered` line.
 pub async fn observe(
-    State(metrics): State<Arc<Metrics>>,
+    State((metrics, requests)): State<(Arc<Metrics>, Arc<Recorder>)>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -145,6 +145,14 @@ pub async fn observe(
     let elapsed_us = elapsed.as_micros() as u64;
     // Probes and scrapes come every few seconds from proxies and collectors.
     let quiet = matches!(route.as_str(), "/healthz" | "/readyz" | "/metrics");
+    if !quiet {
+        let failed = status.is_client_error() || status.is_server_error();
+        requests.record(
+            &format!("{method} {route}"),
+            failed.then(|| status.as_str()),
+            elapsed,
+        );
+    }
     span.in_scope(|| {
         let status = status.as_u16();
         if status >= 500 {

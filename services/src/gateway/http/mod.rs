@@ -39,7 +39,10 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use self::metrics::Metrics;
 use super::service::GatewayService;
-use crate::server::{DRAIN_GRACE, MAX_REQUEST_BYTES, ServeError};
+use crate::{
+    requests::Recorder,
+    server::{DRAIN_GRACE, MAX_REQUEST_BYTES, ServeError},
+};
 
 /// The API's description; a test checks it against the router.
 pub const OPENAPI_JSON: &str = include_str!("openapi.json");
@@ -58,6 +61,8 @@ pub struct HttpState {
     /// The cache channel the service uses, for `/readyz` to health-check.
     pub cache: Channel,
     pub metrics: Arc<Metrics>,
+    /// The gateway's calls per route, beside its gRPC ones (`userctl.requests.v1.Requests`).
+    pub requests: Arc<Recorder>,
     /// Cancelled when the gateway starts to drain: `/readyz` then answers 503, so a proxy
     /// checking it moves away during the grace period.
     pub draining: CancellationToken,
@@ -65,7 +70,7 @@ pub struct HttpState {
 
 /// The routes, with the body limit, CORS for `cors` (when there is one) and observation.
 pub fn router(state: HttpState, cors: Option<CorsLayer>) -> Router {
-    let metrics = state.metrics.clone();
+    let observed = (state.metrics.clone(), state.requests.clone());
     let mut router = Router::new()
         .route("/", get(page::index))
         .route("/app.js", get(page::script))
@@ -93,7 +98,7 @@ pub fn router(state: HttpState, cors: Option<CorsLayer>) -> Router {
     if let Some(cors) = cors {
         router = router.layer(cors);
     }
-    router.layer(middleware::from_fn_with_state(metrics, metrics::observe))
+    router.layer(middleware::from_fn_with_state(observed, metrics::observe))
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -57,6 +57,7 @@ fn app(origins: &[&str]) -> Router {
         gateway,
         cache,
         metrics,
+        requests: Arc::default(),
         draining: tokio_util::sync::CancellationToken::new(),
     };
     router(state, cors(&origins).expect("valid origins"))
